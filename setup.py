@@ -1,0 +1,41 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+
+def requirements(name: str) -> list[str]:
+    lines = (HERE / name).read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+setup(
+    name="unidoc-rl",
+    version="0.1.0",
+    description="Train vision-language models as visual-RAG agents over document page images (search, select, crop, answer) with SFT and GRPO.",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["unidoc_rl*", "search_engine*", "synthetic_data*"]),
+    include_package_data=True,
+    package_data={"unidoc_rl": ["**/*.yaml", "**/*.txt", "**/*.jinja"]},
+    install_requires=[
+        "torch>=2.6",
+        "numpy>=1.26",
+        "pillow>=10",
+        "tokenizers>=0.21",
+        "transformers==5.10.4",
+        "safetensors>=0.4",
+        "pyarrow>=15",
+        "hydra-core>=1.3",
+        "omegaconf>=2.3",
+        "openai>=1.40",
+        "httpx>=0.27",
+        "tqdm",
+    ],
+    extras_require={
+        "search": requirements("requirements_search.txt"),
+        "train": requirements("requirements_train.txt"),
+        "gpu": requirements("requirements_gpu.txt"),
+        "dev": requirements("requirements_dev.txt"),
+    },
+)
