@@ -1,0 +1,74 @@
+"""Qwen2-VL-family processors on machines without torchvision.
+
+Why this module exists: the torchvision wheel on PyPI is CUDA-linked, so CPU machines run without torchvision.
+transformers' torchvision image processor module (`image_processing_qwen2_vl`) and its video processor then fail
+to import, which breaks `Qwen2_5_VLProcessor` (it always builds a video processor) and colpali-engine (it imports
+`smart_resize` from that module). The PIL image processor computes the same pixels and needs no torchvision.
+
+Everything here is a no-op when torchvision is importable, so GPU machines use the stock classes.
+Import this module before colpali-engine; `unidoc_rl` imports it on package import.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
+
+_TORCHVISION_IMAGE_MODULE = "transformers.models.qwen2_vl.image_processing_qwen2_vl"
+
+
+def install_torchvision_free_image_module() -> None:
+    """Stand the PIL Qwen2-VL image processor in for the torchvision one (same `smart_resize`, same pixels)."""
+    if HAS_TORCHVISION or _TORCHVISION_IMAGE_MODULE in sys.modules:
+        return
+    from transformers.models.qwen2_vl import image_processing_pil_qwen2_vl as pil_module
+
+    stand_in = types.ModuleType(_TORCHVISION_IMAGE_MODULE)
+    stand_in.smart_resize = pil_module.smart_resize
+    stand_in.Qwen2VLImageProcessor = pil_module.Qwen2VLImageProcessorPil
+    sys.modules[_TORCHVISION_IMAGE_MODULE] = stand_in
+
+
+install_torchvision_free_image_module()
+
+
+def _image_only(processor_cls: type) -> type:
+    """A subclass whose `__init__` has no `video_processor`: transformers derives sub-processors from it."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        processor_cls.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+    return type(f"ImageOnly{processor_cls.__name__}", (processor_cls,), {"__init__": __init__})
+
+
+def policy_processor_class() -> type:
+    from transformers import Qwen2_5_VLProcessor
+
+    return Qwen2_5_VLProcessor if HAS_TORCHVISION else _image_only(Qwen2_5_VLProcessor)
+
+
+def retriever_processor_class(model_family: str = "colqwen2") -> type:
+    if model_family == "colqwen2":
+        from colpali_engine.models import ColQwen2Processor as processor_cls
+    elif model_family == "colqwen2_5":
+        from colpali_engine.models import ColQwen2_5_Processor as processor_cls
+    else:
+        raise ValueError(f"unknown retriever family {model_family!r}; expected 'colqwen2' or 'colqwen2_5'")
+    return processor_cls if HAS_TORCHVISION else _image_only(processor_cls)
+
+
+def load_policy_processor(path: str | Path, **kwargs):
+    """Load a Qwen2.5-VL processor from a checkpoint directory, with or without torchvision."""
+    if HAS_TORCHVISION:
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(str(path), **kwargs)
+    return policy_processor_class().from_pretrained(str(path), **kwargs)
+
+
+def load_retriever_processor(path: str | Path, model_family: str = "colqwen2", **kwargs):
+    return retriever_processor_class(model_family).from_pretrained(str(path), **kwargs)
