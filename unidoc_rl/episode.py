@@ -8,12 +8,12 @@ The record crosses process boundaries (Ray, parquet/JSONL logs), hence the plain
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 Box = tuple[float, float, float, float]
 
 
-class FinishReason(str, Enum):
+class FinishReason(StrEnum):
     ANSWERED = "answered"
     MAX_TURNS = "max_turns"
     MAX_IMAGES = "max_images"
@@ -21,7 +21,7 @@ class FinishReason(str, Enum):
     NO_ACTION = "no_action"
 
 
-class ActionKind(str, Enum):
+class ActionKind(StrEnum):
     SEARCH = "search"
     SELECT = "select"
     BBOX = "bbox"

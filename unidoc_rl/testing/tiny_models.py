@@ -336,7 +336,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Build (once) the tiny offline policy and retriever and print their directories as JSON."
     )
-    parser.add_argument("--cache_dir", type=Path, default=None, help="cache root (default: $UNIDOC_CACHE_DIR or .cache)")
+    parser.add_argument(
+        "--cache_dir", type=Path, default=None, help="cache root (default: $UNIDOC_CACHE_DIR, else .cache)"
+    )
     args = parser.parse_args(argv)
     print(
         json.dumps(
