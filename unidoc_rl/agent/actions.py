@@ -1,0 +1,139 @@
+"""Parse one assistant turn into a typed action, or a typed reason why it is not one.
+
+Grammar (DESIGN §2): an optional `<think>…</think>`, then exactly one of `<search>query</search>`,
+`<select>i</select>`, `<bbox>[x1,y1,x2,y2]</bbox>` (or a list of such boxes), `<answer>text</answer>`.
+
+Tolerant of: tag case, whitespace inside tags and around arguments, free text before or after the action.
+Strict about: argument syntax (an integer index, four finite numbers per box, non-empty text), a missing
+closing tag, and an action tag nested inside another action's argument. `parse_action` never raises.
+
+Checks that need episode context (an index within the candidate list, a box inside the page) belong to the
+episode state, not to the parser.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from unidoc_rl.episode import ActionKind
+
+ACTION_TAGS: tuple[str, ...] = ("search", "select", "bbox", "answer")
+STOP_STRINGS: tuple[str, ...] = tuple(f"</{tag}>" for tag in ACTION_TAGS)
+"""Generation of one turn stops at the closing tag of the first action."""
+
+Box = tuple[float, float, float, float]
+
+
+class InvalidReason(StrEnum):
+    NO_ACTION = "no_action"
+    UNCLOSED_TAG = "unclosed_tag"
+    NESTED_TAG = "nested_tag"
+    EMPTY_ARGUMENT = "empty_argument"
+    BAD_INDEX = "bad_index"
+    BAD_BOX = "bad_box"
+    TOO_MANY_BOXES = "too_many_boxes"
+    # Raised by the episode state, which knows the context:
+    NO_CANDIDATES = "no_candidates"
+    INDEX_OUT_OF_RANGE = "index_out_of_range"
+    NO_FOCUS_PAGE = "no_focus_page"
+    DEGENERATE_BOX = "degenerate_box"
+
+
+@dataclass(frozen=True)
+class SearchAction:
+    query: str
+    kind = ActionKind.SEARCH
+
+
+@dataclass(frozen=True)
+class SelectAction:
+    index: int
+    kind = ActionKind.SELECT
+
+
+@dataclass(frozen=True)
+class BBoxAction:
+    boxes: tuple[Box, ...]
+    kind = ActionKind.BBOX
+
+
+@dataclass(frozen=True)
+class AnswerAction:
+    text: str
+    kind = ActionKind.ANSWER
+
+
+@dataclass(frozen=True)
+class InvalidAction:
+    reason: InvalidReason
+    detail: str
+    kind = ActionKind.INVALID
+
+
+Action = SearchAction | SelectAction | BBoxAction | AnswerAction | InvalidAction
+
+_THINK_BLOCK = re.compile(r"<\s*think\s*>.*?<\s*/\s*think\s*>", re.IGNORECASE | re.DOTALL)
+_OPEN_TAG = re.compile(r"<\s*(search|select|bbox|answer)\s*>", re.IGNORECASE)
+_ANY_ACTION_TAG = re.compile(r"<\s*/?\s*(search|select|bbox|answer)\s*>", re.IGNORECASE)
+_INDEX = re.compile(r"\d{1,6}")
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
+_BOX = rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]"
+_ONE_BOX = re.compile(_BOX)
+_BOX_LIST = re.compile(rf"\[\s*{_BOX}(?:\s*,\s*{_BOX})*\s*\]")
+_MAX_DETAIL = 80
+
+
+def _closing_tag(tag: str) -> re.Pattern[str]:
+    return re.compile(rf"<\s*/\s*{tag}\s*>", re.IGNORECASE)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
+
+
+def parse_boxes(argument: str, max_boxes: int = 4) -> tuple[Box, ...] | InvalidAction:
+    """`[x1,y1,x2,y2]` or `[[…],[…]]` → boxes as floats; anything else is BAD_BOX."""
+    text = argument.strip()
+    if _ONE_BOX.fullmatch(text):
+        boxes = [_ONE_BOX.fullmatch(text).groups()]
+    elif _BOX_LIST.fullmatch(text):
+        boxes = [match.groups() for match in _ONE_BOX.finditer(text)]
+    else:
+        return InvalidAction(InvalidReason.BAD_BOX, f"expected [x1, y1, x2, y2] or a list of them, got {_clip(text)!r}")
+    if len(boxes) > max_boxes:
+        return InvalidAction(InvalidReason.TOO_MANY_BOXES, f"{len(boxes)} boxes, at most {max_boxes} allowed")
+    return tuple(tuple(float(value) for value in box) for box in boxes)
+
+
+def parse_action(text: str, max_boxes: int = 4) -> Action:
+    """The first action in one assistant turn; never raises."""
+    if not isinstance(text, str):
+        return InvalidAction(InvalidReason.NO_ACTION, f"expected text, got {type(text).__name__}")
+    body = _THINK_BLOCK.sub(" ", text)
+    opening = _OPEN_TAG.search(body)
+    if opening is None:
+        return InvalidAction(InvalidReason.NO_ACTION, "no <search>, <select>, <bbox> or <answer> tag found")
+    tag = opening.group(1).lower()
+    closing = _closing_tag(tag).search(body, opening.end())
+    if closing is None:
+        return InvalidAction(InvalidReason.UNCLOSED_TAG, f"<{tag}> is not closed with </{tag}>")
+    argument = body[opening.end() : closing.start()]
+    if _ANY_ACTION_TAG.search(argument):
+        return InvalidAction(InvalidReason.NESTED_TAG, f"an action tag appears inside <{tag}>")
+    argument = argument.strip()
+    if not argument:
+        return InvalidAction(InvalidReason.EMPTY_ARGUMENT, f"<{tag}> has an empty argument")
+    if tag == "search":
+        return SearchAction(" ".join(argument.split()))
+    if tag == "answer":
+        return AnswerAction(argument)
+    if tag == "select":
+        if not _INDEX.fullmatch(argument):
+            return InvalidAction(InvalidReason.BAD_INDEX, f"expected an integer index, got {_clip(argument)!r}")
+        return SelectAction(int(argument))
+    boxes = parse_boxes(argument, max_boxes=max_boxes)
+    if isinstance(boxes, InvalidAction):
+        return boxes
+    return BBoxAction(boxes)
