@@ -1,0 +1,43 @@
+# The project's own environment lives in .venv (Python 3.11). `make test` and `make demo` create it when missing
+# and reinstall only when a requirement file changed (the stamp below depends on them).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# CPU default. Torch is installed first and held by constraints.txt on every later pip call.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= search,train,dev
+REQUIREMENTS := setup.py pyproject.toml constraints.txt requirements_search.txt requirements_train.txt \
+	requirements_dev.txt requirements_nodeps.txt
+PYTEST_ARGS ?=
+
+.PHONY: install test lint corpus tiny-models clean-venv
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python $(REQUIREMENTS)
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	$(BIN)/pip install --quiet -c constraints.txt --no-deps -r requirements_nodeps.txt
+	$(BIN)/python scripts/check_environment.py
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+corpus: $(STAMP)
+	$(BIN)/python scripts/make_sample_corpus.py --out_dir examples
+
+tiny-models: $(STAMP)
+	$(BIN)/python -m unidoc_rl.testing.tiny_models
+
+clean-venv:
+	rm -rf $(VENV)
