@@ -1,0 +1,352 @@
+"""`UniDocAgentLoop`: the search → select → crop → answer episode as a verl agent loop.
+
+Registered with verl's agent-loop registry as "unidoc_agent"; the dataset column `agent_name` picks it per sample.
+
+Token-in/token-out: the prompt is rendered once; each assistant turn appends exactly the ids the engine returned
+(mask 1, with their log-probs); each observation is rendered on its own through verl's Continuous Token helpers and
+appended with mask 0. Nothing the model wrote is decoded and re-encoded into the sequence, and each turn costs
+time proportional to that turn's tokens, not to the history. Every generate call receives all images shown so far.
+
+The episode's facts (searches, candidates, selections, boxes, answer, finish reason) go into an `EpisodeRecord`,
+returned in `extra_fields["episode"]` for the reward manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import uuid4
+
+from PIL import Image
+from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
+
+from unidoc_rl.agent import prompts
+from unidoc_rl.agent.actions import (
+    STOP_STRINGS,
+    AnswerAction,
+    BBoxAction,
+    InvalidAction,
+    SearchAction,
+    SelectAction,
+    parse_action,
+)
+from unidoc_rl.agent.search import SearchBackend, resolve_backend
+from unidoc_rl.agent.settings import AgentSettings
+from unidoc_rl.agent.state import EpisodeState, PageView
+from unidoc_rl.agent.vision import PixelBudget, crop_and_zoom
+from unidoc_rl.episode import EpisodeRecord, FinishReason
+
+logger = logging.getLogger(__name__)
+
+SETTINGS_KEY = "unidoc_agent"
+
+
+@dataclass
+class _Tokens:
+    """The growing token sequence of one episode and its response-side metadata."""
+
+    ids: list[int]
+    prompt_length: int
+    mask: list[int] = field(default_factory=list)
+    logprobs: list[float] | None = None
+    images: list[Image.Image] = field(default_factory=list)
+    last_assistant: dict[str, Any] | None = None
+    user_turns: int = 0
+
+
+@dataclass(frozen=True)
+class _Observation:
+    message: dict[str, Any]
+    images: list[Image.Image]
+    reports_invalid: bool = False
+    """An error observation for an invalid action (already in the record)."""
+
+
+@register("unidoc_agent")
+class UniDocAgentLoop(AgentLoopBase):
+    def __init__(self, *args, tools: Any = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.settings = AgentSettings.from_mapping(self.config.get(SETTINGS_KEY))
+        self.prompt_length = self.rollout_config.prompt_length
+        self.response_length = self.rollout_config.response_length
+        self.max_model_len = self.rollout_config.get("max_model_len") or (self.prompt_length + self.response_length)
+        if self.processor is None or getattr(self.processor, "image_processor", None) is None:
+            raise ValueError("UniDocAgentLoop needs a vision-language processor (page images are observations)")
+        size = self.processor.image_processor.size
+        self.budget: PixelBudget = self.settings.pixel_budget(size["shortest_edge"], size["longest_edge"])
+        self.im_end_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+    # --- verl entry point ----------------------------------------------------------------------------------
+
+    async def run(self, sampling_params: dict[str, Any], **kwargs) -> AgentLoopOutput:
+        messages = list(kwargs["raw_prompt"])
+        _require_text_prompt(messages)
+        state = EpisodeState(limits=self.settings.limits, budget=self.budget, convention=self.settings.convention)
+        state.record.uid = _sample_uid(kwargs)
+        metrics: dict[str, float] = {"generate_sequences": 0.0, "tool_calls": 0.0}
+        counters = {"search_errors": 0, "forced_answer_turns": 0}
+        request_id = uuid4().hex
+        backend = resolve_backend(
+            self.settings.search_url, timeout=self.settings.search_timeout, retries=self.settings.search_retries
+        )
+
+        prompt_ids = await self.ct_build_initial_tokens(messages)
+        want_logprobs = bool(sampling_params.get("logprobs"))
+        tokens = _Tokens(ids=list(prompt_ids), prompt_length=len(prompt_ids), logprobs=[] if want_logprobs else None)
+
+        while not state.finished:
+            if state.turns_left <= 0:
+                state.finish(FinishReason.MAX_TURNS)
+                break
+            action = await self._assistant_turn(tokens, state, sampling_params, request_id, metrics)
+            if action is None:
+                break
+            if isinstance(action, AnswerAction):
+                state.record_answer(action.text)
+                state.finish(FinishReason.ANSWERED)
+                break
+            started = time.perf_counter()
+            observation, commit, budget_reason = await self._observe(action, state, backend, counters)
+            metrics["tool_calls"] += time.perf_counter() - started
+            if budget_reason is not None:
+                state.record.actions.append(action.kind)
+                await self._final_answer(tokens, state, budget_reason, sampling_params, request_id, metrics, counters)
+                break
+            if not await self._append_observation(tokens, observation):
+                if not observation.reports_invalid:
+                    state.record.actions.append(action.kind)
+                state.finish(FinishReason.MAX_MODEL_LEN)
+                break
+            commit()
+
+        return self._output(tokens, state.record, metrics, counters)
+
+    # --- one assistant turn --------------------------------------------------------------------------------
+
+    def _room(self, tokens: _Tokens) -> int:
+        """Tokens one more turn may use, keeping one for the `<|im_end|>` that closes it."""
+        context_room = self.max_model_len - len(tokens.ids)
+        response_room = self.response_length - len(tokens.mask)
+        return min(context_room, response_room, self.settings.max_tokens_per_turn + 1) - 1
+
+    async def _generate(
+        self, tokens: _Tokens, sampling_params: dict[str, Any], request_id: str, metrics: dict[str, float]
+    ) -> tuple[list[int], list[float] | None] | None:
+        room = self._room(tokens)
+        if room < self.settings.min_turn_tokens:
+            return None
+        params = {**sampling_params, "max_tokens": room, "stop": list(STOP_STRINGS), "include_stop_str_in_output": True}
+        started = time.perf_counter()
+        output = await self.server_manager.generate(
+            request_id=request_id,
+            prompt_ids=tokens.ids,
+            sampling_params=params,
+            image_data=list(tokens.images) or None,
+        )
+        metrics["generate_sequences"] += time.perf_counter() - started
+        token_ids = list(output.token_ids)[:room]
+        logprobs = list(output.log_probs)[: len(token_ids)] if output.log_probs else None
+        cut = _first_action_end(self.tokenizer, token_ids)
+        return token_ids[:cut], (logprobs[:cut] if logprobs is not None else None)
+
+    async def _assistant_turn(
+        self,
+        tokens: _Tokens,
+        state: EpisodeState,
+        sampling_params: dict[str, Any],
+        request_id: str,
+        metrics: dict[str, float],
+    ) -> SearchAction | SelectAction | BBoxAction | AnswerAction | InvalidAction | None:
+        """Generate and append one turn; returns its parsed action, or None when the episode had to end."""
+        generated = await self._generate(tokens, sampling_params, request_id, metrics)
+        if generated is None:
+            state.finish(FinishReason.MAX_MODEL_LEN)
+            return None
+        token_ids, logprobs = generated
+        state.begin_turn()
+        if not token_ids:
+            state.finish(FinishReason.NO_ACTION)
+            return None
+        await self._append_assistant(tokens, token_ids, logprobs)
+        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        tokens.last_assistant = {"role": "assistant", "content": text}
+        action = parse_action(text, max_boxes=self.settings.limits.max_boxes)
+        if isinstance(action, InvalidAction):
+            state.record_invalid(action)
+        return action
+
+    async def _append_assistant(self, tokens: _Tokens, token_ids: list[int], logprobs: list[float] | None) -> None:
+        if tokens.logprobs is not None and logprobs is None:
+            logprobs = [0.0] * len(token_ids)
+        merged, mask, aligned = await self.ct_merge_assistant_token(
+            tokens.ids, token_ids, tokens.mask, tokens.logprobs, assistant_logprobs=logprobs
+        )
+        tokens.ids, tokens.mask = merged.token_ids, mask
+        if tokens.logprobs is not None:
+            tokens.logprobs = aligned
+        if tokens.ids[-1] != self.im_end_id:
+            # Generation stopped at the action's closing tag; the turn still ends as the chat template ends it.
+            tokens.ids.append(self.im_end_id)
+            tokens.mask.append(0)
+            if tokens.logprobs is not None:
+                tokens.logprobs.append(0.0)
+
+    # --- observations --------------------------------------------------------------------------------------
+
+    def _note(self, state: EpisodeState) -> str | None:
+        """Warn the model when its next turn is the last one."""
+        return prompts.LAST_TURN_NOTE if self.settings.force_final_answer and state.turns_left == 1 else None
+
+    async def _observe(self, action, state: EpisodeState, backend: SearchBackend, counters: dict[str, int]):
+        """(observation, commit, budget_reason): `commit` records the action in the state once it is shown."""
+        note = self._note(state)
+        if isinstance(action, InvalidAction):
+            message = prompts.invalid_action(action.reason.value, action.detail, note)
+            return _Observation(message, [], reports_invalid=True), _noop, None
+        if state.images_left <= 0:
+            return None, _noop, FinishReason.MAX_IMAGES
+        if isinstance(action, SearchAction):
+            return await self._search(action, state, backend, counters, note)
+        if isinstance(action, SelectAction):
+            page = state.resolve_select(action.index)
+            if isinstance(page, InvalidAction):
+                return self._invalid(state, page, note)
+            message = prompts.selected_page(action.index, page.display, note)
+            return _Observation(message, [page.display]), lambda: state.record_select(page), None
+        mapped = state.resolve_crop(action.boxes)
+        if isinstance(mapped, InvalidAction):
+            return self._invalid(state, mapped, note)
+        focus = state.focus
+        crop = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: crop_and_zoom(focus.raw, [box.raw for box in mapped], self.budget)
+        )
+        return _Observation(prompts.cropped_region(crop, note), [crop]), lambda: state.record_crop(mapped), None
+
+    def _invalid(self, state: EpisodeState, invalid: InvalidAction, note: str | None):
+        state.record_invalid(invalid)
+        message = prompts.invalid_action(invalid.reason.value, invalid.detail, note)
+        return _Observation(message, [], reports_invalid=True), _noop, None
+
+    async def _search(self, action: SearchAction, state, backend: SearchBackend, counters, note):
+        try:
+            (hits,) = await backend.search([action.query], top_k=self.settings.search_top_k)
+            retrieved = [hit.page_id for hit in hits]
+            fresh = state.new_page_ids(retrieved)[: state.images_left]
+            by_id = {hit.page_id: hit for hit in hits}
+            raws = await asyncio.gather(*(backend.load_image(by_id[page_id]) for page_id in fresh))
+        except Exception as error:  # noqa: BLE001 - any search failure becomes an observation, never a crash
+            counters["search_errors"] += 1
+            logger.warning("search for %r failed: %s", action.query, error)
+
+            def commit_failed_search() -> None:
+                state.record_search(action.query, [], [])
+
+            message = prompts.error(f"Search failed ({type(error).__name__}): {error}"[:200], note)
+            return _Observation(message, []), commit_failed_search, None
+        pages = await asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: [PageView.from_raw(page_id, raw, self.budget) for page_id, raw in zip(fresh, raws, strict=True)],
+        )
+        if pages:
+            message = prompts.search_results(action.query, [page.display for page in pages], note)
+        else:
+            message = prompts.no_new_pages(action.query, note)
+        observation = _Observation(message, [page.display for page in pages])
+        return observation, lambda: state.record_search(action.query, retrieved, pages), None
+
+    async def _append_observation(self, tokens: _Tokens, observation: _Observation) -> bool:
+        """Append an observation turn with mask 0; False (and nothing appended) if the next turn would not fit."""
+        previous = [tokens.last_assistant]
+        merged, mask, aligned = await self.ct_merge_context_msg(
+            previous, [*previous, observation.message], tokens.ids, tokens.mask, tokens.logprobs
+        )
+        tail = self.settings.min_turn_tokens + 1
+        if len(merged.token_ids) + tail > self.max_model_len or len(mask) + tail > self.response_length:
+            return False
+        tokens.ids, tokens.mask = merged.token_ids, mask
+        if tokens.logprobs is not None:
+            tokens.logprobs = aligned
+        tokens.images.extend(observation.images)
+        tokens.user_turns += 1
+        return True
+
+    async def _final_answer(self, tokens, state, reason: FinishReason, sampling_params, request_id, metrics, counters):
+        """End on a spent budget, after one last request for an answer when turns and context allow it."""
+        if self.settings.force_final_answer and state.turns_left > 0:
+            request = _Observation(prompts.final_answer_request(reason.value), [])
+            if await self._append_observation(tokens, request):
+                counters["forced_answer_turns"] += 1
+                action = await self._assistant_turn(tokens, state, sampling_params, request_id, metrics)
+                if isinstance(action, AnswerAction):
+                    state.record_answer(action.text)
+                elif action is not None and not isinstance(action, InvalidAction):
+                    state.record.actions.append(action.kind)
+        state.finish(reason)
+
+    # --- output --------------------------------------------------------------------------------------------
+
+    def _output(self, tokens: _Tokens, record: EpisodeRecord, metrics, counters) -> AgentLoopOutput:
+        prompt_ids = tokens.ids[: tokens.prompt_length]
+        response_ids = tokens.ids[tokens.prompt_length :]
+        agent_metrics = {
+            **counters,
+            "turns": record.num_turns,
+            "images": len(tokens.images),
+            "invalid_actions": record.invalid_actions,
+            "response_tokens": len(response_ids),
+        }
+        return AgentLoopOutput(
+            prompt_ids=prompt_ids,
+            response_ids=response_ids,
+            response_mask=tokens.mask,
+            response_logprobs=tokens.logprobs,
+            multi_modal_data={"images": list(tokens.images)} if tokens.images else {},
+            num_turns=record.num_turns + tokens.user_turns + 1,
+            metrics=metrics,
+            extra_fields={
+                "episode": record.to_dict(),
+                "agent_metrics": agent_metrics,
+                "turn_scores": [],
+                "tool_rewards": [],
+            },
+        )
+
+
+def _noop() -> None:
+    return None
+
+
+def _require_text_prompt(messages: list[dict[str, Any]]) -> None:
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list) and any(part.get("type") != "text" for part in content):
+            raise ValueError("UniDocAgentLoop expects a text-only prompt; page images come from search")
+
+
+def _sample_uid(kwargs: dict[str, Any]) -> str:
+    extra_info = kwargs.get("extra_info") or {}
+    uid = extra_info.get("uid") if isinstance(extra_info, dict) else None
+    return str(uid if uid is not None else kwargs.get("uid", ""))
+
+
+def _first_action_end(tokenizer, token_ids: list[int]) -> int:
+    """Length of the shortest prefix that contains a closing action tag (all of it when there is none).
+
+    Engines that honour stop strings already end there; this guards against ones that do not, so the turn
+    never carries a second action. Containment grows with the prefix, so a binary search needs O(log n) decodes.
+    """
+    text = tokenizer.decode(token_ids, skip_special_tokens=False)
+    if not any(stop in text for stop in STOP_STRINGS):
+        return len(token_ids)
+    low, high = 1, len(token_ids)
+    while low < high:
+        middle = (low + high) // 2
+        prefix = tokenizer.decode(token_ids[:middle], skip_special_tokens=False)
+        if any(stop in prefix for stop in STOP_STRINGS):
+            high = middle
+        else:
+            low = middle + 1
+    return low
