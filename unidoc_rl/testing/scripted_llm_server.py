@@ -1,0 +1,259 @@
+"""A real OpenAI-compatible chat server on loopback whose every reply is scripted.
+
+Tests and demos use it to stand in for a remote LLM (the judge): each request to `/v1/chat/completions` is passed to
+a script that decides the reply: content, HTTP status, latency, a hang until the server stops, or a garbage body.
+The server runs uvicorn in a background thread, so async and sync clients talk to it over real HTTP.
+
+    with ScriptedLLMServer(exact_match_judge(latency_s=0.2)) as server:
+        client = openai.AsyncOpenAI(base_url=server.base_url, api_key="x")
+
+CLI (a judge that grades by normalized exact match): `python -m unidoc_rl.testing.scripted_llm_server --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from unidoc_rl.judge.prompt import extract_sections
+from unidoc_rl.rewards.answer_match import exact_match
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Reply:
+    content: str | None = ""
+    """Assistant message content of a well-formed completion."""
+    status: int = 200
+    delay_s: float = 0.0
+    hang: bool = False
+    """Never answer; the connection is released when the server stops."""
+    raw_body: str | None = None
+    """Send this body verbatim instead of a completion (malformed replies)."""
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    index: int
+    """0-based arrival order."""
+    body: dict
+
+    @property
+    def prompt(self) -> str:
+        messages = self.body.get("messages") or []
+        user = [m.get("content", "") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        return user[-1] if user and isinstance(user[-1], str) else ""
+
+
+Script = Callable[[ChatRequest], Reply]
+
+
+def replies_in_order(replies: Sequence[Reply], then: Script | Reply | None = None) -> Script:
+    """Reply i to request i; afterwards `then` (a script or a fixed reply; default: repeat the last reply)."""
+    replies = list(replies)
+
+    def script(request: ChatRequest) -> Reply:
+        if request.index < len(replies):
+            return replies[request.index]
+        if callable(then):
+            return then(request)
+        return then if then is not None else replies[-1]
+
+    return script
+
+
+def exact_match_judge(latency_s: float = 0.0) -> Script:
+    """A judge that reads the rendered judge prompt and answers `<judge>True</judge>` on normalized exact match."""
+
+    def script(request: ChatRequest) -> Reply:
+        sections = extract_sections(request.prompt)
+        correct = exact_match(sections["candidate"], sections["reference"]) == 1.0
+        return Reply(content=f"<judge>{correct}</judge>", delay_s=latency_s)
+
+    return script
+
+
+@dataclass
+class _ServerState:
+    script: Script
+    requests: list[ChatRequest] = field(default_factory=list)
+    counter: itertools.count = field(default_factory=itertools.count)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+
+class ScriptedLLMServer:
+    def __init__(self, script: Script | Sequence[Reply] | Reply | None = None, host: str = "127.0.0.1", port: int = 0):
+        self.host = host
+        self._requested_port = port
+        self._state = _ServerState(script=_as_script(script))
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._release: asyncio.Event | None = None
+        self.port: int | None = None
+
+    @property
+    def base_url(self) -> str:
+        """OpenAI-style base URL (ends in /v1)."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def requests(self) -> list[ChatRequest]:
+        with self._state.lock:
+            return list(self._state.requests)
+
+    @property
+    def max_in_flight(self) -> int:
+        """Most requests the server held at once."""
+        return self._state.max_in_flight
+
+    def set_script(self, script: Script | Sequence[Reply] | Reply) -> None:
+        """Replace the script and restart the request count at 0."""
+        with self._state.lock:
+            self._state.script = _as_script(script)
+            self._state.requests.clear()
+            self._state.counter = itertools.count()
+
+    def start(self, timeout_s: float = 10.0) -> ScriptedLLMServer:
+        config = uvicorn.Config(
+            self._build_app(),
+            host=self.host,
+            port=self._requested_port,
+            log_level="warning",
+            timeout_graceful_shutdown=1,
+            backlog=2048,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="scripted-llm-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"scripted LLM server did not start on {self.host}:{self._requested_port}")
+            time.sleep(0.01)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        if self._loop is not None and self._release is not None:
+            self._loop.call_soon_threadsafe(self._release.set)
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._server = None
+
+    def __enter__(self) -> ScriptedLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _build_app(self) -> FastAPI:
+        state = self._state
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: FastAPI):
+            self._loop = asyncio.get_running_loop()
+            self._release = asyncio.Event()
+            yield
+
+        app = FastAPI(title="scripted OpenAI-compatible server", lifespan=lifespan)
+
+        @app.get("/v1/models")
+        async def models() -> dict:
+            return {"object": "list", "data": [{"id": "scripted", "object": "model", "owned_by": "tests"}]}
+
+        @app.post("/v1/chat/completions")
+        async def chat_completions(request: Request) -> Response:
+            try:
+                body = await request.json()
+            except json.JSONDecodeError:
+                return JSONResponse({"error": {"message": "body is not JSON"}}, status_code=400)
+            with state.lock:
+                chat = ChatRequest(index=next(state.counter), body=body)
+                state.requests.append(chat)
+                script = state.script
+                state.in_flight += 1
+                state.max_in_flight = max(state.max_in_flight, state.in_flight)
+            try:
+                return await self._respond(script(chat), body)
+            finally:
+                with state.lock:
+                    state.in_flight -= 1
+
+        return app
+
+    async def _respond(self, reply: Reply, body: dict) -> Response:
+        if reply.hang:
+            await self._release.wait()
+            return JSONResponse({"error": {"message": "server stopping"}}, status_code=503)
+        if reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
+        if reply.raw_body is not None:
+            return Response(reply.raw_body, status_code=reply.status, media_type="application/json")
+        if reply.status != 200:
+            return JSONResponse({"error": {"message": f"scripted status {reply.status}"}}, status_code=reply.status)
+        return JSONResponse(_completion(reply.content, body.get("model", "scripted")))
+
+
+def _completion(content: str | None, model: str) -> dict:
+    return {
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    }
+
+
+def _as_script(script: Script | Sequence[Reply] | Reply | None) -> Script:
+    if script is None:
+        return exact_match_judge()
+    if isinstance(script, Reply):
+        return lambda request: script
+    if callable(script):
+        return script
+    return replies_in_order(script)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve a scripted OpenAI-compatible judge that grades by exact match.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--latency-s", type=float, default=0.0, help="delay before every reply")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    server = ScriptedLLMServer(exact_match_judge(args.latency_s), host=args.host, port=args.port).start()
+    logger.info("scripted judge at %s (Ctrl-C to stop)", server.base_url)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
