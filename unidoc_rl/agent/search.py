@@ -10,6 +10,7 @@ The agent loop is instantiated once per trajectory, so HTTP clients are shared: 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,7 +28,9 @@ class SearchBackend(Protocol):
 
 
 _inprocess: dict[str, SearchBackend] = {}
-_http_clients: dict[tuple[str, int], SearchBackend] = {}
+_http_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, SearchBackend]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def register_inprocess_backend(name: str, backend: SearchBackend) -> str:
@@ -48,12 +51,12 @@ def resolve_backend(url: str, timeout: float = 10.0, retries: int = 3, api_key: 
         if name not in _inprocess:
             raise ValueError(f"no in-process search backend named {name!r}; registered: {sorted(_inprocess)}")
         return _inprocess[name]
-    key = (url, id(asyncio.get_running_loop()))
-    if key not in _http_clients:
+    clients = _http_clients.setdefault(asyncio.get_running_loop(), {})
+    if url not in clients:
         from search_engine.client import AsyncSearchClient
 
-        _http_clients[key] = AsyncSearchClient(url, timeout=timeout, retries=retries, api_key=api_key)
-    return _http_clients[key]
+        clients[url] = AsyncSearchClient(url, timeout=timeout, retries=retries, api_key=api_key)
+    return clients[url]
 
 
 @dataclass(frozen=True)
