@@ -86,12 +86,52 @@ def exact_match_judge(latency_s: float = 0.0) -> Script:
     return script
 
 
+class ThreadedUvicorn:
+    """Serve an ASGI app with uvicorn in a daemon thread (port 0 picks a free port)."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=1, backlog=2048
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="uvicorn-in-thread", daemon=True)
+        self.host = host
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 10.0) -> int:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start on {self.host}")
+            time.sleep(0.01)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        return self.port
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> ThreadedUvicorn:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 @dataclass
 class _ServerState:
     script: Script
     requests: list[ChatRequest] = field(default_factory=list)
     counter: itertools.count = field(default_factory=itertools.count)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    generation: int = 0
+    """Bumped by set_script; in-flight counts cover the current script's requests only."""
     in_flight: int = 0
     max_in_flight: int = 0
 
@@ -101,8 +141,7 @@ class ScriptedLLMServer:
         self.host = host
         self._requested_port = port
         self._state = _ServerState(script=_as_script(script))
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedUvicorn | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._release: asyncio.Event | None = None
         self.port: int | None = None
@@ -123,30 +162,21 @@ class ScriptedLLMServer:
         return self._state.max_in_flight
 
     def set_script(self, script: Script | Sequence[Reply] | Reply) -> None:
-        """Replace the script and restart the request count at 0."""
+        """Replace the script, release hung requests, and restart the request log and in-flight counts."""
         with self._state.lock:
             self._state.script = _as_script(script)
             self._state.requests.clear()
             self._state.counter = itertools.count()
+            self._state.generation += 1
+            self._state.in_flight = 0
+            self._state.max_in_flight = 0
+        if self._loop is not None and self._release is not None:
+            self._loop.call_soon_threadsafe(self._release.set)
+            self._release = asyncio.Event()
 
     def start(self, timeout_s: float = 10.0) -> ScriptedLLMServer:
-        config = uvicorn.Config(
-            self._build_app(),
-            host=self.host,
-            port=self._requested_port,
-            log_level="warning",
-            timeout_graceful_shutdown=1,
-            backlog=2048,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="scripted-llm-server", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"scripted LLM server did not start on {self.host}:{self._requested_port}")
-            time.sleep(0.01)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        self._server = ThreadedUvicorn(self._build_app(), host=self.host, port=self._requested_port)
+        self.port = self._server.start(timeout_s)
         return self
 
     def stop(self) -> None:
@@ -154,8 +184,7 @@ class ScriptedLLMServer:
             return
         if self._loop is not None and self._release is not None:
             self._loop.call_soon_threadsafe(self._release.set)
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._server.stop()
         self._server = None
 
     def __enter__(self) -> ScriptedLLMServer:
@@ -188,20 +217,21 @@ class ScriptedLLMServer:
             with state.lock:
                 chat = ChatRequest(index=next(state.counter), body=body)
                 state.requests.append(chat)
-                script = state.script
+                script, generation = state.script, state.generation
                 state.in_flight += 1
                 state.max_in_flight = max(state.max_in_flight, state.in_flight)
             try:
                 return await self._respond(script(chat), body)
             finally:
                 with state.lock:
-                    state.in_flight -= 1
+                    if state.generation == generation:
+                        state.in_flight -= 1
 
         return app
 
     async def _respond(self, reply: Reply, body: dict) -> Response:
         if reply.hang:
-            await self._release.wait()
+            await self._release.wait()  # set by stop() or set_script()
             return JSONResponse({"error": {"message": "server stopping"}}, status_code=503)
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)

@@ -1,0 +1,182 @@
+"""Reward components on hand-computed trajectories, and the reference code's defects not recurring."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from unidoc_rl.episode import ActionKind, CropStep, EpisodeRecord, FinishReason, SearchStep
+from unidoc_rl.rewards.components import (
+    FormatRule,
+    box_iou,
+    crop_score,
+    format_score,
+    interleave_candidates,
+    matched_box_f1,
+    ndcg,
+    retrieval_score,
+    selection_score,
+)
+from unidoc_rl.rewards.ground_truth import GroundTruth
+
+A, S, B, ANS, INV = ActionKind.SEARCH, ActionKind.SELECT, ActionKind.BBOX, ActionKind.ANSWER, ActionKind.INVALID
+INV_LOG3 = 1 / math.log2(3)
+
+
+def test_answered_episode_components(answered_episode, truth):
+    assert format_score(answered_episode, FormatRule.UNIDOC) == 1.0
+    assert format_score(answered_episode, FormatRule.VRAG) == 1.0
+    # gold report_3 at rank 1 of [report_1, report_3, report_5]; two gold pages -> ideal ranks 0 and 1.
+    assert retrieval_score(answered_episode, truth) == pytest.approx(INV_LOG3 / (1 + INV_LOG3))
+    assert selection_score(answered_episode, truth) == 1.0
+    assert crop_score(answered_episode, truth) == 1.0  # IoU 0.975 with the one gold box
+
+
+def test_unanswered_episode_components(unanswered_episode, truth):
+    assert format_score(unanswered_episode, FormatRule.UNIDOC) == 0.5
+    assert format_score(unanswered_episode, FormatRule.VRAG) == 0.0
+    # interleaved: report_1, report_7, report_2, report_3, report_4, report_9 -> gold at ranks 1 and 3
+    assert interleave_candidates(unanswered_episode.searches) == [
+        "report_1",
+        "report_7",
+        "report_2",
+        "report_3",
+        "report_4",
+        "report_9",
+    ]
+    expected = (INV_LOG3 + 1 / math.log2(5)) / (1 + INV_LOG3)
+    assert retrieval_score(unanswered_episode, truth) == pytest.approx(expected)
+    # search 1: no gold among candidates -> top-1 (report_1) was right, report_2 chosen; search 2: report_7 was right
+    assert selection_score(unanswered_episode, truth) == 0.0
+    # search 1: report_2 needs no crop and got none -> 1; search 2: crop IoU 0.25 on report_3 -> 0
+    assert crop_score(unanswered_episode, truth) == 0.5
+
+
+def test_ndcg_compares_whole_id_strings():
+    # Reference defect: ids compared as sorted character lists made "doc_12" equal "doc_21" and real matches fail.
+    assert ndcg(["doc_21"], ["doc_12"]) == 0.0
+    assert ndcg(["doc_12"], ["doc_12"]) == 1.0
+    assert ndcg(["doc_1", "doc_12"], ["doc_12"]) == pytest.approx(INV_LOG3)
+
+
+def test_ndcg_edge_cases():
+    assert ndcg([], ["a_1"]) == 0.0
+    assert ndcg(["a_1"], []) == 0.0
+    assert ndcg(["a_2", "a_1", "a_3"], ["a_1", "a_3", "a_9"]) == pytest.approx((INV_LOG3 + 0.5) / (1 + INV_LOG3 + 0.5))
+
+
+def test_interleave_deduplicates_keeping_best_rank():
+    searches = [
+        SearchStep("q1", ["x_1", "x_2"], ["x_1", "x_2"]),
+        SearchStep("q2", ["x_2", "x_3", "x_4"], ["x_2", "x_3", "x_4"]),
+    ]
+    assert interleave_candidates(searches) == ["x_1", "x_2", "x_3", "x_4"]
+
+
+def test_selection_defaults_to_candidate_zero_when_not_selected(truth):
+    episode = EpisodeRecord(searches=[SearchStep("q", ["report_3"], ["report_3", "report_1"])], actions=[A])
+    assert selection_score(episode, truth) == 1.0
+    episode.searches.append(SearchStep("q2", [], []))  # nothing new to show: counts as a miss
+    assert selection_score(episode, truth) == 0.5
+
+
+def test_box_iou_and_matching():
+    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert box_iou((0, 0, 10, 10), (10, 0, 20, 10)) == 0.0
+    gold = [(0, 0, 100, 100), (200, 200, 300, 300)]
+    assert matched_box_f1([], []) == 1.0
+    assert matched_box_f1([(0, 0, 100, 100)], []) == 0.0
+    assert matched_box_f1([], gold) == 0.0
+    # one hit of two gold, one prediction: P=1, R=0.5 -> F1 = 2/3
+    assert matched_box_f1([(0, 0, 100, 90)], gold) == pytest.approx(2 / 3)
+    # duplicates can match one gold box only
+    assert matched_box_f1([(0, 0, 100, 100), (0, 0, 100, 100)], gold[:1]) == pytest.approx(2 / 3)
+    # greedy would pair the first prediction with gold 0 and leave the second unmatched; the matching is maximal
+    wide = (0, 0, 200, 100)
+    preds = [(0, 0, 150, 100), (0, 0, 90, 100)]
+    assert box_iou(preds[0], (0, 0, 100, 100)) >= 0.5 and box_iou(preds[0], wide) >= 0.5
+    assert box_iou(preds[1], wide) < 0.5
+    assert matched_box_f1(preds, [(0, 0, 100, 100), wide]) == 1.0
+
+
+def test_crop_on_page_that_needs_none_scores_zero(truth):
+    episode = EpisodeRecord(
+        searches=[
+            SearchStep(
+                "q",
+                ["report_7"],
+                ["report_7"],
+                selected="report_7",
+                crops=[CropStep("report_7", [(0, 0, 5, 5)], [(0, 0, 500, 500)])],
+            )
+        ],
+        actions=[A, S, B],
+    )
+    assert crop_score(episode, truth) == 0.0
+
+
+def test_required_crop_missing_scores_zero(truth):
+    episode = EpisodeRecord(searches=[SearchStep("q", ["report_3"], ["report_3"], selected="report_3")], actions=[A, S])
+    assert crop_score(episode, truth) == 0.0
+
+
+def test_crops_on_a_page_switched_away_from_count_separately(truth):
+    # crop on candidate 0 (report_1, no crop needed) then select report_3 and crop it right: (0 + 1) / 2
+    step = SearchStep(
+        "q",
+        ["report_1", "report_3"],
+        ["report_1", "report_3"],
+        selected="report_3",
+        crops=[
+            CropStep("report_1", [(0, 0, 1, 1)], [(0, 0, 100, 100)]),
+            CropStep("report_3", [(0, 0, 1, 1)], [(100, 100, 500, 300)]),
+        ],
+    )
+    assert crop_score(EpisodeRecord(searches=[step], actions=[A, B, S, B]), truth) == 0.5
+
+
+def test_no_gold_pages_gives_zero_retrieval_and_top1_selection():
+    truth = GroundTruth.from_dict({"query": "q", "reference_answer": "a"})
+    episode = EpisodeRecord(searches=[SearchStep("q", ["d_1", "d_2"], ["d_1", "d_2"], selected="d_1")], actions=[A, S])
+    assert retrieval_score(episode, truth) == 0.0
+    assert selection_score(episode, truth) == 1.0
+    assert crop_score(episode, truth) == 1.0
+
+
+def _tag_text() -> str:
+    return "<search>q</search> <select>0</select> <bbox>[1,2,3,4]</bbox> <answer>42 million</answer>"
+
+
+def test_format_ignores_tags_in_observations_and_invalid_turns():
+    # Reference defect: the re-prompt after an invalid action lists every tag, and a regex over the decoded
+    # trajectory counted them as actions. Here only the recorded action kinds count.
+    episode = EpisodeRecord(
+        searches=[],
+        actions=[INV, INV, INV],
+        invalid_reasons=[f"no action found; use one of {_tag_text()}"] * 3,
+        finish_reason=FinishReason.MAX_TURNS,
+    )
+    assert format_score(episode, FormatRule.UNIDOC) == 0.0
+    assert format_score(episode, FormatRule.VRAG) == 0.0
+    assert format_score(episode, FormatRule.UNIDOC, max_invalid_actions=10) == 0.0
+
+
+def test_format_rules_per_action_sequence(answered_episode):
+    searched_answered = EpisodeRecord(
+        searches=[SearchStep("q", ["d_1"], ["d_1"])],
+        actions=[A, ANS],
+        answer="x",
+        finish_reason=FinishReason.ANSWERED,
+    )
+    assert format_score(searched_answered, FormatRule.UNIDOC) == 0.0  # never selected
+    assert format_score(searched_answered, FormatRule.VRAG) == 1.0
+    with_invalid = EpisodeRecord.from_dict(answered_episode.to_dict())
+    with_invalid.actions.insert(1, INV)
+    assert format_score(with_invalid, FormatRule.UNIDOC) == 0.0
+    assert format_score(with_invalid, FormatRule.UNIDOC, max_invalid_actions=1) == 1.0
+    blank_answer = EpisodeRecord.from_dict(answered_episode.to_dict())
+    blank_answer.answer = "   "
+    assert format_score(blank_answer, FormatRule.UNIDOC) == 0.5
+    answer_only = EpisodeRecord(actions=[ANS], answer="42 million", finish_reason=FinishReason.ANSWERED)
+    assert format_score(answer_only, FormatRule.VRAG) == 0.0
