@@ -1,0 +1,245 @@
+"""A transformers-backed implementation of verl's `LLMServerClient.generate` for CPU and single-GPU runs.
+
+Token ids and images in, token ids and log-probs out, like verl's vLLM server: the agent loop cannot tell the
+difference. Requests that arrive while the model is busy (several trajectories of a batch) are generated together,
+grouped by sampling settings, with left padding.
+
+Log-probs are those of the sampled tokens under the model's distribution at the sampling temperature
+(`log_softmax(logits / T)`, T = 1 for greedy decoding), which is what verl's actor recomputes for the same tokens.
+Top-p/top-k restrict sampling but do not renormalize the reported log-probs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from verl.workers.rollout.llm_server import LLMServerClient
+from verl.workers.rollout.replica import TokenOutput
+
+from unidoc_rl.agent.vision import PixelBudget, display_size
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int | None = None
+    repetition_penalty: float = 1.0
+    stop: tuple[str, ...] = ()
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> SamplingSettings:
+        top_k = params.get("top_k")
+        return cls(
+            temperature=float(params.get("temperature", 1.0) or 0.0),
+            top_p=float(params.get("top_p", 1.0) or 1.0),
+            top_k=int(top_k) if top_k is not None and int(top_k) > 0 else None,
+            repetition_penalty=float(params.get("repetition_penalty", 1.0) or 1.0),
+            stop=tuple(params.get("stop") or ()),
+        )
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+
+@dataclass
+class _Request:
+    prompt_ids: list[int]
+    images: list[Image.Image]
+    max_tokens: int
+    settings: SamplingSettings
+    future: asyncio.Future = field(repr=False)
+
+
+class LocalEngine(LLMServerClient):
+    def __init__(
+        self,
+        model,
+        processor,
+        *,
+        max_model_len: int | None = None,
+        default_max_tokens: int = 512,
+        max_batch_size: int = 8,
+        batch_wait_s: float = 0.002,
+        seed: int | None = None,
+    ):
+        super().__init__(config=None)
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.device = next(model.parameters()).device
+        self.max_model_len = max_model_len or model.config.text_config.max_position_embeddings
+        self.default_max_tokens = default_max_tokens
+        self.max_batch_size = max_batch_size
+        self.batch_wait_s = batch_wait_s
+        self.image_token_id = model.config.image_token_id
+        eos = model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
+        self._pending: list[_Request] = []
+        self._worker: asyncio.Task | None = None
+        self.batches_run: list[int] = []
+        """Size of every generate batch, in order (for tests and metrics)."""
+        if seed is not None:
+            torch.manual_seed(seed)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32, **kwargs):
+        from transformers import Qwen2_5_VLForConditionalGeneration
+
+        from unidoc_rl.compat import load_policy_processor
+
+        attention = "sdpa" if device == "cpu" else kwargs.pop("attn_implementation", "sdpa")
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            str(path), dtype=dtype, attn_implementation=attention
+        ).to(device)
+        return cls(model, load_policy_processor(path), **kwargs)
+
+    # --- verl's seam ---------------------------------------------------------------------------------------
+
+    async def generate(
+        self,
+        request_id,
+        *,
+        prompt_ids: list[int],
+        sampling_params: dict[str, Any],
+        image_data: list[Any] | None = None,
+        video_data: list[Any] | None = None,
+        **kwargs: Any,
+    ) -> TokenOutput:
+        if video_data:
+            raise ValueError("LocalEngine does not support video inputs")
+        prompt_ids = [int(token) for token in prompt_ids]
+        room = self.max_model_len - len(prompt_ids)
+        if room < 1:
+            raise ValueError(
+                f"prompt of {len(prompt_ids)} tokens leaves no room within max_model_len={self.max_model_len}"
+            )
+        requested = (
+            sampling_params.get("max_tokens") or sampling_params.get("max_new_tokens") or self.default_max_tokens
+        )
+        request = _Request(
+            prompt_ids=prompt_ids,
+            images=list(image_data or []),
+            max_tokens=max(1, min(int(requested), room)),
+            settings=SamplingSettings.from_params(sampling_params),
+            future=asyncio.get_running_loop().create_future(),
+        )
+        self._check_images(request)
+        self._pending.append(request)
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain())
+        token_ids, log_probs = await request.future
+        return TokenOutput(
+            token_ids=token_ids,
+            log_probs=log_probs if sampling_params.get("logprobs") else None,
+            stop_reason="completed",
+        )
+
+    # --- batching ------------------------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            await asyncio.sleep(self.batch_wait_s)
+            settings = self._pending[0].settings
+            batch = [request for request in self._pending if request.settings == settings][: self.max_batch_size]
+            for request in batch:
+                self._pending.remove(request)
+            try:
+                results = await loop.run_in_executor(None, self._generate_batch, batch)
+            except Exception as error:  # noqa: BLE001 - the error belongs to the callers, not to this task
+                for request in batch:
+                    request.future.set_exception(error)
+                continue
+            self.batches_run.append(len(batch))
+            for request, result in zip(batch, results, strict=True):
+                request.future.set_result(result)
+
+    def _check_images(self, request: _Request) -> None:
+        expected = request.prompt_ids.count(self.image_token_id)
+        size = self.processor.image_processor.size
+        budget = PixelBudget(size["shortest_edge"], size["longest_edge"])
+        provided = 0
+        for image in request.images:
+            width, height = display_size(image.size, budget)
+            provided += (width // 14) * (height // 14) // 4
+        if expected != provided:
+            raise ValueError(
+                f"prompt has {expected} image tokens but the {len(request.images)} images given need {provided}"
+            )
+
+    def _image_inputs(self, images: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.processor.image_processor(images=images, return_tensors="pt")
+        return features["pixel_values"], features["image_grid_thw"]
+
+    @torch.no_grad()
+    def _generate_batch(self, batch: list[_Request]) -> list[tuple[list[int], list[float]]]:
+        settings = batch[0].settings
+        width = max(len(request.prompt_ids) for request in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, request in enumerate(batch):
+            input_ids[row, width - len(request.prompt_ids) :] = torch.tensor(request.prompt_ids)
+            attention_mask[row, width - len(request.prompt_ids) :] = 1
+        inputs: dict[str, Any] = {
+            "input_ids": input_ids.to(self.device),
+            "attention_mask": attention_mask.to(self.device),
+            # M-RoPE needs to know which tokens are image tokens; without this it falls back to 1-D positions.
+            "mm_token_type_ids": ((input_ids == self.image_token_id) & attention_mask.bool()).long().to(self.device),
+        }
+        images = [image for request in batch for image in request.images]
+        if images:
+            pixel_values, grid = self._image_inputs(images)
+            inputs["pixel_values"] = pixel_values.to(self.device, self.model.dtype)
+            inputs["image_grid_thw"] = grid.to(self.device)
+        generation = {
+            "max_new_tokens": max(request.max_tokens for request in batch),
+            "do_sample": not settings.greedy,
+            "output_logits": True,
+            "return_dict_in_generate": True,
+            "pad_token_id": self.pad_id,
+            "eos_token_id": sorted(self.eos_ids),
+            "repetition_penalty": settings.repetition_penalty,
+        }
+        if not settings.greedy:
+            generation.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or 0)
+        if settings.stop:
+            generation.update(stop_strings=list(settings.stop), tokenizer=self.tokenizer)
+        output = self.model.generate(**inputs, **generation)
+        new_tokens = output.sequences[:, width:].cpu()
+        scale = 1.0 if settings.greedy else settings.temperature
+        logits = torch.stack(output.logits, dim=1).float().cpu() / scale
+        log_probs = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        results = []
+        for row, request in enumerate(batch):
+            length = self._turn_length(new_tokens[row].tolist(), request.max_tokens, settings.stop)
+            results.append((new_tokens[row, :length].tolist(), log_probs[row, :length].tolist()))
+        return results
+
+    def _turn_length(self, tokens: list[int], max_tokens: int, stop: tuple[str, ...]) -> int:
+        """Tokens up to and including the first EOS or the token completing the first stop string."""
+        length = min(len(tokens), max_tokens)
+        for index, token in enumerate(tokens[:length]):
+            if token in self.eos_ids:
+                length = index + 1
+                break
+        if not stop or not any(s in self.tokenizer.decode(tokens[:length]) for s in stop):
+            return length
+        low, high = 1, length
+        while low < high:
+            middle = (low + high) // 2
+            if any(s in self.tokenizer.decode(tokens[:middle]) for s in stop):
+                high = middle
+            else:
+                low = middle + 1
+        return low
