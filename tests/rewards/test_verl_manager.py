@@ -1,0 +1,114 @@
+"""The reward manager inside verl's own reward-loop worker, configured from configs/reward/*.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from tensordict import TensorDict
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+from verl import DataProto
+from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
+from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
+
+from unidoc_rl.rewards.verl_manager import MissingEpisodeError, UniDocRewardManager
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    vocab = {"<pad>": 0, "<unk>": 1, "answer": 2, "search": 3}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    path = tmp_path_factory.mktemp("tokenizer")
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", unk_token="<unk>").save_pretrained(path)
+    return path
+
+
+def trainer_config(preset_file: str, tokenizer_dir: Path, judge_url: str):
+    overrides = [
+        f"hydra.searchpath=[file://{CONFIGS}]",
+        f"reward={preset_file}",
+        f"actor_rollout_ref.model.path={tokenizer_dir}",
+        f"reward.reward_kwargs.judge.base_url={judge_url}",
+        "reward.reward_kwargs.judge.timeout_s=2",
+    ]
+    with initialize_config_module("verl.trainer.config", version_base=None):
+        return compose("ppo_trainer", overrides=overrides)
+
+
+def trajectory(episode: dict | None, ground_truth: dict, streaming: bool = True) -> DataProto:
+    """One finished trajectory shaped as verl's agent-loop worker sends it to a reward worker."""
+    prompt, response = torch.tensor([[3, 3, 2]]), torch.tensor([[2, 2, 0]])
+    extra_fields = {} if episode is None else {"episode": episode}
+    non_tensor = {
+        "data_source": np.array(["slidevqa"]),
+        "reward_model": np.array([{"style": "rule", "ground_truth": ground_truth}]),
+        "extra_info": np.array([{"index": 0}]),
+        # the system prompt's example answer: must never be read as the model's answer
+        "raw_prompt": np.array([[{"role": "system", "content": "Example: <answer>42 million</answer>"}]], dtype=object),
+        "__num_turns__": np.array([4]),
+    }
+    if streaming:
+        non_tensor["tool_extra_fields"] = np.array([extra_fields], dtype=object)
+    else:
+        for key, value in extra_fields.items():
+            column = np.empty(1, dtype=object)
+            column[0] = value
+            non_tensor[key] = column
+    batch = TensorDict(
+        {
+            "prompts": prompt,
+            "responses": response,
+            "input_ids": torch.cat([prompt, response], dim=1),
+            "attention_mask": torch.ones(1, 6, dtype=torch.int64),
+        },
+        batch_size=1,
+    )
+    return DataProto(batch=batch, non_tensor_batch=non_tensor)
+
+
+async def test_reward_loop_worker_scores_with_unidoc_preset(
+    tokenizer_dir, judge_server, answered_episode, unanswered_episode, truth
+):
+    worker = RewardLoopWorker(trainer_config("unidoc_dense", tokenizer_dir, judge_server.base_url))
+    assert isinstance(worker.reward_manager, UniDocRewardManager)
+    assert worker.reward_manager.settings.judge.timeout_s == 2.0
+
+    result = await worker.compute_score(trajectory(answered_episode.to_dict(), truth.to_dict()))
+    assert result["reward_score"] == pytest.approx(0.9386852807)
+    info = result["reward_extra_info"]
+    assert info["answer"] == 1.0 and info["judge_called"] == 1.0 and info["judge_fallback"] == 0.0
+    assert info["retrieval"] == pytest.approx(0.3868528072)
+    assert len(judge_server.requests) == 1
+
+    batch_path = trajectory(unanswered_episode.to_dict(), truth.to_dict(), streaming=False)
+    partial = await worker.compute_score(batch_path)
+    assert partial["reward_score"] == pytest.approx(0.1650920930)
+    assert partial["reward_extra_info"]["judge_called"] == 0.0
+    assert set(partial["reward_extra_info"]) == set(info)
+    assert len(judge_server.requests) == 1  # format 0.5: judge gated off
+
+
+async def test_reward_loop_worker_with_vrag_preset_and_judge_down(tokenizer_dir, answered_episode, truth):
+    config = trainer_config("vrag", tokenizer_dir, "http://127.0.0.1:9/v1")
+    config.reward.reward_kwargs.judge.max_retries = 0
+    worker = RewardLoopWorker(config)
+    outputs = await worker.compute_score_batch(trajectory(answered_episode.to_dict(), truth.to_dict()))
+    assert outputs[0]["reward_extra_info"]["judge_fallback"] == 1.0
+    assert outputs[0]["reward_score"] == pytest.approx(0.7 * 1.0 + 0.1 + 0.2 * 0.3868528072)
+
+
+async def test_missing_episode_is_a_clear_error(tokenizer_dir, judge_server, truth):
+    worker = RewardLoopWorker(trainer_config("unidoc_dense", tokenizer_dir, judge_server.base_url))
+    with pytest.raises(MissingEpisodeError, match="extra_fields\\['episode'\\]"):
+        await worker.compute_score(trajectory(None, truth.to_dict()))
+
+
+def test_registered_under_its_name():
+    assert get_reward_manager_cls("unidoc_dense") is UniDocRewardManager
