@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# GRPO training on verl (Ray, FSDP, vLLM). Run on the head node of a GPU cluster from the repository root:
+#
+#   MODEL_PATH=saves/unidoc-sft TRAIN_FILE=data/rl/train.parquet VAL_FILE=data/rl/val.parquet \
+#   SEARCH_URL=http://10.0.0.5:8001 JUDGE_URL=http://10.0.0.6:8000/v1 N_GPUS=8 NNODES=1 \
+#   bash scripts/train.sh trainer.total_epochs=2 actor_rollout_ref.rollout.n=8
+#
+# Every argument is passed through to Hydra as an override. DRY_RUN=1 prints the composed config instead of training.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+: "${MODEL_PATH:?set MODEL_PATH to the SFT checkpoint (Hugging Face format)}"
+: "${TRAIN_FILE:?set TRAIN_FILE to the RL parquet from python -m unidoc_rl.data.prepare}"
+: "${VAL_FILE:?set VAL_FILE to the validation parquet}"
+: "${SEARCH_URL:?set SEARCH_URL to the search service, e.g. http://127.0.0.1:8001}"
+: "${JUDGE_URL:?set JUDGE_URL to an OpenAI-compatible judge endpoint, e.g. http://127.0.0.1:8000/v1}"
+N_GPUS="${N_GPUS:-8}"
+NNODES="${NNODES:-1}"
+JUDGE_MODEL="${JUDGE_MODEL:-judge}"
+PYTHON="${PYTHON:-python}"
+
+hydra_args=(
+  --config-path "$PWD/configs"
+  --config-name unidoc_grpo
+  "actor_rollout_ref.model.path=$MODEL_PATH"
+  "data.train_files=$TRAIN_FILE"
+  "data.val_files=$VAL_FILE"
+  "unidoc_agent.search_url=$SEARCH_URL"
+  "reward.reward_kwargs.judge.base_url=$JUDGE_URL"
+  "reward.reward_kwargs.judge.model=$JUDGE_MODEL"
+  "actor_rollout_ref.rollout.agent.agent_loop_config_path=$PWD/configs/agent_loop.yaml"
+  "trainer.n_gpus_per_node=$N_GPUS"
+  "trainer.nnodes=$NNODES"
+)
+
+if [[ "${DRY_RUN:-0}" == "1" ]]; then
+  exec "$PYTHON" -m verl.trainer.main_ppo "${hydra_args[@]}" "$@" --cfg job
+fi
+exec "$PYTHON" -m verl.trainer.main_ppo "${hydra_args[@]}" "$@"

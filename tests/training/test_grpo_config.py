@@ -1,0 +1,92 @@
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+from hydra.utils import get_class
+from omegaconf import OmegaConf
+
+from unidoc_rl.agent.settings import AgentSettings
+from unidoc_rl.rewards.settings import RewardSettings
+
+ENV = {
+    "MODEL_PATH": "/ckpt/unidoc-sft",
+    "TRAIN_FILE": "/data/train.parquet",
+    "VAL_FILE": "/data/val.parquet",
+    "SEARCH_URL": "http://10.1.2.3:8001",
+    "JUDGE_URL": "http://10.1.2.4:8000/v1",
+    "N_GPUS": "4",
+    "NNODES": "2",
+}
+
+
+@pytest.fixture(scope="module")
+def composed(repo_root):
+    env = {**os.environ, **ENV, "DRY_RUN": "1", "PYTHON": sys.executable}
+    result = subprocess.run(
+        ["bash", "scripts/train.sh", "trainer.total_epochs=3", "actor_rollout_ref.rollout.n=8"],
+        cwd=repo_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return OmegaConf.create(yaml.safe_load(result.stdout))
+
+
+def test_train_sh_requires_its_environment(repo_root):
+    env = {k: v for k, v in os.environ.items() if k not in ENV}
+    result = subprocess.run(["bash", "scripts/train.sh"], cwd=repo_root, env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "set MODEL_PATH" in result.stderr
+
+
+def test_environment_and_overrides_reach_the_config(composed, repo_root):
+    assert composed.actor_rollout_ref.model.path == ENV["MODEL_PATH"]
+    assert composed.data.train_files == ENV["TRAIN_FILE"] and composed.data.val_files == ENV["VAL_FILE"]
+    assert composed.unidoc_agent.search_url == ENV["SEARCH_URL"]
+    assert composed.reward.reward_kwargs.judge.base_url == ENV["JUDGE_URL"]
+    assert composed.trainer.n_gpus_per_node == 4 and composed.trainer.nnodes == 2
+    assert composed.trainer.total_epochs == 3
+    assert composed.actor_rollout_ref.rollout.n == 8
+    assert composed.actor_rollout_ref.rollout.agent.agent_loop_config_path == str(repo_root / "configs/agent_loop.yaml")
+
+
+def test_paper_settings(composed):
+    actor = composed.actor_rollout_ref.actor
+    assert composed.algorithm.adv_estimator == "grpo"
+    assert composed.data.train_batch_size == 16
+    assert actor.optim.lr == 1e-6 and actor.optim.lr_warmup_steps_ratio == 0.285
+    assert actor.clip_ratio == 0.2 and actor.ppo_epochs == 1 and actor.entropy_coeff == 0
+    assert actor.use_kl_loss is True and actor.kl_loss_coef == 0.01 and actor.kl_loss_type == "low_var_kl"
+    assert actor.fsdp_config.param_offload and actor.fsdp_config.optimizer_offload
+    assert composed.actor_rollout_ref.model.enable_gradient_checkpointing is True
+    assert composed.actor_rollout_ref.rollout.tensor_model_parallel_size == 4
+    agent = AgentSettings.from_mapping(OmegaConf.to_container(composed.unidoc_agent))
+    assert agent.limits.max_turns == 10 and agent.max_tokens_per_turn == 1024
+    assert (agent.min_pixels, agent.max_pixels) == (256 * 28 * 28, 512 * 28 * 28)
+
+
+def test_project_extensions_are_named_and_loadable(composed, repo_root):
+    manager = composed.reward.reward_manager
+    assert (manager.source, manager.name) == ("importlib", "UniDocRewardManager")
+    assert manager.module.path == "pkg://unidoc_rl.rewards.verl_manager"
+    settings = RewardSettings.from_mapping(OmegaConf.to_container(composed.reward.reward_kwargs))
+    assert settings.preset == "unidoc"
+
+    [entry] = OmegaConf.load(composed.actor_rollout_ref.rollout.agent.agent_loop_config_path)
+    assert entry.name == composed.actor_rollout_ref.rollout.agent.default_agent_loop == "unidoc_agent"
+    from verl.experimental.agent_loop.agent_loop import AgentLoopBase
+
+    assert issubclass(get_class(entry._target_), AgentLoopBase)
+
+
+def test_sections_validate_against_verls_config_classes(composed):
+    from verl.utils.config import omega_conf_to_dataclass
+
+    rollout = omega_conf_to_dataclass(composed.actor_rollout_ref.rollout)
+    assert rollout.n == 8 and rollout.multi_turn.enable is True
+    actor = omega_conf_to_dataclass(composed.actor_rollout_ref.actor)
+    assert actor.kl_loss_type == "low_var_kl"
