@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 DEFAULT_COLLECTION = "pages"
+ORPHAN_MARGIN = 16  # extra hits fetched so that dropping uncommitted points still leaves k
 _POINT_NAMESPACE = uuid.UUID("6f1d3c1e-3b8a-4d8e-9b7a-2f0c5d4e1a90")
 
 
@@ -37,6 +38,7 @@ class QdrantPageStore:
     def __init__(self, client, collection: str = DEFAULT_COLLECTION):
         self.client = client
         self.collection = collection
+        self._local = type(getattr(client, "_client", None)).__name__ == "QdrantLocal"
 
     def ensure_collection(self, dim: int) -> None:
         from qdrant_client import models
@@ -51,7 +53,8 @@ class QdrantPageStore:
                 multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
             ),
         )
-        self.client.create_payload_index(self.collection, "doc_stem", models.PayloadSchemaType.KEYWORD)
+        if not self._local:
+            self.client.create_payload_index(self.collection, "doc_stem", models.PayloadSchemaType.KEYWORD)
 
     def upsert_pages(self, page_ids: list[str], doc_stems: list[str], page_vectors: list[np.ndarray]) -> None:
         from qdrant_client import models
@@ -83,7 +86,9 @@ class QdrantPageStore:
         from qdrant_client import models
 
         requests = [
-            models.QueryRequest(query=np.asarray(q, dtype=np.float32).tolist(), limit=k, with_payload=["page_id"])
+            models.QueryRequest(
+                query=np.asarray(q, dtype=np.float32).tolist(), limit=k + ORPHAN_MARGIN, with_payload=["page_id"]
+            )
             for q in queries
         ]
         responses = self.client.query_batch_points(self.collection, requests=requests)
@@ -91,7 +96,7 @@ class QdrantPageStore:
         for response in responses:
             hits = [(page_index.get(p.payload["page_id"]), float(p.score)) for p in response.points]
             hits = [(i, s) for i, s in hits if i is not None]
-            hits.sort(key=lambda hit: (-hit[1], hit[0]))
+            hits = sorted(hits, key=lambda hit: (-hit[1], hit[0]))[:k]
             indices.append([i for i, _ in hits])
             scores.append([s for _, s in hits])
         return indices, scores
