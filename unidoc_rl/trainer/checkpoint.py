@@ -1,0 +1,95 @@
+"""Checkpoints of the local trainer, with everything an exact resume needs.
+
+Layout of `<dir>/global_step_<k>/`:
+- `model/`: the policy in Hugging Face format (`save_pretrained` + processor), loadable as any checkpoint
+- `optimizer.pt`, `scheduler.pt`: optimizer and LR schedule state (tensors and plain containers only)
+- `rng.pt`: torch RNG state; `trainer_state.json`: step, data position, Python RNG state
+
+A checkpoint is written into a staging folder and renamed into place, then `latest` is replaced: a crash while
+saving leaves the previous checkpoint as the latest one. Loading uses `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+LATEST = "latest"
+
+
+@dataclass
+class TrainerState:
+    global_step: int
+    epoch: int
+    position: int
+    """Index of the next prompt within the epoch's shuffled order."""
+    python_rng: list
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def step_dir(root: Path, step: int) -> Path:
+    return root / f"global_step_{step}"
+
+
+def save_checkpoint(root: Path, model, processor, optimizer, scheduler, state: TrainerState) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    target = step_dir(root, state.global_step)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
+    try:
+        model.save_pretrained(staging / "model")
+        processor.save_pretrained(staging / "model")
+        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        torch.save(scheduler.state_dict(), staging / "scheduler.pt")
+        torch.save({"torch": torch.get_rng_state()}, staging / "rng.pt")
+        (staging / "trainer_state.json").write_text(state.to_json())
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    pointer = root / f".{LATEST}.tmp"
+    pointer.write_text(target.name + "\n")
+    os.replace(pointer, root / LATEST)
+    return target
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    pointer = root / LATEST
+    if not pointer.exists():
+        return None
+    path = root / pointer.read_text().strip()
+    return path if (path / "trainer_state.json").exists() else None
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> TrainerState:
+    """Restore weights, optimizer, schedule and RNG in place; returns the data position to continue from."""
+    from safetensors.torch import load_file
+
+    weights = {}
+    for shard in sorted((path / "model").glob("*.safetensors")):
+        weights.update(load_file(shard))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    tied = {name for name in missing if name == "lm_head.weight" and model.config.tie_word_embeddings}
+    if set(missing) - tied or unexpected:
+        raise ValueError(f"checkpoint {path} does not match the model: missing={missing}, unexpected={unexpected}")
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True)["torch"])
+    state = TrainerState(**json.loads((path / "trainer_state.json").read_text()))
+    version, internal, gauss = state.python_rng
+    random.setstate((version, tuple(internal), gauss))
+    return state
+
+
+def python_rng_state() -> list:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
