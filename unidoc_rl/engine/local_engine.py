@@ -69,7 +69,7 @@ class LocalEngine(LLMServerClient):
         max_model_len: int | None = None,
         default_max_tokens: int = 512,
         max_batch_size: int = 8,
-        batch_wait_s: float = 0.002,
+        batch_wait_s: float = 0.02,
         seed: int | None = None,
     ):
         super().__init__(config=None)
@@ -82,6 +82,8 @@ class LocalEngine(LLMServerClient):
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_s
         self.image_token_id = model.config.image_token_id
+        # A sampled image/video placeholder would desynchronize tokens and pixel features for every later pass.
+        self.suppressed_ids = sorted({model.config.image_token_id, model.config.video_token_id} - {None})
         eos = model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
@@ -210,6 +212,7 @@ class LocalEngine(LLMServerClient):
             "pad_token_id": self.pad_id,
             "eos_token_id": sorted(self.eos_ids),
             "repetition_penalty": settings.repetition_penalty,
+            "suppress_tokens": self.suppressed_ids,
         }
         if not settings.greedy:
             generation.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or 0)
