@@ -91,3 +91,26 @@ def test_parquet_loads_through_verls_dataset(repo_root, tmp_path, tiny_policy_di
     assert item["raw_prompt"][0]["role"] == "system" and item["raw_prompt"][1]["content"].startswith("Question: ")
     truth = GroundTruth.from_dict(item["reward_model"]["ground_truth"])
     assert truth.gold_page_ids[0].rsplit("_", 1)[1].isdigit()
+
+
+def test_reference_pages_are_checked_against_a_real_index(repo_root, tmp_path):
+    import subprocess
+    import sys
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("northwind_annual_report_2023.pdf", "lakeside_battery_study.pdf"):
+        (corpus / name).write_bytes((repo_root / "examples/corpus" / name).read_bytes())
+    subprocess.run(
+        [sys.executable, str(repo_root / "search_engine/ingestion.py"), "--dataset_dir", str(corpus),
+         "--index_dir", str(tmp_path / "index"), "--no_progress"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    samples = repo_root / "examples/samples.json"
+    with pytest.raises(SystemExit) as error:
+        main(["--samples", str(samples), "--out_dir", str(tmp_path / "out"), "--index_dir", str(tmp_path / "index")])
+    message = str(error.value)
+    assert "4 sample(s) cannot be used" in message
+    for uid in ("ws-satisfaction", "ws-oldtown-use", "sp-350-price", "sp-handling-fee"):
+        assert f"{uid}: reference pages absent from the index" in message
+    assert "nw-asia-2023" not in message

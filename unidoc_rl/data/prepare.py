@@ -181,9 +181,9 @@ def write_parquet(rows: list[dict], path: Path) -> None:
 
 
 def index_page_ids(index_dir: Path) -> set[str]:
-    from search_engine.index import read_page_ids
+    from search_engine.manifest import read_manifest
 
-    return set(read_page_ids(index_dir))
+    return set(read_manifest(index_dir).page_ids())
 
 
 def main(argv: list[str] | None = None) -> None:
