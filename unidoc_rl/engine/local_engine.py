@@ -73,7 +73,7 @@ class LocalEngine(LLMServerClient):
         seed: int | None = None,
     ):
         super().__init__(config=None)
-        self.model = model.eval()
+        self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.device = next(model.parameters()).device
@@ -218,7 +218,12 @@ class LocalEngine(LLMServerClient):
             generation.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or 0)
         if settings.stop:
             generation.update(stop_strings=list(settings.stop), tokenizer=self.tokenizer)
-        output = self.model.generate(**inputs, **generation)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            output = self.model.generate(**inputs, **generation)
+        finally:
+            self.model.train(was_training)
         new_tokens = output.sequences[:, width:].cpu()
         scale = 1.0 if settings.greedy else settings.temperature
         logits = torch.stack(output.logits, dim=1).float().cpu() / scale
