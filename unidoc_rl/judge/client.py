@@ -178,15 +178,17 @@ class OpenAIJudge(ResilientJudge):
         await transport.close()
 
     async def _request(self, transport: openai.AsyncOpenAI, query: str, reference: str, answer: str) -> float:
-        completion = await transport.chat.completions.create(
-            model=self.settings.model,
-            messages=[{"role": "user", "content": self.template.render(query, reference, answer)}],
-            temperature=self.settings.temperature,
-            max_tokens=self.settings.max_tokens,
-        )
-        if not getattr(completion, "choices", None):
-            raise JudgeRequestError(f"reply without choices: {str(completion)[:200]!r}", retryable=True)
-        return parse_verdict(completion.choices[0].message.content)
+        # The client's raw `post` (its documented way to send custom requests) keeps auth, base URL, timeouts and
+        # typed API errors but skips the typed-parameter transform and response models of `chat.completions.create`,
+        # which cost more CPU per call than everything else in the reward stage together.
+        body = {
+            "model": self.settings.model,
+            "messages": [{"role": "user", "content": self.template.render(query, reference, answer)}],
+            "temperature": self.settings.temperature,
+            "max_tokens": self.settings.max_tokens,
+        }
+        completion = await transport.post("/chat/completions", body=body, cast_to=object)
+        return parse_verdict(_message_content(completion))
 
 
 class EvaluatorServiceJudge(ResilientJudge):
@@ -211,8 +213,15 @@ class EvaluatorServiceJudge(ResilientJudge):
         return float(scores[0])
 
 
+def _message_content(completion) -> str | None:
+    try:
+        return completion["choices"][0]["message"]["content"]
+    except (TypeError, KeyError, IndexError):
+        raise JudgeRequestError(f"not a chat completion: {str(completion)[:200]!r}", retryable=True) from None
+
+
 def _aiohttp_client_or_default():
-    """openai's aiohttp transport costs several times less CPU per request than its default httpx pool under high
+    """openai's aiohttp transport costs about half the CPU per request of its default httpx pool under high
     concurrency (it matters on small CPU nodes); aiohttp ships with verl, so fall back only where it is absent."""
     if importlib.util.find_spec("aiohttp") is None:
         return None
