@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -46,22 +48,24 @@ def script_for(turns: int) -> list[str]:
 
 
 class TimedClient(ScriptedLLMClient):
-    """Records when each generate call arrives; replies instantly."""
+    """Replies instantly from the current script; records when each generate call arrives."""
 
-    def __init__(self, tokenizer, script):
-        super().__init__(tokenizer, script, record_prompts=False)
+    def __init__(self, tokenizer):
+        super().__init__(tokenizer, [], record_prompts=False)
         self.arrivals: list[float] = []
+
+    def start(self, script: list[str]) -> None:
+        self.script, self.arrivals, self.calls, self._turns = script, [], [], {}
 
     def _reply_text(self, call: ScriptedCall) -> str:
         self.arrivals.append(time.perf_counter())
         return super()._reply_text(call)
 
 
-async def run_once(config, processor, turns: int) -> dict:
-    client = TimedClient(processor.tokenizer, script_for(turns))
-    worker = build_agent_loop_worker(config, client, processor=processor)
+async def run_once(worker, client: TimedClient, turns: int) -> dict:
     from verl.protocol import DataProto
 
+    client.start(script_for(turns))
     batch = DataProto.from_single_dict(
         {
             "raw_prompt": np.array([prompt_messages("What was the annual revenue?")], dtype=object),
@@ -92,10 +96,13 @@ async def bench(args) -> dict:
         ],
         {"unidoc_agent": {"search_url": url, "max_turns": args.max_turns, "max_images": args.max_turns + 3}},
     )
-    await run_once(config, processor, 3)  # warm-up: imports, tokenizer caches, thread pool
+    client = TimedClient(processor.tokenizer)
+    with contextlib.redirect_stdout(sys.stderr):  # verl prints progress to stdout; stdout carries only the JSON
+        worker = build_agent_loop_worker(config, client, processor=processor)
+    await run_once(worker, client, 3)  # warm-up: tokenizer caches, thread pool
     rows = []
     for turns in range(1, args.max_turns + 1):
-        runs = [await run_once(config, processor, turns) for _ in range(args.repeats)]
+        runs = [await run_once(worker, client, turns) for _ in range(args.repeats)]
         total_ms = statistics.median(run["total_s"] for run in runs) * 1000
         # Gap i is the loop's work between generate call i and i+1: observation for turn i+1's input.
         gaps = [statistics.median(run["turn_gaps_s"][i] for run in runs) * 1000 for i in range(turns - 1)]
