@@ -303,12 +303,24 @@ def ingest(config: IngestConfig, encoder: Any = None, qdrant_client: Any = None)
         encoder = _load_encoder(config)
     manifest = _open_or_create_manifest(config, encoder)
     qdrant_store = None
+    owned_client = None
     if manifest.store == "qdrant":
         from search_engine.qdrant_index import QdrantPageStore, connect
 
-        client = qdrant_client if qdrant_client is not None else connect(manifest.store_options)
-        qdrant_store = QdrantPageStore(client, manifest.store_options.get("collection", "pages"))
+        if qdrant_client is None:
+            qdrant_client = owned_client = connect(manifest.store_options)
+        qdrant_store = QdrantPageStore(qdrant_client, manifest.store_options.get("collection", "pages"))
         qdrant_store.ensure_collection(int(manifest.dim))
+    try:
+        return _ingest_documents(config, manifest, encoder, qdrant_store, report, started)
+    finally:
+        if owned_client is not None:
+            owned_client.close()
+
+
+def _ingest_documents(
+    config: IngestConfig, manifest: Manifest, encoder: Any, qdrant_store: Any, report: IngestReport, started: float
+) -> IngestReport:
     writer = _IndexWriter(config, manifest, qdrant_store)
     writer.prepare()
     for name in writer.remove_unreferenced_files():

@@ -20,11 +20,14 @@ def kmeans_centroids(tokens: torch.Tensor, pool_size: int, iterations: int = DEF
     num_pages, length, _ = tokens.shape
     seeds = torch.linspace(0, length - 1, pool_size).round().long()
     centroids = tokens[:, seeds, :].clone()
+    dim = tokens.shape[2]
     for _ in range(iterations):
         assignment = torch.bmm(tokens, centroids.transpose(1, 2)).argmax(dim=2)
-        one_hot = torch.nn.functional.one_hot(assignment, pool_size).to(tokens.dtype)
-        sums = torch.bmm(one_hot.transpose(1, 2), tokens)
-        counts = one_hot.sum(dim=1).unsqueeze(-1)
+        sums = torch.zeros_like(centroids).scatter_add_(1, assignment.unsqueeze(-1).expand(-1, -1, dim), tokens)
+        counts = torch.zeros((num_pages, pool_size), dtype=tokens.dtype).scatter_add_(
+            1, assignment, torch.ones_like(assignment, dtype=tokens.dtype)
+        )
+        counts = counts.unsqueeze(-1)
         centroids = torch.where(counts > 0, sums / counts.clamp(min=1.0), centroids)
     return centroids
 

@@ -175,6 +175,11 @@ class Searcher:
             signature = _manifest_signature(self.index_dir)
             manifest = read_manifest(self.index_dir)
             manifest.check_compatible(backend=self._backend, model=self._model if self._encoder is None else None)
+            if manifest.store == "qdrant" and self._qdrant_client is None:
+                from search_engine.qdrant_index import connect
+
+                # One client for the life of the service: local mode locks its folder per client.
+                self._qdrant_client = connect(manifest.store_options)
             try:
                 snapshot = IndexSnapshot(
                     self.index_dir,
