@@ -7,11 +7,16 @@ grouped by sampling settings, with left padding.
 Log-probs are those of the sampled tokens under the model's distribution at the sampling temperature
 (`log_softmax(logits / T)`, T = 1 for greedy decoding), which is what verl's actor recomputes for the same tokens.
 Top-p/top-k restrict sampling but do not renormalize the reported log-probs.
+
+Sampling is reproducible whatever the batching: each request draws from its own generator, seeded from the
+engine's seed, the request's prompt ids and how many identical prompts came before it since the last `reseed`.
+Which requests happen to share a batch (a matter of timing) therefore never changes what is sampled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +24,7 @@ from typing import Any
 
 import torch
 from PIL import Image
+from transformers import LogitsProcessor, LogitsProcessorList
 from verl.workers.rollout.llm_server import LLMServerClient
 from verl.workers.rollout.replica import TokenOutput
 
@@ -55,9 +61,41 @@ class SamplingSettings:
 class _Request:
     prompt_ids: list[int]
     images: list[Image.Image]
+    generator: torch.Generator | None
     max_tokens: int
     settings: SamplingSettings
     future: asyncio.Future = field(repr=False)
+
+
+class _PerRequestSampler(LogitsProcessor):
+    """Samples each row from its own generator and leaves only that token, so greedy decoding emits it.
+
+    Runs after generate's own processors (repetition penalty, suppressed tokens); `generate` still returns the raw
+    logits, from which the reported log-probs are computed.
+    """
+
+    def __init__(self, generators: list[torch.Generator], settings: SamplingSettings):
+        self.generators = generators
+        self.settings = settings
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        logits = scores.float() / self.settings.temperature
+        if self.settings.top_k:
+            kth = torch.topk(logits, min(self.settings.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.settings.top_p < 1.0:
+            ordered, order = torch.sort(logits, descending=True, dim=-1)
+            probs_sorted = torch.softmax(ordered, dim=-1)
+            drop = probs_sorted.cumsum(-1) - probs_sorted >= self.settings.top_p
+            logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
+        probs = torch.softmax(logits, dim=-1).cpu()
+        chosen = torch.stack(
+            [
+                torch.multinomial(row, 1, generator=generator)
+                for row, generator in zip(probs, self.generators, strict=True)
+            ]
+        ).to(scores.device)
+        return torch.full_like(scores, float("-inf")).scatter(-1, chosen, 0.0)
 
 
 class LocalEngine(LLMServerClient):
@@ -91,8 +129,21 @@ class LocalEngine(LLMServerClient):
         self._worker: asyncio.Task | None = None
         self.batches_run: list[int] = []
         """Size of every generate batch, in order (for tests and metrics)."""
-        if seed is not None:
-            torch.manual_seed(seed)
+        self._seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else seed
+        self._prompt_occurrences: dict[bytes, int] = {}
+
+    def reseed(self, seed: int) -> None:
+        """Restart the per-request sampling streams (the local trainer calls it once per step)."""
+        self._seed = seed
+        self._prompt_occurrences.clear()
+
+    def _request_generator(self, prompt_ids: list[int]) -> torch.Generator:
+        digest = hashlib.blake2b(torch.tensor(prompt_ids, dtype=torch.int64).numpy().tobytes(), digest_size=16)
+        key = digest.digest()
+        occurrence = self._prompt_occurrences.get(key, 0)
+        self._prompt_occurrences[key] = occurrence + 1
+        digest.update(f"{self._seed}:{occurrence}".encode())
+        return torch.Generator().manual_seed(int.from_bytes(digest.digest()[:8], "little") >> 1)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32, **kwargs):
@@ -129,11 +180,13 @@ class LocalEngine(LLMServerClient):
         requested = (
             sampling_params.get("max_tokens") or sampling_params.get("max_new_tokens") or self.default_max_tokens
         )
+        settings = SamplingSettings.from_params(sampling_params)
         request = _Request(
             prompt_ids=prompt_ids,
             images=list(image_data or []),
             max_tokens=max(1, min(int(requested), room)),
-            settings=SamplingSettings.from_params(sampling_params),
+            settings=settings,
+            generator=None if settings.greedy else self._request_generator(prompt_ids),
             future=asyncio.get_running_loop().create_future(),
         )
         self._check_images(request)
@@ -206,7 +259,7 @@ class LocalEngine(LLMServerClient):
             inputs["image_grid_thw"] = grid.to(self.device)
         generation = {
             "max_new_tokens": max(request.max_tokens for request in batch),
-            "do_sample": not settings.greedy,
+            "do_sample": False,
             "output_logits": True,
             "return_dict_in_generate": True,
             "pad_token_id": self.pad_id,
@@ -215,7 +268,8 @@ class LocalEngine(LLMServerClient):
             "suppress_tokens": self.suppressed_ids,
         }
         if not settings.greedy:
-            generation.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or 0)
+            sampler = _PerRequestSampler([request.generator for request in batch], settings)
+            generation["logits_processor"] = LogitsProcessorList([sampler])
         if settings.stop:
             generation.update(stop_strings=list(settings.stop), tokenizer=self.tokenizer)
         was_training = self.model.training

@@ -72,15 +72,10 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> TrainerState:
     """Restore weights, optimizer, schedule and RNG in place; returns the data position to continue from."""
-    from safetensors.torch import load_file
-
-    weights = {}
-    for shard in sorted((path / "model").glob("*.safetensors")):
-        weights.update(load_file(shard))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    tied = {name for name in missing if name == "lm_head.weight" and model.config.tie_word_embeddings}
-    if set(missing) - tied or unexpected:
-        raise ValueError(f"checkpoint {path} does not match the model: missing={missing}, unexpected={unexpected}")
+    # from_pretrained applies the model's checkpoint key mapping (save_pretrained writes the legacy names).
+    saved = type(model).from_pretrained(path / "model", dtype=model.dtype)
+    model.load_state_dict(saved.state_dict())
+    del saved
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True)["torch"])

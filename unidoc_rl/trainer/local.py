@@ -247,6 +247,7 @@ class LocalTrainer:
         batch = batch.repeat(repeat_times=repeat, interleave=True)
         groups = np.repeat(groups, repeat)
         batch.meta_info.update({"validate": validate, "global_steps": step})
+        self.engine.reseed(self.settings.seed * 1_000_003 + step * 2 + int(validate))
         output = self.loop.run_until_complete(self.worker.generate_sequences(batch))
         return output, groups
 
