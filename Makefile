@@ -11,7 +11,7 @@ REQUIREMENTS := setup.py pyproject.toml constraints.txt requirements_search.txt 
 	requirements_dev.txt requirements_nodeps.txt
 PYTEST_ARGS ?=
 
-.PHONY: install test lint corpus tiny-models clean-venv
+.PHONY: install test demo lint corpus tiny-models clean-venv
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ $(STAMP): $(BIN)/python $(REQUIREMENTS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Renders and indexes the sample corpus, serves search on loopback, trains the tiny policy for a few GRPO steps.
+demo: $(STAMP)
+	$(BIN)/python -m unidoc_rl.demo --fresh --out_dir outputs/demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
