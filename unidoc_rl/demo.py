@@ -57,7 +57,7 @@ def run_ingestion(corpus: Path, index_dir: Path, pages_dir: Path) -> None:
 @contextmanager
 def search_service(index_dir: Path, pages_dir: Path, log_path: Path, timeout_s: float = 60.0):
     """The search service as a subprocess on loopback; yields its URL once /health answers."""
-    from search_engine.client import SearchClient
+    from search_engine.client import SearchClient, SearchError
 
     port = free_port()
     command = [
@@ -84,9 +84,10 @@ def search_service(index_dir: Path, pages_dir: Path, log_path: Path, timeout_s: 
                 try:
                     health = client.health()
                     break
-                except Exception:
+                except SearchError as error:
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"search service did not answer within {timeout_s}s; see {log_path}")
+                        message = f"search service did not answer within {timeout_s}s; see {log_path}"
+                        raise RuntimeError(message) from error
                     time.sleep(0.3)
             logger.info("search service at %s: %s", url, health)
             yield url
