@@ -85,7 +85,10 @@ def pad_queries(queries: list[np.ndarray]) -> np.ndarray:
 
 @functools.cache
 def _shared_pool(num_threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(num_threads, thread_name_prefix="maxsim")
+    # Each worker runs single-threaded kernels on its own blocks (set per thread; the caller's threads are untouched).
+    return ThreadPoolExecutor(
+        num_threads, thread_name_prefix="maxsim", initializer=torch.set_num_threads, initargs=(1,)
+    )
 
 
 def default_num_threads() -> int:
@@ -99,7 +102,6 @@ class _Workspace(threading.local):
             or getattr(self, "dim", 0) != dim
             or getattr(self, "batch_rows", 0) < batch_rows
         ):
-            torch.set_num_threads(1)
             self.rows, self.dim, self.batch_rows = rows, dim, batch_rows
             self.block = torch.empty(rows * dim, dtype=torch.float32)
             self.product = torch.empty(batch_rows * rows, dtype=torch.float32)
