@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_res
 
 from unidoc_rl.engine.local_engine import LocalEngine
 from unidoc_rl.episode import ActionKind, FinishReason
+from unidoc_rl.testing.serving import ThreadedUvicorn
 
 CORPUS = Path(__file__).resolve().parents[2] / "examples" / "corpus"
 QUESTIONS = [
@@ -27,21 +26,8 @@ QUERIES = ["dividend per share", "round-trip efficiency"]
 
 @contextlib.contextmanager
 def serve(app):
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not (server.started and server.servers):
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the search service did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with ThreadedUvicorn(app, lifespan="off") as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from unidoc_rl.testing.serving import ThreadedUvicorn
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_CORPUS = REPO_ROOT / "examples" / "corpus"
@@ -65,22 +65,8 @@ def make_pages() -> Callable[..., list[np.ndarray]]:
 @contextlib.contextmanager
 def serve(app) -> Iterator[str]:
     """Run `app` with uvicorn on an ephemeral 127.0.0.1 port in a background thread; yields the base URL."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not (server.started and server.servers):
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test service did not start")
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with ThreadedUvicorn(app, lifespan="off") as server:
+        yield server.url
 
 
 @pytest.fixture

@@ -23,12 +23,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from unidoc_rl.judge.prompt import extract_sections
 from unidoc_rl.rewards.answer_match import exact_match
+from unidoc_rl.testing.serving import ThreadedUvicorn
 
 logger = logging.getLogger(__name__)
 
@@ -84,44 +84,6 @@ def exact_match_judge(latency_s: float = 0.0) -> Script:
         return Reply(content=f"<judge>{correct}</judge>", delay_s=latency_s)
 
     return script
-
-
-class ThreadedUvicorn:
-    """Serve an ASGI app with uvicorn in a daemon thread (port 0 picks a free port)."""
-
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
-        config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=1, backlog=2048
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="uvicorn-in-thread", daemon=True)
-        self.host = host
-        self.port: int | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self, timeout_s: float = 10.0) -> int:
-        self._thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start on {self.host}")
-            time.sleep(0.01)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
-        return self.port
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-
-    def __enter__(self) -> ThreadedUvicorn:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 @dataclass

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 QWEN_SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -72,7 +73,10 @@ _WORDS = (
 
 
 @dataclass(frozen=True)
-class TinyPolicySpec:
+class TinyModelSpec:
+    """Sizes shared by the tiny policy and retriever (a Qwen2-VL-family text tower and vision tower)."""
+
+    kind: ClassVar[str] = "model"
     seed: int = 0
     vocab_size: int = 1024
     hidden_size: int = 64
@@ -88,28 +92,18 @@ class TinyPolicySpec:
     max_position_embeddings: int = 8192
 
     def fingerprint(self) -> str:
-        payload = json.dumps({"kind": "policy", "format": 2, **asdict(self)}, sort_keys=True)
+        payload = json.dumps({"kind": self.kind, "format": 2, **asdict(self)}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
-class TinyRetrieverSpec:
-    seed: int = 0
-    vocab_size: int = 1024
-    hidden_size: int = 64
-    intermediate_size: int = 128
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    vision_depth: int = 2
-    vision_hidden_size: int = 32
-    vision_heads: int = 2
-    min_pixels: int = 8 * 28 * 28
-    max_pixels: int = 64 * 28 * 28
+class TinyPolicySpec(TinyModelSpec):
+    kind: ClassVar[str] = "policy"
 
-    def fingerprint(self) -> str:
-        payload = json.dumps({"kind": "retriever", "format": 2, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+@dataclass(frozen=True)
+class TinyRetrieverSpec(TinyModelSpec):
+    kind: ClassVar[str] = "retriever"
 
 
 def default_cache_dir() -> Path:
@@ -192,7 +186,7 @@ def _text_config(spec, tokenizer, special: dict[str, int]) -> dict:
         "num_hidden_layers": spec.num_hidden_layers,
         "num_attention_heads": spec.num_attention_heads,
         "num_key_value_heads": spec.num_key_value_heads,
-        "max_position_embeddings": getattr(spec, "max_position_embeddings", 8192),
+        "max_position_embeddings": spec.max_position_embeddings,
         # The M-RoPE sections (temporal, height, width) must sum to head_dim / 2.
         "rope_parameters": {
             "rope_type": "default",
