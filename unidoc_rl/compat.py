@@ -11,9 +11,9 @@ Import this module before colpali-engine; `unidoc_rl` imports it on package impo
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.util
 import sys
-import types
 from pathlib import Path
 
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
@@ -21,16 +21,32 @@ HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 _TORCHVISION_IMAGE_MODULE = "transformers.models.qwen2_vl.image_processing_qwen2_vl"
 
 
-def install_torchvision_free_image_module() -> None:
-    """Stand the PIL Qwen2-VL image processor in for the torchvision one (same `smart_resize`, same pixels)."""
-    if HAS_TORCHVISION or _TORCHVISION_IMAGE_MODULE in sys.modules:
-        return
-    from transformers.models.qwen2_vl import image_processing_pil_qwen2_vl as pil_module
+class _PilImageModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Serves the torchvision image-processor module from the PIL one, when (and only when) it is imported."""
 
-    stand_in = types.ModuleType(_TORCHVISION_IMAGE_MODULE)
-    stand_in.smart_resize = pil_module.smart_resize
-    stand_in.Qwen2VLImageProcessor = pil_module.Qwen2VLImageProcessorPil
-    sys.modules[_TORCHVISION_IMAGE_MODULE] = stand_in
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != _TORCHVISION_IMAGE_MODULE:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module) -> None:
+        from transformers.models.qwen2_vl import image_processing_pil_qwen2_vl as pil_module
+
+        module.smart_resize = pil_module.smart_resize
+        module.Qwen2VLImageProcessor = pil_module.Qwen2VLImageProcessorPil
+
+
+def install_torchvision_free_image_module() -> None:
+    """Stand the PIL Qwen2-VL image processor in for the torchvision one (same `smart_resize`, same pixels).
+
+    Lazy: transformers is loaded only when something imports the module, so `import unidoc_rl` stays cheap.
+    """
+    if HAS_TORCHVISION or any(isinstance(finder, _PilImageModuleFinder) for finder in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _PilImageModuleFinder())
 
 
 install_torchvision_free_image_module()
