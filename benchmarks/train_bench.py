@@ -114,6 +114,9 @@ def run_ours(conn, config: BenchConfig, parquet: Path, work_dir: Path, log_level
             f"data.train_files={parquet}",
             "data.val_files=null",
             f"data.train_batch_size={config.prompts}",
+            # verl pads every response to this length; one more than the turn budget leaves room for the
+            # `<|im_end|>` the agent loop appends, so a turn may still use all `max_tokens` tokens.
+            f"data.max_response_length={config.max_tokens + 1}",
             f"unidoc_agent.search_url={search_url}",
             "unidoc_agent.max_turns=1",
             "unidoc_agent.force_final_answer=false",
@@ -147,13 +150,18 @@ def run_ours(conn, config: BenchConfig, parquet: Path, work_dir: Path, log_level
         return results
 
     trainer.reward_fn = reward
+    conn.send("ready")
     try:
         for step in range(1, config.total_steps + 1):
             conn.recv()
+            batches_before = len(trainer.engine.batches_run)
+            cpu_started = time.process_time()
             started = time.perf_counter()
             metrics = trainer.train_step()
             record = {
                 "step_s": time.perf_counter() - started,
+                "cpu_s": time.process_time() - cpu_started,
+                "engine_batches": trainer.engine.batches_run[batches_before:],
                 "rollout_s": metrics["timing/rollout_s"],
                 "update_s": metrics["timing/update_s"],
                 "completion_tokens": metrics["train/response_tokens"],
@@ -194,17 +202,23 @@ def run_trl(conn, config: BenchConfig, parquet: Path, work_dir: Path, log_level:
 
         def __init__(self):
             self.started = 0.0
+            self.cpu_started = 0.0
             self.rollouts_before = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            conn.send("ready")
 
         def on_step_begin(self, args, state, control, **kwargs):
             conn.recv()
             self.rollouts_before = len(rollout_durations)
+            self.cpu_started = time.process_time()
             self.started = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
             step_s = time.perf_counter() - self.started
+            cpu_s = time.process_time() - self.cpu_started
             logger.info("trl step %d: %.3f s", state.global_step, step_s)
-            conn.send({"step_s": step_s, "rollout_s": sum(rollout_durations[self.rollouts_before :])})
+            conn.send({"step_s": step_s, "cpu_s": cpu_s, "rollout_s": sum(rollout_durations[self.rollouts_before :])})
 
     class TimedGRPOTrainer(GRPOTrainer):
         """Records how long generation plus scoring (trl's rollout phase) takes per call."""
@@ -309,6 +323,8 @@ def run_lockstep(config: BenchConfig, parquet: Path, work_dir: Path, log_level: 
     trl = TrainerProcess("trl", run_trl, config, parquet, work_dir / "trl", log_level)
     ours_steps, trl_steps = [], []
     try:
+        for trainer in (ours, trl):
+            trainer.receive()  # built: no timed step overlaps the other trainer's start-up
         for step in tqdm(range(config.total_steps), desc="steps (both trainers)", file=sys.stderr):
             pair = [(ours, ours_steps), (trl, trl_steps)]
             for trainer, records in pair if step % 2 == 0 else reversed(pair):
@@ -321,11 +337,18 @@ def run_lockstep(config: BenchConfig, parquet: Path, work_dir: Path, log_level: 
     return {"steps": ours_steps}, {"steps": trl_steps}
 
 
+def _per_step(steps: list[dict]) -> list[list[float]]:
+    """[step_s, rollout_s, mean completion tokens] for every step, warm-up included."""
+    return [
+        [round(step["step_s"], 3), round(step["rollout_s"], 3), round(step["completion_tokens"], 2)] for step in steps
+    ]
+
+
 def _median(steps: list[dict], key: str) -> float:
     return round(statistics.median(step[key] for step in steps), 4)
 
 
-def summarize(config: BenchConfig, ours: dict, trl: dict) -> dict:
+def summarize(config: BenchConfig, ours: dict, trl: dict, load_average: dict) -> dict:
     ours_steps = ours["steps"][config.warmup :]
     trl_steps = trl["steps"][config.warmup :]
     ours_s = _median(ours_steps, "step_s")
@@ -346,6 +369,9 @@ def summarize(config: BenchConfig, ours: dict, trl: dict) -> dict:
         "trl_s_per_step": trl_s,
         "ratio": ratio,
         "target_ratio": TARGET_RATIO,
+        "ours_cpu_s_per_step": _median(ours_steps, "cpu_s"),
+        "trl_cpu_s_per_step": _median(trl_steps, "cpu_s"),
+        "cpu_ratio": round(_median(trl_steps, "cpu_s") / _median(ours_steps, "cpu_s"), 3),
         "meets_target": ratio >= TARGET_RATIO,
         "ours_breakdown": {
             "rollout_s": _median(ours_steps, "rollout_s"),
@@ -359,10 +385,9 @@ def summarize(config: BenchConfig, ours: dict, trl: dict) -> dict:
             "ours": round(statistics.fmean(step["completion_tokens"] for step in ours_steps), 2),
             "trl": round(statistics.fmean(step["completion_tokens"] for step in trl_steps), 2),
         },
-        "per_step_s": {
-            "ours": [round(step["step_s"], 4) for step in ours["steps"]],
-            "trl": [round(step["step_s"], 4) for step in trl["steps"]],
-        },
+        "per_step": {"ours": _per_step(ours["steps"]), "trl": _per_step(trl["steps"])},
+        "ours_engine_batches_per_step": [step["engine_batches"] for step in ours["steps"]],
+        "load_average_1min": load_average,
         "mean_reward": {
             "ours": round(statistics.fmean(step["reward"] for step in ours_steps), 4),
             "trl": round(statistics.fmean(step["reward"] for step in trl_steps), 4),
@@ -377,6 +402,11 @@ def summarize(config: BenchConfig, ours: dict, trl: dict) -> dict:
             "advantages), update_s the rest (forward/backward per micro-batch, clip, AdamW)",
             "ours stops a completion at an action's closing tag or EOS; trl only at EOS: compare "
             "mean_completion_tokens before reading the ratio",
+            "per_step rows: [step_s, rollout_s, mean completion tokens], warm-up steps first",
+            "cpu_s: process CPU time (all threads) per step, less sensitive than wall time to other programs on the "
+            "machine; load_average_1min shows how busy the machine was (compare with torch_threads)",
+            "ours_engine_batches_per_step: the sizes of the local engine's generate calls in each step; a step whose "
+            "completions were split over two calls generated twice in sequence (trl always makes one call)",
         ],
     }
 
@@ -395,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--group", type=int, default=8, help="completions per prompt (GRPO group size)")
     parser.add_argument("--max_tokens", type=int, default=32, help="maximum completion tokens")
     parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps per trainer")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per trainer (median reported)")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per trainer (median reported)")
     parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (constant)")
     parser.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay (verl's default)")
     parser.add_argument("--kl", action="store_true", help="add a low-variance KL loss (coef 0.01) to both trainers")
@@ -428,8 +458,11 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="train_bench_") as tmp:
         work_dir = Path(tmp)
         parquet = write_train_parquet(work_dir / "data")
+        load_before = os.getloadavg()[0]
         ours, trl = run_lockstep(config, parquet, work_dir, args.log_level)
-    print(json.dumps(summarize(config, ours, trl), indent=2))
+        load_after = os.getloadavg()[0]
+    load_average = {"start": round(load_before, 2), "end": round(load_after, 2)}
+    print(json.dumps(summarize(config, ours, trl, load_average), indent=2))
 
 
 if __name__ == "__main__":
