@@ -11,10 +11,13 @@ Each trainer runs in its own fresh process (no shared caches or thread pools); t
 one step at a time, so that load from other programs on the machine falls on both alike. `--warmup` steps are
 discarded and the median of `--steps` timed steps is reported. Ours is timed around `LocalTrainer.train_step()`;
 trl from `on_step_begin` to `on_step_end` of a TrainerCallback (generation, reward, forward/backward, optimizer
-step).
-Prints one JSON object; ratio = trl_s_per_step / ours_s_per_step (target: >= 1.0).
+step). Prints one JSON object; ratio = trl_s_per_step / ours_s_per_step (target: >= 1.0).
 
-    python benchmarks/train_bench.py --steps 5 --group 8 --max_tokens 32
+Wall times on a shared machine depend on what else runs there: the JSON carries the load average, CPU seconds
+per step and every step's time. `--threads 1` gives both trainers one torch thread, which makes the comparison
+far less sensitive to other programs competing for the cores.
+
+    python benchmarks/train_bench.py --steps 8 --group 8 --max_tokens 32 [--kl] [--threads 1]
 """
 
 from __future__ import annotations
@@ -51,17 +54,22 @@ class BenchConfig:
     weight_decay: float
     kl: bool
     seed: int
+    threads: int
 
     @property
     def total_steps(self) -> int:
         return self.warmup + self.steps
 
 
-def _child_setup(log_level: str) -> None:
-    """Runs first in each trainer's process: offline hub, logging, and stdout kept free for the parent's JSON."""
+def _child_setup(log_level: str, threads: int) -> None:
+    """Runs first in each trainer's process: offline hub, logging, torch threads, stdout free for the JSON."""
     os.dup2(2, 1)
     logging.basicConfig(level=log_level)
     _offline_environment()
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _offline_environment() -> None:
@@ -95,7 +103,7 @@ def digit_share(token_ids: list[int], digit_ids: frozenset[int]) -> float:
 
 def run_ours(conn, config: BenchConfig, parquet: Path, work_dir: Path, log_level: str) -> None:
     """Builds the local trainer, then runs one step per `step` message and sends back each step's record."""
-    _child_setup(log_level)
+    _child_setup(log_level, config.threads)
     from unidoc_rl.agent.search import StaticSearchBackend, register_inprocess_backend
     from unidoc_rl.trainer.local import LocalTrainer, compose_config
 
@@ -178,7 +186,7 @@ def run_ours(conn, config: BenchConfig, parquet: Path, work_dir: Path, log_level
 
 def run_trl(conn, config: BenchConfig, parquet: Path, work_dir: Path, log_level: str) -> None:
     """Builds trl's GRPOTrainer; each optimizer step waits for a `step` message and reports its wall time."""
-    _child_setup(log_level)
+    _child_setup(log_level, config.threads)
     import pyarrow.parquet as pq
     import torch
     from datasets import Dataset
@@ -362,17 +370,17 @@ def summarize(config: BenchConfig, ours: dict, trl: dict, load_average: dict) ->
             "temperature": 1.0,
             "dtype": "float32",
             "device": "cpu",
-            "torch_threads": _torch_threads(),
+            "torch_threads": config.threads or _torch_threads(),
             "model": "tiny Qwen2.5-VL (unidoc_rl.testing.tiny_models)",
         },
         "ours_s_per_step": ours_s,
         "trl_s_per_step": trl_s,
         "ratio": ratio,
         "target_ratio": TARGET_RATIO,
+        "meets_target": ratio >= TARGET_RATIO,
         "ours_cpu_s_per_step": _median(ours_steps, "cpu_s"),
         "trl_cpu_s_per_step": _median(trl_steps, "cpu_s"),
         "cpu_ratio": round(_median(trl_steps, "cpu_s") / _median(ours_steps, "cpu_s"), 3),
-        "meets_target": ratio >= TARGET_RATIO,
         "ours_breakdown": {
             "rollout_s": _median(ours_steps, "rollout_s"),
             "update_s": _median(ours_steps, "update_s"),
@@ -396,15 +404,16 @@ def summarize(config: BenchConfig, ours: dict, trl: dict, load_average: dict) ->
             f"median of {config.steps} steps after {config.warmup} warm-up steps; each trainer in its own fresh "
             "process, the two stepped alternately (never at the same time) so background load hits both alike",
             "ours: LocalTrainer.train_step wall time (agent-loop rollout through verl's AgentLoopWorker and the local "
-            "engine, reward, GRPO advantages, forward/backward, AdamW); rollout_s includes only generation, "
-            "update_s the forward/backward and optimizer step",
+            "engine, reward, GRPO advantages, forward/backward, AdamW, metrics and trajectory log lines); rollout_s "
+            "is the agent-loop rollout (prompt building, generation, verl's per-trajectory post-processing), "
+            "update_s the forward/backward passes and the optimizer step",
             "trl: on_step_begin..on_step_end; trl rollout_s is _generate_and_score_completions (generation, reward, "
             "advantages), update_s the rest (forward/backward per micro-batch, clip, AdamW)",
             "ours stops a completion at an action's closing tag or EOS; trl only at EOS: compare "
             "mean_completion_tokens before reading the ratio",
             "per_step rows: [step_s, rollout_s, mean completion tokens], warm-up steps first",
-            "cpu_s: process CPU time (all threads) per step, less sensitive than wall time to other programs on the "
-            "machine; load_average_1min shows how busy the machine was (compare with torch_threads)",
+            "cpu_s: process CPU time per step, all threads; it grows too when other programs take the cores "
+            "(waiting torch threads spin); load_average_1min shows how busy the machine was (compare with the cores)",
             "ours_engine_batches_per_step: the sizes of the local engine's generate calls in each step; a step whose "
             "completions were split over two calls generated twice in sequence (trl always makes one call)",
         ],
@@ -429,6 +438,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (constant)")
     parser.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay (verl's default)")
     parser.add_argument("--kl", action="store_true", help="add a low-variance KL loss (coef 0.01) to both trainers")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch intra-op threads in both trainers (0: torch's default)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log_level", default="WARNING")
     args = parser.parse_args(argv)
@@ -438,8 +450,8 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--{name} must be at least 1")
     if args.group < 2:
         parser.error("--group must be at least 2 (GRPO compares completions within a group)")
-    if args.warmup < 0:
-        parser.error("--warmup must be at least 0")
+    if args.warmup < 0 or args.threads < 0:
+        parser.error("--warmup and --threads must be at least 0")
     config = BenchConfig(
         prompts=args.prompts,
         group=args.group,
@@ -450,6 +462,7 @@ def main(argv: list[str] | None = None) -> None:
         weight_decay=args.weight_decay,
         kl=args.kl,
         seed=args.seed,
+        threads=args.threads,
     )
     _offline_environment()
     from unidoc_rl.testing.tiny_models import tiny_policy_path
