@@ -13,7 +13,10 @@ def requirements(name: str) -> list[str]:
 setup(
     name="unidoc-rl",
     version="0.1.0",
-    description="Train vision-language models as visual-RAG agents over document page images (search, select, crop, answer) with SFT and GRPO.",
+    description=(
+        "Train vision-language models as visual-RAG agents over document page images "
+        "(search, select, crop, answer) with SFT and GRPO."
+    ),
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["unidoc_rl*", "search_engine*", "synthetic_data*"]),
     include_package_data=True,

@@ -16,4 +16,4 @@ if not torch.cuda.is_available():
         problems.append(f"torch {torch.__version__} is installed, expected 2.13.0 (held by constraints.txt)")
 if problems:
     sys.exit("environment check failed:\n- " + "\n- ".join(problems))
-print(f"environment ok: torch {torch.__version__}, torchvision absent={importlib.util.find_spec('torchvision') is None}")
+print(f"environment ok: torch {torch.__version__}, no torchvision")
