@@ -24,6 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from search_engine.atomic import atomic_write
 from unidoc_rl.agent.prompts import prompt_messages
 from unidoc_rl.agent.vision import CoordinateConvention
 from unidoc_rl.rewards.ground_truth import GroundTruth, GroundTruthError
@@ -174,10 +175,8 @@ def prepare(
 
 
 def write_parquet(rows: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(path.suffix + ".tmp")
-    pq.write_table(pa.Table.from_pylist(rows), staging)
-    staging.replace(path)
+    table = pa.Table.from_pylist(rows)
+    atomic_write(path, lambda handle: pq.write_table(table, handle))
 
 
 def index_page_ids(index_dir: Path) -> set[str]:

@@ -16,11 +16,11 @@ import hashlib
 import json
 import os
 import random
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
+
+from search_engine.atomic import atomic_directory
 
 QWEN_SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -202,18 +202,16 @@ def _text_config(spec, tokenizer, special: dict[str, int]) -> dict:
 def _atomic_build(target: Path, build) -> Path:
     if (target / "READY").exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+
+    def build_ready(staging: Path) -> None:
         build(staging)
         (staging / "READY").write_text("ok\n")
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if not (target / "READY").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    try:
+        atomic_directory(target, build_ready)
+    except OSError:
+        if not (target / "READY").exists():  # else a concurrent builder finished first: use its model
+            raise
     return target
 
 

@@ -12,14 +12,14 @@ saving leaves the previous checkpoint as the latest one. Loading uses `torch.loa
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+from search_engine.atomic import atomic_directory, atomic_write_bytes
 
 LATEST = "latest"
 
@@ -41,24 +41,20 @@ def step_dir(root: Path, step: int) -> Path:
 
 
 def save_checkpoint(root: Path, model, processor, optimizer, scheduler, state: TrainerState) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
     target = step_dir(root, state.global_step)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
-    try:
+
+    def write(staging: Path) -> None:
         model.save_pretrained(staging / "model")
         processor.save_pretrained(staging / "model")
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
         torch.save(scheduler.state_dict(), staging / "scheduler.pt")
         torch.save({"torch": torch.get_rng_state()}, staging / "rng.pt")
         (staging / "trainer_state.json").write_text(state.to_json())
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    pointer = root / f".{LATEST}.tmp"
-    pointer.write_text(target.name + "\n")
-    os.replace(pointer, root / LATEST)
+
+    if target.exists():
+        shutil.rmtree(target)
+    atomic_directory(target, write)
+    atomic_write_bytes(root / LATEST, (target.name + "\n").encode())
     return target
 
 

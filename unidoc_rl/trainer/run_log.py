@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 
+from search_engine.atomic import atomic_write_bytes
+
 
 class JsonlLog:
     def __init__(self, path: Path):
@@ -35,9 +37,7 @@ class JsonlLog:
             for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True)
             if json.loads(line).get("step", 0) <= step
         ]
-        staging = self.path.with_suffix(self.path.suffix + ".tmp")
-        staging.write_text("".join(kept), encoding="utf-8")
-        os.replace(staging, self.path)
+        atomic_write_bytes(self.path, "".join(kept).encode("utf-8"))
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
     def write(self, record: dict) -> None:
