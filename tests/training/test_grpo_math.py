@@ -83,3 +83,27 @@ def test_run_log_drops_a_partial_line_and_redone_steps(tmp_path):
     log.write({"step": 3, "reward": 0.9})
     log.close()
     assert read_jsonl(path) == [{"step": 1, "reward": 0.1}, {"step": 2, "reward": 0.2}, {"step": 3, "reward": 0.9}]
+
+
+def test_policy_inputs_trim_shared_padding_and_need_no_images():
+    from verl.protocol import DataProto
+
+    from unidoc_rl.trainer.grpo import policy_inputs
+
+    prompts = torch.tensor([[0, 0, 5, 6], [0, 7, 8, 9]])  # left-padded to 4
+    responses = torch.tensor([[11, 12, 0], [13, 0, 0]])  # right-padded to 3
+    attention = torch.tensor([[0, 0, 1, 1, 1, 1, 0], [0, 1, 1, 1, 1, 0, 0]])
+    input_ids = torch.cat([prompts, responses], dim=1)
+    positions = torch.arange(7).expand(2, 4, 7)
+    batch = DataProto.from_single_dict(
+        {"prompts": prompts, "responses": responses, "attention_mask": attention, "input_ids": input_ids,
+         "position_ids": positions}
+    )  # fmt: skip
+    inputs = policy_inputs(batch, [0, 1], torch.device("cpu"))
+    # The first prompt column is padding in every row; the last response column too.
+    assert inputs.input_ids.tolist() == [[0, 5, 6, 11, 12], [7, 8, 9, 13, 0]]
+    assert inputs.attention_mask.tolist() == [[0, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
+    assert inputs.responses.tolist() == [[11, 12], [13, 0]]
+    assert inputs.response_start == 3
+    assert inputs.position_ids.shape == (4, 2, 5) and inputs.position_ids[0, 0].tolist() == [1, 2, 3, 4, 5]
+    assert inputs.pixel_values is None and inputs.image_grid_thw is None

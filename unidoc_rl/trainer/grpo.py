@@ -130,7 +130,8 @@ def policy_inputs(batch, rows: list[int] | slice, device: torch.device) -> Polic
     end = prompt_length + max(response_width, 1)
 
     pixel_values, grids = [], []
-    for inputs in batch.non_tensor_batch.get("multi_modal_inputs", [None] * len(attention))[rows]:
+    multi_modal = batch.non_tensor_batch.get("multi_modal_inputs")
+    for inputs in multi_modal[rows] if multi_modal is not None else []:
         if inputs and "pixel_values" in inputs:
             pixel_values.append(inputs["pixel_values"])
             grids.append(inputs["image_grid_thw"])

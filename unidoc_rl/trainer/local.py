@@ -183,23 +183,13 @@ class LocalTrainer:
         self.reward_fn = reward_fn or DenseReward(config, self.tokenizer)
 
         data_config = config.data
-        self.train_data = PromptStream(
-            RLHFDataset(
-                data_files=list(_as_list(data_config.train_files)),
-                tokenizer=self.tokenizer,
-                config=data_config,
-                processor=self.processor,
-            ),
-            seed=self.settings.seed,
-        )
-        self.val_dataset = None
-        if data_config.get("val_files"):
-            self.val_dataset = RLHFDataset(
-                data_files=list(_as_list(data_config.val_files)),
-                tokenizer=self.tokenizer,
-                config=data_config,
-                processor=self.processor,
-            )
+
+        def dataset(files) -> RLHFDataset:
+            files = [files] if isinstance(files, str) else list(files)
+            return RLHFDataset(data_files=files, tokenizer=self.tokenizer, config=data_config, processor=self.processor)
+
+        self.train_data = PromptStream(dataset(data_config.train_files), seed=self.settings.seed)
+        self.val_dataset = dataset(data_config.val_files) if data_config.get("val_files") else None
         self.prompts_per_step = int(data_config.train_batch_size)
 
         optim = self.actor_config.optim
@@ -257,10 +247,6 @@ class LocalTrainer:
 
     # --- update --------------------------------------------------------------------------------------------------
 
-    def _log_probs(self, model, output: DataProto, rows: list[int], with_entropy: bool = False):
-        inputs = policy_inputs(output, rows, self.device)
-        return response_log_probs(model, inputs, self.temperature, with_entropy)
-
     def _update(self, output: DataProto, advantages: torch.Tensor) -> dict[str, float]:
         size = len(output)
         mask = output.batch["response_mask"]
@@ -273,13 +259,14 @@ class LocalTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         totals = {"loss": 0.0, "pg_loss": 0.0, "kl_loss": 0.0, "entropy": 0.0, "pg_clipfrac": 0.0, "ppo_kl": 0.0}
         for rows in chunks:
-            log_prob, entropy = self._log_probs(self.model, output, rows, with_entropy)
+            inputs = policy_inputs(output, rows, self.device)
+            log_prob, entropy = response_log_probs(self.model, inputs, self.temperature, with_entropy)
             width = log_prob.shape[1]
             chunk_mask = mask[rows][:, :width].to(self.device)
             ref_log_prob = None
             if self.ref_model is not None:
                 with torch.no_grad():
-                    ref_log_prob, _ = self._log_probs(self.ref_model, output, rows)
+                    ref_log_prob, _ = response_log_probs(self.ref_model, inputs, self.temperature)
             # One PPO epoch over one mini-batch: the rollout policy is the current one, so the old log-probs are
             # the current ones, detached (the ratio is 1 and the clipped objective is its on-policy gradient).
             terms = policy_objective(
@@ -437,12 +424,6 @@ class LocalTrainer:
         if self.wandb_run is not None:
             self.wandb_run.finish()
         self.loop.close()
-
-
-def _as_list(value) -> list:
-    if isinstance(value, str):
-        return [value]
-    return list(value)
 
 
 def main(argv: list[str] | None = None) -> None:
