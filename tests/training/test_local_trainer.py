@@ -63,10 +63,14 @@ def toy_config(data_dir, search_url, out, *overrides):
     )
 
 
-def make_trainer(config):
+def fit_toy(config) -> tuple[LocalTrainer, list[dict]]:
+    """Train with the toy reward until `local_trainer.total_steps`; returns the closed trainer and its step metrics."""
     trainer = LocalTrainer(config)
     trainer.reward_fn = digit_share_reward(trainer.tokenizer)
-    return trainer
+    try:
+        return trainer, trainer.fit()
+    finally:
+        trainer.close()
 
 
 @pytest.mark.slow
@@ -76,11 +80,7 @@ def test_grpo_raises_mean_reward_on_a_toy_task(data_dir, search_url, tmp_path):
         "actor_rollout_ref.actor.optim.lr=3e-2", "actor_rollout_ref.actor.use_kl_loss=false",
         "local_trainer.total_steps=16", "local_trainer.save_freq=0",
     )  # fmt: skip
-    trainer = make_trainer(config)
-    try:
-        history = trainer.fit()
-    finally:
-        trainer.close()
+    _, history = fit_toy(config)
     rewards = [step["train/reward"] for step in history]
     assert rewards[0] < 0.5
     assert max(rewards[-3:]) >= 0.8, rewards
@@ -93,28 +93,13 @@ def test_grpo_raises_mean_reward_on_a_toy_task(data_dir, search_url, tmp_path):
 @pytest.mark.slow
 def test_resume_continues_exactly(data_dir, search_url, tmp_path):
     overrides = ["actor_rollout_ref.actor.optim.lr=1e-2", "local_trainer.save_freq=2"]
-    straight = make_trainer(
+    straight, uninterrupted = fit_toy(
         toy_config(data_dir, search_url, tmp_path / "straight", *overrides, "local_trainer.total_steps=3")
     )
-    try:
-        uninterrupted = straight.fit()
-    finally:
-        straight.close()
-
-    first = make_trainer(
-        toy_config(data_dir, search_url, tmp_path / "resumed", *overrides, "local_trainer.total_steps=2")
-    )
-    try:
-        first.fit()
-    finally:
-        first.close()
-    second = make_trainer(
+    fit_toy(toy_config(data_dir, search_url, tmp_path / "resumed", *overrides, "local_trainer.total_steps=2"))
+    second, resumed = fit_toy(
         toy_config(data_dir, search_url, tmp_path / "resumed", *overrides, "local_trainer.total_steps=3")
     )
-    try:
-        resumed = second.fit()
-    finally:
-        second.close()
 
     assert len(resumed) == 1 and second.global_step == 3
     for key in ("actor/loss", "actor/pg_loss", "actor/kl_loss", "actor/grad_norm", "train/reward"):
