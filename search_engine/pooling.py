@@ -3,6 +3,11 @@
 A page's ~780 vectors are clustered into `pool_size` centroids (batched k-means over pages of equal length,
 deterministic initialization). MaxSim against the centroids is ~T/pool_size times cheaper than exact MaxSim and
 ranks pages closely enough to pick a shortlist that the exact scorer then reranks.
+
+Each centroid is rescaled to the mean norm of its members (unit length for L2-normalized embeddings such as
+ColQwen's). A plain mean is shorter than its members by an amount that depends on how spread the cluster is, which
+biases the first-stage score of a page by its clusters' spreads rather than by how well its vectors match the
+query; the rescaled centroid is the cluster's direction at its members' length.
 """
 
 from __future__ import annotations
@@ -16,19 +21,24 @@ _PAGES_PER_CHUNK = 128
 
 
 def kmeans_centroids(tokens: torch.Tensor, pool_size: int, iterations: int = DEFAULT_ITERATIONS) -> torch.Tensor:
-    """[n, T, D] float32 page vectors -> [n, pool_size, D] centroids (inner-product assignment)."""
-    num_pages, length, _ = tokens.shape
+    """[n, T, D] float32 page vectors -> [n, pool_size, D] centroids (inner-product assignment), each at the mean
+    norm of the members it was computed from."""
+    num_pages, length, dim = tokens.shape
     seeds = torch.linspace(0, length - 1, pool_size).round().long()
     centroids = tokens[:, seeds, :].clone()
-    dim = tokens.shape[2]
-    for _ in range(iterations):
+    norms = tokens.norm(dim=2)
+    for _ in range(max(1, iterations)):
         assignment = torch.bmm(tokens, centroids.transpose(1, 2)).argmax(dim=2)
         sums = torch.zeros_like(centroids).scatter_add_(1, assignment.unsqueeze(-1).expand(-1, -1, dim), tokens)
         counts = torch.zeros((num_pages, pool_size), dtype=tokens.dtype).scatter_add_(
-            1, assignment, torch.ones_like(assignment, dtype=tokens.dtype)
+            1, assignment, torch.ones_like(norms)
         )
-        counts = counts.unsqueeze(-1)
-        centroids = torch.where(counts > 0, sums / counts.clamp(min=1.0), centroids)
+        norm_sums = torch.zeros((num_pages, pool_size), dtype=tokens.dtype).scatter_add_(1, assignment, norms)
+        has_members = counts > 0
+        means = sums / counts.clamp(min=1.0).unsqueeze(-1)
+        mean_norms = norm_sums / counts.clamp(min=1.0)
+        rescaled = means * (mean_norms / means.norm(dim=2).clamp(min=1e-12)).unsqueeze(-1)
+        centroids = torch.where(has_members.unsqueeze(-1), rescaled, centroids)
     return centroids
 
 

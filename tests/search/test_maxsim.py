@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from search_engine.manifest import Manifest, write_manifest
-from search_engine.maxsim import MaxSimScorer, maxsim_reference, pad_queries, plan_blocks, top_k
+from search_engine.maxsim import MaxSimScorer, maxsim_reference, pad_queries, plan_runs, runs_of_pages, top_k
 from search_engine.pooling import pool_pages
 from search_engine.shards import write_vector_shard
 from search_engine.vector_index import EmbeddedVectorIndex
@@ -30,8 +30,9 @@ def _build(tmp_path: Path, shards: list[list[np.ndarray]], pool_size: int | None
     return manifest, flat
 
 
+@pytest.mark.parametrize("residency", ["fp32", "fp16"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_exact_scores_equal_the_definition(tmp_path: Path, threads: int, make_pages):
+def test_exact_scores_equal_the_definition(tmp_path: Path, threads: int, residency: str, make_pages):
     rng = np.random.default_rng(0)
     # Mixed page lengths (runs of equal length and singletons) across three shards.
     shards = [make_pages(rng, [7, 7, 7, 3, 12, 12], DIM), make_pages(rng, [5], DIM), make_pages(rng, [9, 2, 9], DIM)]
@@ -41,13 +42,16 @@ def test_exact_scores_equal_the_definition(tmp_path: Path, threads: int, make_pa
         [np.concatenate(s) for s in shards],
         [[p.shape[0] for p in s] for s in shards],
         num_threads=threads,
-        block_tokens=16,
+        residency=residency,
     )
     scores = scorer.scores(pad_queries(queries))
     expected = np.array([[maxsim_reference(q, p) for p in pages] for q in queries])
     np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-4)
+    # A subset in any order, with a repeat, scores the same as the full pass.
+    subset = np.array([9, 0, 3, 3, 7, 5, 1])
+    np.testing.assert_allclose(scorer.scores_of(pad_queries(queries), subset), expected[:, subset], atol=1e-4)
 
-    index = EmbeddedVectorIndex(tmp_path, manifest, num_threads=threads)
+    index = EmbeddedVectorIndex(tmp_path, manifest, num_threads=threads, residency=residency)
     indices, best = index.exact(queries, 4)
     for row, query_scores in enumerate(expected):
         order = sorted(range(len(pages)), key=lambda i: (-query_scores[i], i))[:4]
@@ -100,15 +104,39 @@ def test_approx_reranks_exactly_and_finds_exact_top_k_with_full_shortlist(tmp_pa
             assert s == pytest.approx(maxsim_reference(query, pages[i]), abs=1e-4)
 
 
-def test_plan_blocks_never_mix_lengths_or_shards():
-    blocks = plan_blocks([np.array([4, 4, 4, 2, 4]), np.array([3, 3])], block_tokens=8)
-    assert [(b.shard, b.page_start, b.num_pages, b.page_len, b.token_start) for b in blocks] == [
-        (0, 0, 2, 4, 0),
-        (0, 2, 1, 4, 8),
+def test_runs_never_mix_lengths_or_shards():
+    runs = plan_runs([np.array([4, 4, 4, 2, 4]), np.array([3, 3])])
+    assert [(r.shard, r.page_start, r.num_pages, r.page_len, r.token_start) for r in runs] == [
+        (0, 0, 3, 4, 0),
         (0, 3, 1, 2, 12),
         (0, 4, 1, 4, 14),
         (1, 5, 2, 3, 0),
     ]
+    page_shard = np.array([0, 0, 0, 0, 0, 1, 1])
+    page_token_start = np.array([0, 4, 8, 12, 14, 0, 3])
+    page_len = np.array([4, 4, 4, 2, 4, 3, 3])
+    runs = runs_of_pages(np.array([1, 2, 3, 4, 5, 6]), page_shard, page_token_start, page_len)
+    assert [(r.shard, r.page_start, r.num_pages, r.token_start) for r in runs] == [
+        (0, 1, 2, 4),
+        (0, 3, 1, 12),
+        (0, 4, 1, 14),
+        (1, 5, 2, 0),
+    ]
+
+
+def test_scores_of_rejects_pages_outside_the_corpus(make_pages):
+    rng = np.random.default_rng(4)
+    scorer = MaxSimScorer([np.concatenate(make_pages(rng, [3, 3], DIM))], [[3, 3]], num_threads=1)
+    query = pad_queries([rng.standard_normal((2, DIM)).astype(np.float32)])
+    with pytest.raises(ValueError, match=r"page indices must be .* in \[0, 2\)"):
+        scorer.scores_of(query, np.array([0, 2]))
+    assert scorer.scores_of(query, np.array([], dtype=np.int64)).shape == (1, 0)
+
+
+def test_unknown_residency_is_refused(make_pages):
+    pages = make_pages(np.random.default_rng(5), [3], DIM)
+    with pytest.raises(ValueError, match="residency must be one of"):
+        MaxSimScorer([pages[0]], [[3]], residency="bf16")
 
 
 def test_top_k_breaks_ties_by_lower_index():
