@@ -82,6 +82,16 @@ def test_project_extensions_are_named_and_loadable(composed, repo_root):
 
     assert issubclass(get_class(entry._target_), AgentLoopBase)
 
+    from verl.experimental.agent_loop.agent_loop import AgentLoopManager
+    from verl.utils.import_utils import load_class_from_fqn
+
+    from unidoc_rl.agent.verl_worker import UniDocAgentLoopWorker
+
+    manager_class = load_class_from_fqn(composed.actor_rollout_ref.rollout.agent.agent_loop_manager_class)
+    assert issubclass(manager_class, AgentLoopManager)
+    manager = manager_class(composed, llm_client=None)
+    assert manager.agent_loop_workers_class.__ray_actor_class__ is UniDocAgentLoopWorker
+
 
 def test_sections_validate_against_verls_config_classes(composed):
     from verl.utils.config import omega_conf_to_dataclass

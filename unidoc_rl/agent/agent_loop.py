@@ -14,8 +14,10 @@ returned in `extra_fields["episode"]` for the reward manager.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
@@ -42,6 +44,8 @@ from unidoc_rl.episode import EpisodeRecord, FinishReason
 logger = logging.getLogger(__name__)
 
 SETTINGS_KEY = "unidoc_agent"
+PROMPT_CACHE_SIZE = 256
+"""Rendered prompts kept per agent loop: a GRPO group's trajectories share one prompt."""
 
 
 @dataclass
@@ -67,6 +71,9 @@ class _Observation:
 
 @register("unidoc_agent")
 class UniDocAgentLoop(AgentLoopBase):
+    reusable = True
+    """Episode state lives in `run`'s locals, so one instance serves every trajectory (see verl_worker)."""
+
     def __init__(self, *args, tools: Any = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.settings = AgentSettings.from_mapping(self.config.get(SETTINGS_KEY))
@@ -78,8 +85,26 @@ class UniDocAgentLoop(AgentLoopBase):
         size = self.processor.image_processor.size
         self.budget: PixelBudget = self.settings.pixel_budget(size["shortest_edge"], size["longest_edge"])
         self.im_end_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self._prompt_ids: OrderedDict[str, asyncio.Future] = OrderedDict()
 
     # --- verl entry point ----------------------------------------------------------------------------------
+
+    async def _render_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
+        """The prompt's token ids, rendered once for all trajectories that share the (text-only) prompt."""
+        key = json.dumps(messages, sort_keys=True, default=str)
+        rendering = self._prompt_ids.get(key)
+        if rendering is None:
+            rendering = asyncio.ensure_future(self.ct_build_initial_tokens(messages))
+            self._prompt_ids[key] = rendering
+            if len(self._prompt_ids) > PROMPT_CACHE_SIZE:
+                self._prompt_ids.popitem(last=False)
+        else:
+            self._prompt_ids.move_to_end(key)
+        try:
+            return list(await rendering)
+        except Exception:
+            self._prompt_ids.pop(key, None)
+            raise
 
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> AgentLoopOutput:
         messages = list(kwargs["raw_prompt"])
@@ -93,7 +118,7 @@ class UniDocAgentLoop(AgentLoopBase):
             self.settings.search_url, timeout=self.settings.search_timeout, retries=self.settings.search_retries
         )
 
-        prompt_ids = await self.ct_build_initial_tokens(messages)
+        prompt_ids = await self._render_prompt(messages)
         want_logprobs = bool(sampling_params.get("logprobs"))
         tokens = _Tokens(ids=list(prompt_ids), prompt_length=len(prompt_ids), logprobs=[] if want_logprobs else None)
 

@@ -1,8 +1,10 @@
 """A transformers-backed implementation of verl's `LLMServerClient.generate` for CPU and single-GPU runs.
 
 Token ids and images in, token ids and log-probs out, like verl's vLLM server: the agent loop cannot tell the
-difference. Requests that arrive while the model is busy (several trajectories of a batch) are generated together,
-grouped by sampling settings, with left padding.
+difference. Requests that arrive close together (the trajectories of a batch) are generated together, grouped by
+sampling settings, with left padding: a batch is collected until no new request came for `batch_wait_s`, it is
+full (`max_batch_size`) or `batch_max_wait_s` has passed since its first request. Requests that arrive while a
+batch is generating form the next one.
 
 Log-probs are those of the sampled tokens under the model's distribution at the sampling temperature
 (`log_softmax(logits / T)`, T = 1 for greedy decoding), which is what verl's actor recomputes for the same tokens.
@@ -24,7 +26,7 @@ from typing import Any
 
 import torch
 from PIL import Image
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from verl.workers.rollout.llm_server import LLMServerClient
 from verl.workers.rollout.replica import TokenOutput
 
@@ -67,16 +69,35 @@ class _Request:
     future: asyncio.Future = field(repr=False)
 
 
-class _PerRequestSampler(LogitsProcessor):
-    """Samples each row from its own generator and leaves only that token, so greedy decoding emits it.
+class PerRequestSampler(LogitsProcessor):
+    """Samples each row with its own generator and leaves only that token, so greedy decoding emits it.
+
+    Gumbel-max: the token is argmax(logits / T + g) with g Gumbel noise, an exact sample of softmax(logits / T)
+    restricted to the tokens top-k/top-p keep. Each row's noise comes from its own generator in blocks of
+    `NOISE_BLOCK` steps (one draw per row per block instead of one multinomial call per row per token), so a
+    row's samples depend only on its generator and its step, not on the other rows of the batch.
 
     Runs after generate's own processors (repetition penalty, suppressed tokens); `generate` still returns the raw
     logits, from which the reported log-probs are computed.
     """
 
+    NOISE_BLOCK = 16
+
     def __init__(self, generators: list[torch.Generator], settings: SamplingSettings):
         self.generators = generators
         self.settings = settings
+        self.step = 0
+        self.gumbel: torch.Tensor | None = None
+
+    def _draw_block(self, vocab: int, device: torch.device) -> torch.Tensor:
+        uniform = torch.stack(
+            [
+                torch.rand((self.NOISE_BLOCK, vocab), generator=generator, device=generator.device)
+                for generator in self.generators
+            ]
+        ).to(device)
+        tiny = torch.finfo(uniform.dtype).tiny
+        return -torch.log(-torch.log(uniform.clamp_(min=tiny)).clamp_(max=-tiny))
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         logits = scores.float() / self.settings.temperature
@@ -88,14 +109,46 @@ class _PerRequestSampler(LogitsProcessor):
             probs_sorted = torch.softmax(ordered, dim=-1)
             drop = probs_sorted.cumsum(-1) - probs_sorted >= self.settings.top_p
             logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
-        probs = torch.softmax(logits, dim=-1).cpu()
-        chosen = torch.stack(
-            [
-                torch.multinomial(row, 1, generator=generator)
-                for row, generator in zip(probs, self.generators, strict=True)
-            ]
-        ).to(scores.device)
+        offset = self.step % self.NOISE_BLOCK
+        if offset == 0:
+            self.gumbel = self._draw_block(logits.shape[-1], logits.device)
+        self.step += 1
+        chosen = (logits + self.gumbel[:, offset]).argmax(dim=-1, keepdim=True)
         return torch.full_like(scores, float("-inf")).scatter(-1, chosen, 0.0)
+
+
+class StopAtStrings(StoppingCriteria):
+    """Marks a row done once its generated text contains a stop string.
+
+    A stop string can only complete with a token whose text contains the string's last character, so only rows
+    whose newest token is such a candidate (a lookup table over the vocabulary) get their recent tokens decoded.
+    """
+
+    def __init__(self, tokenizer, stop: tuple[str, ...], candidates: torch.Tensor, prompt_width: int):
+        self.tokenizer = tokenizer
+        self.stop = stop
+        self.candidates = candidates
+        self.prompt_width = prompt_width
+        self.tail_tokens = max(len(text) for text in stop)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.BoolTensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        newest = input_ids[:, -1].cpu()
+        start = max(self.prompt_width, input_ids.shape[1] - self.tail_tokens)
+        for row in torch.nonzero(self.candidates[newest.clamp(max=len(self.candidates) - 1)]).flatten().tolist():
+            tail = self.tokenizer.decode(input_ids[row, start:].tolist())
+            done[row] = any(text in tail for text in self.stop)
+        return done
+
+
+def stop_candidate_table(tokenizer, stop: tuple[str, ...], vocab_size: int) -> torch.Tensor:
+    """For each token id, whether its text contains the last character of one of the stop strings."""
+    last_chars = {text[-1] for text in stop}
+    table = torch.zeros(vocab_size, dtype=torch.bool)
+    for token_id in range(vocab_size):
+        text = tokenizer.decode([token_id]) if token_id < len(tokenizer) else ""
+        table[token_id] = any(char in text for char in last_chars)
+    return table
 
 
 class LocalEngine(LLMServerClient):
@@ -107,7 +160,8 @@ class LocalEngine(LLMServerClient):
         max_model_len: int | None = None,
         default_max_tokens: int = 512,
         max_batch_size: int = 8,
-        batch_wait_s: float = 0.02,
+        batch_wait_s: float = 0.01,
+        batch_max_wait_s: float = 0.25,
         seed: int | None = None,
     ):
         super().__init__(config=None)
@@ -119,6 +173,7 @@ class LocalEngine(LLMServerClient):
         self.default_max_tokens = default_max_tokens
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_s
+        self.batch_max_wait_s = batch_max_wait_s
         self.image_token_id = model.config.image_token_id
         # A sampled image/video placeholder would desynchronize tokens and pixel features for every later pass.
         self.suppressed_ids = sorted({model.config.image_token_id, model.config.video_token_id} - {None})
@@ -131,6 +186,7 @@ class LocalEngine(LLMServerClient):
         """Size of every generate batch, in order (for tests and metrics)."""
         self._seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else seed
         self._prompt_occurrences: dict[bytes, int] = {}
+        self._stop_candidates: dict[tuple[str, ...], torch.Tensor] = {}
 
     def reseed(self, seed: int) -> None:
         """Restart the per-request sampling streams (the local trainer calls it once per step)."""
@@ -143,7 +199,8 @@ class LocalEngine(LLMServerClient):
         occurrence = self._prompt_occurrences.get(key, 0)
         self._prompt_occurrences[key] = occurrence + 1
         digest.update(f"{self._seed}:{occurrence}".encode())
-        return torch.Generator().manual_seed(int.from_bytes(digest.digest()[:8], "little") >> 1)
+        generator = torch.Generator(device=self.device)
+        return generator.manual_seed(int.from_bytes(digest.digest()[:8], "little") >> 1)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32, **kwargs):
@@ -205,7 +262,7 @@ class LocalEngine(LLMServerClient):
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:
-            await asyncio.sleep(self.batch_wait_s)
+            await self._collect_arrivals(loop)
             settings = self._pending[0].settings
             batch = [request for request in self._pending if request.settings == settings][: self.max_batch_size]
             for request in batch:
@@ -219,6 +276,14 @@ class LocalEngine(LLMServerClient):
             self.batches_run.append(len(batch))
             for request, result in zip(batch, results, strict=True):
                 request.future.set_result(result)
+
+    async def _collect_arrivals(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Waits while requests keep arriving, until the batch is full or the oldest has waited long enough."""
+        deadline = loop.time() + self.batch_max_wait_s
+        seen = -1
+        while seen != len(self._pending) < self.max_batch_size and loop.time() < deadline:
+            seen = len(self._pending)
+            await asyncio.sleep(min(self.batch_wait_s, max(0.0, deadline - loop.time())))
 
     def _check_images(self, request: _Request) -> None:
         expected = request.prompt_ids.count(self.image_token_id)
@@ -268,10 +333,14 @@ class LocalEngine(LLMServerClient):
             "suppress_tokens": self.suppressed_ids,
         }
         if not settings.greedy:
-            sampler = _PerRequestSampler([request.generator for request in batch], settings)
+            sampler = PerRequestSampler([request.generator for request in batch], settings)
             generation["logits_processor"] = LogitsProcessorList([sampler])
         if settings.stop:
-            generation.update(stop_strings=list(settings.stop), tokenizer=self.tokenizer)
+            if settings.stop not in self._stop_candidates:
+                vocab = self.model.get_output_embeddings().weight.shape[0]
+                self._stop_candidates[settings.stop] = stop_candidate_table(self.tokenizer, settings.stop, vocab)
+            criterion = StopAtStrings(self.tokenizer, settings.stop, self._stop_candidates[settings.stop], width)
+            generation["stopping_criteria"] = StoppingCriteriaList([criterion])
         was_training = self.model.training
         self.model.eval()
         try:

@@ -355,8 +355,8 @@ class LocalTrainer:
                 "timing/step_s": time.perf_counter() - started,
             }
         )
-        for row, episode in enumerate(episodes):
-            self.trajectory_log.write(
+        self.trajectory_log.write_many(
+            [
                 {
                     "step": step,
                     "group": groups[row],
@@ -364,7 +364,9 @@ class LocalTrainer:
                     "components": components[row],
                     "episode": episode.to_dict(),
                 }
-            )
+                for row, episode in enumerate(episodes)
+            ]
+        )
         self._log(metrics)
         return metrics
 

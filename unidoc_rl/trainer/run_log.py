@@ -1,6 +1,7 @@
 """Append-only JSON Lines logs (trajectories, metrics) that survive a crash mid-write.
 
-Each record is written with one `write` of a complete line, flushed and fsynced. Opening a log truncates a
+Each call writes complete lines in one `write`, then flushes and fsyncs (`write_many`: one fsync for a step's
+records). Opening a log truncates a
 trailing partial line left by a crash, and `truncate_after_step` drops records of steps a resumed run will redo,
 so a resumed run's log has no duplicates.
 """
@@ -41,7 +42,12 @@ class JsonlLog:
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
     def write(self, record: dict) -> None:
-        self._file.write(json.dumps(record, default=_plain) + "\n")
+        self.write_many([record])
+
+    def write_many(self, records: list[dict]) -> None:
+        if not records:
+            return
+        self._file.write("".join(json.dumps(record, default=_plain) + "\n" for record in records))
         self._file.flush()
         os.fsync(self._file.fileno())
 
