@@ -38,7 +38,7 @@ import unidoc_rl.compat  # noqa: E402, F401  (before colpali-engine)
 
 # isort: split
 from search_engine.manifest import Manifest, read_manifest, write_manifest  # noqa: E402
-from search_engine.pooling import pool_pages  # noqa: E402
+from search_engine.pooling import DEFAULT_POOL_SIZE, pool_pages  # noqa: E402
 from search_engine.shards import write_vector_shard  # noqa: E402
 from search_engine.vector_index import DEFAULT_CANDIDATES, EmbeddedVectorIndex  # noqa: E402
 
@@ -268,10 +268,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=16)
     parser.add_argument("--colpali_queries", type=int, default=2, help="single-query colpali-engine calls timed")
     parser.add_argument(
-        "--candidates", type=int, nargs="+", default=[256, DEFAULT_CANDIDATES, 2048], help="approx shortlists to try"
+        "--candidates", type=int, nargs="+", default=[128, 256, DEFAULT_CANDIDATES], help="approx shortlists to try"
     )
     parser.add_argument("--fp16_queries", type=int, default=4, help="single queries timed with fp16 residency")
-    parser.add_argument("--pool_size", type=int, default=32)
+    parser.add_argument("--pool_size", type=int, default=DEFAULT_POOL_SIZE)
     parser.add_argument("--shard_pages", type=int, default=1000)
     parser.add_argument("--json_store_pages", type=int, default=200, help="pages written to the JSON store")
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a temporary folder, removed)")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-DEFAULT_POOL_SIZE = 32
+DEFAULT_POOL_SIZE = 64
 DEFAULT_ITERATIONS = 4
 _PAGES_PER_CHUNK = 128
 

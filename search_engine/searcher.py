@@ -19,6 +19,7 @@ import numpy as np
 from search_engine.bm25_index import Bm25Index
 from search_engine.corpus import PAGES_DIRNAME
 from search_engine.manifest import Manifest, manifest_path, read_manifest
+from search_engine.maxsim import DEFAULT_RESIDENCY, RESIDENCY_MODES
 from search_engine.shards import load_texts
 from search_engine.types import SearchHit
 from search_engine.vector_index import DEFAULT_CANDIDATES, SEARCH_MODES, EmbeddedVectorIndex
@@ -34,10 +35,13 @@ class SearchSettings:
     candidates: int = DEFAULT_CANDIDATES
     num_threads: int | None = None
     verify_checksums: bool = False
+    residency: str = DEFAULT_RESIDENCY
 
     def __post_init__(self) -> None:
         if self.mode not in SEARCH_MODES:
             raise ValueError(f"search mode must be one of {SEARCH_MODES}, got {self.mode!r}")
+        if self.residency not in RESIDENCY_MODES:
+            raise ValueError(f"residency must be one of {RESIDENCY_MODES}, got {self.residency!r}")
         if self.candidates < 1:
             raise ValueError("candidates must be >= 1")
 
@@ -74,7 +78,9 @@ class IndexSnapshot:
             client = qdrant_client if qdrant_client is not None else connect(manifest.store_options)
             self._qdrant = QdrantPageStore(client, manifest.store_options.get("collection", DEFAULT_COLLECTION))
         else:
-            self._vectors = EmbeddedVectorIndex(index_dir, manifest, settings.num_threads, settings.verify_checksums)
+            self._vectors = EmbeddedVectorIndex(
+                index_dir, manifest, settings.num_threads, settings.verify_checksums, settings.residency
+            )
             if settings.mode == "approx" and not self._vectors.supports_approx:
                 raise ValueError(f"{index_dir}: no pooled vectors for approx mode; re-ingest with --pool_size > 0")
 

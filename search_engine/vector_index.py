@@ -12,7 +12,7 @@ from search_engine.maxsim import DEFAULT_RESIDENCY, MaxSimScorer, pad_queries, t
 from search_engine.shards import load_pooled, load_vectors
 
 SEARCH_MODES = ("exact", "approx")
-DEFAULT_CANDIDATES = 1024
+DEFAULT_CANDIDATES = 512
 
 
 class EmbeddedVectorIndex:
