@@ -1,15 +1,23 @@
-"""Reward-stage wall time against a judge with fixed latency: our async scorer vs the reference design.
+"""Reward-stage wall time against a judge with fixed latency: our reward stage vs the reference design.
 
-The judge is the scripted OpenAI-compatible server (exact-match grader) in its own process, answering after
-`--latency-s`. Both designs send the same rendered judge prompt to it:
-- ours: `EpisodeScorer.score` on all trajectories at once (async client, bounded concurrency, format gate, cache);
-- reference: a ThreadPoolExecutor with 10 workers, each sending one blocking request per trajectory.
+The judge is the scripted OpenAI-compatible server (exact-match grader) in its own process, answering each request
+`--latency-s` after it arrives. A real judge runs on other machines; here it shares the 2 CPU cores with the client,
+so the bench reports the judge server's CPU per request next to the client's. Both designs send the same rendered
+judge prompt to the same server:
+- ours: verl's reward-loop entry point, `UniDocRewardManager.run_single`, on every finished trajectory at once
+  (each a DataProto shaped as the agent-loop worker sends it, built before timing): format gate, dense components,
+  async judge client (bounded concurrency, requests sent in waves, timeouts, retries, cache, fallback);
+- reference: a ThreadPoolExecutor with 10 workers, each sending one blocking `chat.completions.create` per trajectory.
 
-Two workloads of `--trajectories` episodes (groups of 5 per question, as in GRPO):
+Workloads of `--trajectories` episodes (groups of 5 per question, as in GRPO):
 - unique_answers: every trajectory well-formed with a distinct answer, so every one needs a judge call (worst case);
-- grpo_groups: answers repeat within a group and some trajectories fail the format gate, as in real rollouts.
+- grpo_groups: answers repeat within a group and some trajectories fail the format gate, as in real rollouts;
+- unique_answers_via_judge_service: as unique_answers, with the trainer talking to the project's judge service
+  (evaluator_api, a third process in front of the same judge server); concurrent trajectories share one `/eval`.
 
-Prints one JSON object. `python benchmarks/reward_bench.py --help`.
+Runs of the two designs alternate (after one warm-up run each, which opens the connections a long-lived reward
+worker keeps between steps); every run uses fresh questions and answers, so no verdict is cached across runs. The
+median run is reported. Prints one JSON object. `python benchmarks/reward_bench.py --help`.
 """
 
 from __future__ import annotations
@@ -24,18 +32,26 @@ import random
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
+import numpy as np
 import openai
+import psutil
+import torch
+from omegaconf import OmegaConf
+from tensordict import TensorDict
+from verl import DataProto
 
 from unidoc_rl.episode import ActionKind, EpisodeRecord, FinishReason, SearchStep
 from unidoc_rl.judge.prompt import load_template
 from unidoc_rl.rewards.ground_truth import GroundTruth
-from unidoc_rl.rewards.scorer import EpisodeScorer
-from unidoc_rl.rewards.settings import RewardSettings
+from unidoc_rl.rewards.verl_manager import UniDocRewardManager
 
 GROUP_SIZE = 5
 REFERENCE_WORKERS = 10
 TARGET_SPEEDUP = 5.0
+
+Workload = list[tuple[EpisodeRecord, GroundTruth]]
 
 
 def serve_judge(latency_s: float, port_queue) -> None:
@@ -47,7 +63,28 @@ def serve_judge(latency_s: float, port_queue) -> None:
         time.sleep(3600)
 
 
-def build_workload(trajectories: int, duplicated: bool, seed: int) -> list[tuple[EpisodeRecord, GroundTruth]]:
+def serve_judge_service(llm_base_url: str, max_concurrency: int, port_queue) -> None:
+    from unidoc_rl.judge.client import OpenAIJudge
+    from unidoc_rl.judge.evaluator_api import create_app
+    from unidoc_rl.judge.settings import JudgeSettings
+    from unidoc_rl.testing.serving import ThreadedUvicorn
+
+    judge = OpenAIJudge(JudgeSettings(base_url=llm_base_url, max_concurrency=max_concurrency))
+    server = ThreadedUvicorn(create_app(judge))
+    port_queue.put(server.start())
+    while True:
+        time.sleep(3600)
+
+
+def start_process(target, *args) -> tuple[multiprocessing.Process, int]:
+    context = multiprocessing.get_context("spawn")
+    port_queue = context.Queue()
+    process = context.Process(target=target, args=(*args, port_queue), daemon=True)
+    process.start()
+    return process, port_queue.get(timeout=120)
+
+
+def build_workload(trajectories: int, duplicated: bool, seed: int) -> Workload:
     rng = random.Random(seed)
     items = []
     for i in range(trajectories):
@@ -80,67 +117,129 @@ def build_workload(trajectories: int, duplicated: bool, seed: int) -> list[tuple
     return items
 
 
-async def run_ours(workloads, base_url: str, max_concurrency: int) -> list[tuple[float, int, float]]:
-    """Score each workload in turn with one long-lived scorer, as a reward worker does step after step (its
-    connections stay open between steps). Workloads never repeat a (query, answer) pair, so the cache does not
-    carry results from one run to the next."""
-    settings = RewardSettings.from_mapping(
-        {"preset": "unidoc", "judge": {"base_url": base_url, "max_concurrency": max_concurrency}}
+def as_trajectory(episode: EpisodeRecord, truth: GroundTruth) -> DataProto:
+    """One finished trajectory as verl's agent-loop worker hands it to a reward-loop worker (streaming rewards)."""
+    prompt, response = torch.tensor([[3, 3, 2]]), torch.tensor([[2, 2, 0]])
+    non_tensor = {
+        "data_source": np.array(["bench"]),
+        "reward_model": np.array([{"style": "rule", "ground_truth": truth.to_dict()}]),
+        "extra_info": np.array([{"index": int(episode.uid)}]),
+        "tool_extra_fields": np.array([{"episode": episode.to_dict()}], dtype=object),
+    }
+    batch = TensorDict(
+        {
+            "prompts": prompt,
+            "responses": response,
+            "input_ids": torch.cat([prompt, response], dim=1),
+            "attention_mask": torch.ones(1, 6, dtype=torch.int64),
+        },
+        batch_size=1,
     )
-    scorer = EpisodeScorer(settings)
-    runs = []
-    for items in workloads:
-        calls_before = scorer.judge.stats.requests
+    return DataProto(batch=batch, non_tensor_batch=non_tensor)
+
+
+@dataclass(frozen=True)
+class Run:
+    elapsed_s: float
+    judge_calls: int
+    http_requests: int
+    client_cpu_s: float
+    server_cpu_s: float
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    return sum(sum(process.cpu_times()[:2]) for process in processes)
+
+
+class OurRewardStage:
+    """One long-lived reward manager, as in a reward-loop worker that scores step after step."""
+
+    def __init__(self, judge_settings: dict, servers: list[psutil.Process]):
+        config = OmegaConf.create({"reward": {"reward_kwargs": {"preset": "unidoc", "judge": judge_settings}}})
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.manager = UniDocRewardManager(config, tokenizer=None)
+        self.servers = servers
+
+    def run(self, items: Workload) -> Run:
+        trajectories = [as_trajectory(episode, truth) for episode, truth in items]
+        stats = self.manager.scorer.judge.stats
+        calls_before, http_before = stats.requests, stats.http_requests
+        server_cpu_before = cpu_seconds(self.servers)
         started, cpu_started = time.perf_counter(), time.process_time()
-        results = await asyncio.gather(*(scorer.score(episode, truth) for episode, truth in items))
-        elapsed = time.perf_counter() - started
-        assert len(results) == len(items) and not any(r.judge_fallback for r in results), "judge fell back"
-        runs.append((elapsed, scorer.judge.stats.requests - calls_before, time.process_time() - cpu_started))
-    await scorer.aclose()
-    return runs
+        results = self.loop.run_until_complete(self._score(trajectories))
+        elapsed, client_cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        assert len(results) == len(items), "missing rewards"
+        assert not any(r["reward_extra_info"]["judge_fallback"] for r in results), "judge fell back"
+        return Run(
+            elapsed,
+            stats.requests - calls_before,
+            stats.http_requests - http_before,
+            client_cpu,
+            cpu_seconds(self.servers) - server_cpu_before,
+        )
+
+    async def _score(self, trajectories: list[DataProto]) -> list[dict]:
+        return list(await asyncio.gather(*(self.manager.run_single(t) for t in trajectories)))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.manager.scorer.aclose())
+        self.loop.close()
+        asyncio.set_event_loop(None)
 
 
-def run_reference(items, base_url: str) -> tuple[float, int]:
-    template = load_template()
-    client = openai.OpenAI(base_url=base_url, api_key="EMPTY", max_retries=0, timeout=30)
+class ReferenceRewardStage:
+    def __init__(self, llm_base_url: str):
+        self.template = load_template()
+        self.client = openai.OpenAI(base_url=llm_base_url, api_key="EMPTY", max_retries=0, timeout=30)
 
-    def judge_one(item) -> float:
+    def judge_one(self, item) -> float:
         episode, truth = item
-        prompt = template.render(truth.query, truth.reference_answer, episode.answer or "")
-        reply = client.chat.completions.create(
+        prompt = self.template.render(truth.query, truth.reference_answer, episode.answer or "")
+        reply = self.client.chat.completions.create(
             model="judge", messages=[{"role": "user", "content": prompt}], temperature=0.0, max_tokens=32
         )
         return 1.0 if "True" in (reply.choices[0].message.content or "") else 0.0
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=REFERENCE_WORKERS) as pool:
-        scores = list(pool.map(judge_one, items))
-    elapsed = time.perf_counter() - started
-    client.close()
-    assert len(scores) == len(items)
-    return elapsed, len(items)
+    def run(self, items: Workload) -> Run:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=REFERENCE_WORKERS) as pool:
+            scores = list(pool.map(self.judge_one, items))
+        elapsed = time.perf_counter() - started
+        assert len(scores) == len(items)
+        return Run(elapsed, len(items), len(items), 0.0, 0.0)
+
+    def close(self) -> None:
+        self.client.close()
 
 
-def measure(trajectories: int, duplicated: bool, base_url: str, repeats: int, max_concurrency: int) -> dict:
-    workloads = [build_workload(trajectories, duplicated, seed=run) for run in range(repeats + 1)]
-    ours = asyncio.run(run_ours(workloads, base_url, max_concurrency))[1:]  # first run warms the connections
-    run_reference(workloads[0][:10], base_url)
-    reference = [run_reference(items, base_url) for items in workloads[1:]]
-    ours_s = statistics.median(elapsed for elapsed, _, _ in ours)
-    reference_s = statistics.median(elapsed for elapsed, _ in reference)
-    ours_calls, reference_calls = ours[0][1], reference[0][1]
-    cpu_per_call_ms = statistics.median(cpu / max(calls, 1) for _, calls, cpu in ours) * 1000
+def measure(
+    ours: OurRewardStage, reference: ReferenceRewardStage, trajectories: int, duplicated: bool, repeats: int, seed: int
+) -> dict:
+    workloads = [build_workload(trajectories, duplicated, seed=seed + run) for run in range(2 * repeats + 2)]
+    ours.run(workloads[0])
+    reference.run(workloads[1][: 2 * REFERENCE_WORKERS])
+    ours_runs, reference_runs = [], []
+    for run in range(repeats):
+        ours_runs.append(ours.run(workloads[2 + 2 * run]))
+        reference_runs.append(reference.run(workloads[3 + 2 * run]))
+    ours_s = statistics.median(r.elapsed_s for r in ours_runs)
+    reference_s = statistics.median(r.elapsed_s for r in reference_runs)
+    calls = ours_runs[0].judge_calls
+    per_call_ms = lambda seconds, r: round(1000 * seconds / max(r.judge_calls, 1), 2)  # noqa: E731
     return {
         "ours_s": round(ours_s, 4),
         "reference_s": round(reference_s, 4),
         "speedup": round(reference_s / ours_s, 2),
-        "ours_judge_calls": ours_calls,
-        "reference_judge_calls": reference_calls,
-        "ours_judge_calls_per_s": round(ours_calls / ours_s, 1),
-        "reference_judge_calls_per_s": round(reference_calls / reference_s, 1),
-        "ours_client_cpu_ms_per_call": round(cpu_per_call_ms, 2),
-        "ours_runs_s": [round(elapsed, 4) for elapsed, _, _ in ours],
-        "reference_runs_s": [round(elapsed, 4) for elapsed, _ in reference],
+        "ours_judge_calls": calls,
+        "ours_http_requests": ours_runs[0].http_requests,
+        "reference_judge_calls": reference_runs[0].judge_calls,
+        "ours_judge_calls_per_s": round(calls / ours_s, 1),
+        "reference_judge_calls_per_s": round(reference_runs[0].judge_calls / reference_s, 1),
+        "ours_client_cpu_ms_per_call": statistics.median(per_call_ms(r.client_cpu_s, r) for r in ours_runs),
+        "ours_server_cpu_ms_per_call": statistics.median(per_call_ms(r.server_cpu_s, r) for r in ours_runs),
+        "ours_runs_s": [round(r.elapsed_s, 4) for r in ours_runs],
+        "reference_runs_s": [round(r.elapsed_s, 4) for r in reference_runs],
     }
 
 
@@ -148,24 +247,38 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trajectories", type=int, default=80)
     parser.add_argument("--latency-s", type=float, default=0.2, help="judge server latency per request")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per design (median reported)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per design (median reported)")
     parser.add_argument("--max-concurrency", type=int, default=128, help="our judge client's concurrency bound")
+    parser.add_argument("--skip-service", action="store_true", help="leave out the judge-service workload")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    context = multiprocessing.get_context("spawn")
-    port_queue = context.Queue()
-    server = context.Process(target=serve_judge, args=(args.latency_s, port_queue), daemon=True)
-    server.start()
+    judge_process, judge_port = start_process(serve_judge, args.latency_s)
+    processes = [judge_process]
     try:
-        base_url = f"http://127.0.0.1:{port_queue.get(timeout=120)}/v1"
+        llm_url = f"http://127.0.0.1:{judge_port}/v1"
+        reference = ReferenceRewardStage(llm_url)
+        judge_server = [psutil.Process(judge_process.pid)]
+        direct = OurRewardStage({"base_url": llm_url, "max_concurrency": args.max_concurrency}, judge_server)
         workloads = {
-            name: measure(args.trajectories, duplicated, base_url, args.repeats, args.max_concurrency)
-            for name, duplicated in (("unique_answers", False), ("grpo_groups", True))
+            "unique_answers": measure(direct, reference, args.trajectories, False, args.repeats, seed=0),
+            "grpo_groups": measure(direct, reference, args.trajectories, True, args.repeats, seed=1000),
         }
+        direct.close()
+        if not args.skip_service:
+            service_process, service_port = start_process(serve_judge_service, llm_url, args.max_concurrency)
+            processes.append(service_process)
+            service_settings = {"backend": "evaluator_service", "base_url": f"http://127.0.0.1:{service_port}"}
+            via_service = OurRewardStage(service_settings, judge_server + [psutil.Process(service_process.pid)])
+            workloads["unique_answers_via_judge_service"] = measure(
+                via_service, reference, args.trajectories, False, args.repeats, seed=2000
+            )
+            via_service.close()
+        reference.close()
     finally:
-        server.terminate()
-        server.join()
+        for process in processes:
+            process.terminate()
+            process.join()
     report = {
         "benchmark": "reward_stage",
         "trajectories": args.trajectories,
@@ -175,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
         "target_speedup": TARGET_SPEEDUP,
         "cpu_count": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),
+        "notes": "server CPU per call: the judge server's (and, via the judge service, the service's) CPU seconds "
+        "per judge call during our runs; it shares the cores with the client here, a real judge does not",
         "workloads": workloads,
         "meets_target_worst_case": workloads["unique_answers"]["speedup"] >= TARGET_SPEEDUP,
     }

@@ -4,12 +4,17 @@ Every call is bounded by a semaphore, a per-attempt timeout and a retry budget w
 (query, reference, answer) triples are judged once: finished verdicts are cached and concurrent duplicates (common in
 GRPO groups) share one request. When the judge cannot produce a verdict the rule-based scorer answers instead and the
 verdict says so (`source == "fallback"`), which the reward manager reports as `judge_fallback`.
+
+A burst of new requests (a finished GRPO batch) is started in waves of `send_wave_size` per event-loop turn: each
+wave is on the wire while the next is being built, so the judge works on the first requests while the client is
+still busy. The judge service backend instead coalesces the triples of one turn into a single `POST /eval`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import logging
 import random
 from abc import ABC, abstractmethod
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import httpx
+import httpx2
 import openai
 
 from unidoc_rl.judge.prompt import load_template
@@ -44,7 +50,9 @@ class JudgeVerdict:
 @dataclass
 class JudgeStats:
     requests: int = 0
-    """HTTP attempts sent, retries included."""
+    """Judge attempts, one per triple per try (retries included)."""
+    http_requests: int = 0
+    """HTTP requests sent; fewer than `requests` where one request carries several triples (judge service)."""
     verdicts: int = 0
     retries: int = 0
     cache_hits: int = 0
@@ -60,6 +68,9 @@ class JudgeRequestError(Exception):
 class ResilientJudge(ABC):
     """Concurrency, timeouts, retries, caching and fallback around one request-per-triple transport."""
 
+    sends_in_waves = True
+    """Spread a burst of new requests over event-loop turns (see the module docstring)."""
+
     def __init__(self, settings: JudgeSettings):
         self.settings = settings
         self.stats = JudgeStats()
@@ -68,6 +79,7 @@ class ResilientJudge(ABC):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._transport = None
+        self._started_this_turn = 0
 
     @abstractmethod
     def _open_transport(self):
@@ -115,8 +127,25 @@ class ResilientJudge(ABC):
         if self._loop is not loop:
             self._loop = loop
             self._semaphore = asyncio.Semaphore(self.settings.max_concurrency)
+            self._started_this_turn = 0
             self._transport = self._open_transport()
         return self._transport
+
+    async def _wait_for_send_turn(self) -> None:
+        """Requests started in one event-loop turn beyond the first wave yield one turn per earlier wave. A yielded
+        task resumes after everything the earlier waves scheduled (their request writes), so each wave reaches the
+        socket before the next one is built."""
+        if not self.sends_in_waves:
+            return
+        if self._started_this_turn == 0:
+            self._loop.call_soon(self._end_turn)
+        waves_ahead = self._started_this_turn // self.settings.send_wave_size
+        self._started_this_turn += 1
+        for _ in range(waves_ahead):
+            await asyncio.sleep(0)
+
+    def _end_turn(self) -> None:
+        self._started_this_turn = 0
 
     async def _judge_uncached(self, query: str, reference: str, answer: str) -> JudgeVerdict:
         transport = self._bind_to_running_loop()
@@ -127,6 +156,7 @@ class ResilientJudge(ABC):
                 self.stats.retries += 1
                 await asyncio.sleep(self._backoff(attempt))
             try:
+                await self._wait_for_send_turn()
                 async with self._semaphore:
                     self.stats.requests += 1
                     score = await asyncio.wait_for(
@@ -166,12 +196,15 @@ class OpenAIJudge(ResilientJudge):
         self.template = load_template(settings.prompt_template)
 
     def _open_transport(self) -> openai.AsyncOpenAI:
+        # One pooled connection per concurrent request, kept between reward steps.
+        pool = self.settings.max_concurrency
+        limits = httpx2.Limits(max_connections=pool, max_keepalive_connections=pool)
         return openai.AsyncOpenAI(
             base_url=self.settings.base_url,
             api_key=self.settings.api_key,
             timeout=self.settings.timeout_s,
             max_retries=0,
-            http_client=_aiohttp_client_or_default(),
+            http_client=_http_client(limits),
         )
 
     async def _close_transport(self, transport: openai.AsyncOpenAI) -> None:
@@ -180,52 +213,103 @@ class OpenAIJudge(ResilientJudge):
     async def _request(self, transport: openai.AsyncOpenAI, query: str, reference: str, answer: str) -> float:
         # The client's raw `post` (its documented way to send custom requests) keeps auth, base URL, timeouts and
         # typed API errors but skips the typed-parameter transform and response models of `chat.completions.create`,
-        # which cost more CPU per call than everything else in the reward stage together.
+        # which cost more CPU per call than everything else in the reward stage together; the body comes back as
+        # bytes and only the verdict's path through it is read.
         body = {
             "model": self.settings.model,
             "messages": [{"role": "user", "content": self.template.render(query, reference, answer)}],
             "temperature": self.settings.temperature,
             "max_tokens": self.settings.max_tokens,
         }
-        completion = await transport.post("/chat/completions", body=body, cast_to=object)
-        return parse_verdict(_message_content(completion))
+        self.stats.http_requests += 1
+        raw = await transport.post("/chat/completions", body=body, cast_to=bytes)
+        return parse_verdict(_message_content(raw))
 
 
 class EvaluatorServiceJudge(ResilientJudge):
-    """Judge through the project's judge service (`POST /eval`, see evaluator_api.py)."""
+    """Judge through the project's judge service (`POST /eval`, see evaluator_api.py).
+
+    Triples whose attempts start in the same event-loop turn share one `/eval` request (up to `service_batch_size`
+    prompts); each triple keeps its own timeout, retries and fallback."""
+
+    sends_in_waves = False  # the whole turn goes out as one request
+
+    def __init__(self, settings: JudgeSettings):
+        super().__init__(settings)
+        self._pending: list[tuple[Triple, asyncio.Future]] = []
+        self._batch_tasks: set[asyncio.Task] = set()
 
     def _open_transport(self) -> httpx.AsyncClient:
+        self._pending = []
         limits = httpx.Limits(max_connections=self.settings.max_concurrency)
         return httpx.AsyncClient(base_url=self.settings.base_url, timeout=self.settings.timeout_s, limits=limits)
 
     async def _close_transport(self, transport: httpx.AsyncClient) -> None:
+        for task in list(self._batch_tasks):
+            task.cancel()
+        await asyncio.gather(*self._batch_tasks, return_exceptions=True)
         await transport.aclose()
 
     async def _request(self, transport: httpx.AsyncClient, query: str, reference: str, answer: str) -> float:
-        payload = {"prompts": [{"query": query, "reference_answer": reference, "generated_answer": answer}], "bs": 1}
-        response = await transport.post("/eval", json=payload)
-        response.raise_for_status()
-        scores = response.json()
-        if not (isinstance(scores, list) and len(scores) == 1 and isinstance(scores[0], (int, float))):
-            raise JudgeRequestError(f"/eval returned {str(scores)[:200]!r}, expected one float", retryable=True)
-        if not 0.0 <= scores[0] <= 1.0:
-            raise JudgeRequestError(f"/eval score {scores[0]} outside [0, 1]", retryable=False)
-        return float(scores[0])
+        loop = asyncio.get_running_loop()
+        if not self._pending:
+            loop.call_soon(self._send_pending, transport)
+        future = loop.create_future()
+        self._pending.append(((query, reference, answer), future))
+        return await future
+
+    def _send_pending(self, transport: httpx.AsyncClient) -> None:
+        pending = [(triple, future) for triple, future in self._pending if not future.done()]
+        self._pending = []
+        size = self.settings.service_batch_size
+        for start in range(0, len(pending), size):
+            task = asyncio.ensure_future(self._post_batch(transport, pending[start : start + size]))
+            self._batch_tasks.add(task)
+            task.add_done_callback(self._batch_tasks.discard)
+
+    async def _post_batch(self, transport: httpx.AsyncClient, batch: list[tuple[Triple, asyncio.Future]]) -> None:
+        prompts = [
+            {"query": query, "reference_answer": reference, "generated_answer": answer}
+            for (query, reference, answer), _ in batch
+        ]
+        self.stats.http_requests += 1
+        try:
+            response = await transport.post("/eval", json={"prompts": prompts, "bs": len(prompts)})
+            response.raise_for_status()
+            scores = response.json()
+            if not (isinstance(scores, list) and len(scores) == len(batch)):
+                raise JudgeRequestError(
+                    f"/eval returned {str(scores)[:200]!r}, expected {len(batch)} floats", retryable=True
+                )
+        except Exception as error:  # every triple of the batch gets the error and decides on its own retry
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for (_, future), score in zip(batch, scores, strict=True):
+            if future.done():
+                continue
+            if not isinstance(score, (int, float)) or isinstance(score, bool):
+                future.set_exception(JudgeRequestError(f"/eval returned {score!r}, expected a float", retryable=True))
+            elif not 0.0 <= score <= 1.0:
+                future.set_exception(JudgeRequestError(f"/eval score {score} outside [0, 1]", retryable=False))
+            else:
+                future.set_result(float(score))
 
 
-def _message_content(completion) -> str | None:
+def _message_content(raw: bytes) -> str | None:
     try:
-        return completion["choices"][0]["message"]["content"]
-    except (TypeError, KeyError, IndexError):
-        raise JudgeRequestError(f"not a chat completion: {str(completion)[:200]!r}", retryable=True) from None
+        return json.loads(raw)["choices"][0]["message"]["content"]
+    except (ValueError, TypeError, KeyError, IndexError):
+        raise JudgeRequestError(f"not a chat completion: {raw[:200]!r}", retryable=True) from None
 
 
-def _aiohttp_client_or_default():
-    """openai's aiohttp transport costs about half the CPU per request of its default httpx pool under high
+def _http_client(limits: httpx2.Limits) -> httpx2.AsyncClient:
+    """openai's aiohttp transport costs a quarter of the CPU per request of its default httpx pool under high
     concurrency (it matters on small CPU nodes); aiohttp ships with verl, so fall back only where it is absent."""
     if importlib.util.find_spec("aiohttp") is None:
-        return None
-    return openai.DefaultAioHttpClient()
+        return openai.DefaultAsyncHttpxClient(limits=limits)
+    return openai.DefaultAioHttpClient(limits=limits)
 
 
 def build_judge(settings: JudgeSettings) -> ResilientJudge:

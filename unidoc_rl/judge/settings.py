@@ -25,7 +25,14 @@ class JudgeSettings:
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable holding the API key; local servers accept any key."""
     prompt_template: str = "judge_v1"
-    max_concurrency: int = 64
+    max_concurrency: int = 128
+    """Judge requests in flight per reward worker; at least one GRPO step's trajectories (16 prompts x 5) so a
+    finished batch is judged in one round trip."""
+    send_wave_size: int = 16
+    """New requests started per event-loop turn: a burst is sent in waves, so the first requests reach the judge
+    while the client still builds the rest and the judge's own request handling overlaps the client's."""
+    service_batch_size: int = 128
+    """evaluator_service backend: most prompts coalesced into one `POST /eval`."""
     timeout_s: float = 30.0
     max_retries: int = 3
     backoff_initial_s: float = 0.5
@@ -38,7 +45,12 @@ class JudgeSettings:
     def __post_init__(self):
         object.__setattr__(self, "backend", JudgeBackend(self.backend))
         object.__setattr__(self, "fallback_scorer", RuleScorer(self.fallback_scorer))
-        positive = {"max_concurrency": self.max_concurrency, "timeout_s": self.timeout_s}
+        positive = {
+            "max_concurrency": self.max_concurrency,
+            "send_wave_size": self.send_wave_size,
+            "service_batch_size": self.service_batch_size,
+            "timeout_s": self.timeout_s,
+        }
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"judge.{name} must be > 0, got {value}")

@@ -2,7 +2,9 @@
 
 Tests and demos use it to stand in for a remote LLM (the judge): each request to `/v1/chat/completions` is passed to
 a script that decides the reply: content, HTTP status, latency, a hang until the server stops, or a garbage body.
-The server runs uvicorn in a background thread, so async and sync clients talk to it over real HTTP.
+The server runs uvicorn in a background thread, so async and sync clients talk to it over real HTTP. Chat completions
+are answered by a bare ASGI handler rather than a FastAPI route: the stand-in judge shares the CPU with the client in
+benchmarks, and its own per-request cost should stay small next to the client's (a real judge runs elsewhere).
 
     with ScriptedLLMServer(exact_match_judge(latency_s=0.2)) as server:
         client = openai.AsyncOpenAI(base_url=server.base_url, api_key="x")
@@ -23,8 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI
 
 from unidoc_rl.judge.prompt import extract_sections
 from unidoc_rl.rewards.answer_match import exact_match
@@ -155,53 +156,81 @@ class ScriptedLLMServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _build_app(self) -> FastAPI:
-        state = self._state
-
+    def _build_app(self):
         @contextlib.asynccontextmanager
         async def lifespan(app: FastAPI):
             self._loop = asyncio.get_running_loop()
             self._release = asyncio.Event()
             yield
 
-        app = FastAPI(title="scripted OpenAI-compatible server", lifespan=lifespan)
+        api = FastAPI(title="scripted OpenAI-compatible server", lifespan=lifespan)
 
-        @app.get("/v1/models")
+        @api.get("/v1/models")
         async def models() -> dict:
             return {"object": "list", "data": [{"id": "scripted", "object": "model", "owned_by": "tests"}]}
 
-        @app.post("/v1/chat/completions")
-        async def chat_completions(request: Request) -> Response:
-            try:
-                body = await request.json()
-            except json.JSONDecodeError:
-                return JSONResponse({"error": {"message": "body is not JSON"}}, status_code=400)
-            with state.lock:
-                chat = ChatRequest(index=next(state.counter), body=body)
-                state.requests.append(chat)
-                script, generation = state.script, state.generation
-                state.in_flight += 1
-                state.max_in_flight = max(state.max_in_flight, state.in_flight)
-            try:
-                return await self._respond(script(chat), body)
-            finally:
-                with state.lock:
-                    if state.generation == generation:
-                        state.in_flight -= 1
+        async def app(scope, receive, send) -> None:
+            if scope["type"] == "http" and scope["path"] == "/v1/chat/completions" and scope["method"] == "POST":
+                await self._chat_completions(receive, send)
+            else:
+                await api(scope, receive, send)
 
         return app
 
-    async def _respond(self, reply: Reply, body: dict) -> Response:
+    async def _chat_completions(self, receive, send) -> None:
+        state = self._state
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        try:
+            body = json.loads(b"".join(chunks))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            await _send_json(send, 400, {"error": {"message": "body is not JSON"}})
+            return
+        if not isinstance(body, dict):
+            await _send_json(send, 400, {"error": {"message": "body is not a JSON object"}})
+            return
+        with state.lock:
+            chat = ChatRequest(index=next(state.counter), body=body)
+            state.requests.append(chat)
+            script, generation = state.script, state.generation
+            state.in_flight += 1
+            state.max_in_flight = max(state.max_in_flight, state.in_flight)
+        try:
+            await self._respond(send, script(chat), body)
+        finally:
+            with state.lock:
+                if state.generation == generation:
+                    state.in_flight -= 1
+
+    async def _respond(self, send, reply: Reply, body: dict) -> None:
         if reply.hang:
             await self._release.wait()  # set by stop() or set_script()
-            return JSONResponse({"error": {"message": "server stopping"}}, status_code=503)
+            await _send_json(send, 503, {"error": {"message": "server stopping"}})
+            return
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         if reply.raw_body is not None:
-            return Response(reply.raw_body, status_code=reply.status, media_type="application/json")
-        if reply.status != 200:
-            return JSONResponse({"error": {"message": f"scripted status {reply.status}"}}, status_code=reply.status)
-        return JSONResponse(_completion(reply.content, body.get("model", "scripted")))
+            await _send(send, reply.status, reply.raw_body.encode())
+        elif reply.status != 200:
+            await _send_json(send, reply.status, {"error": {"message": f"scripted status {reply.status}"}})
+        else:
+            await _send_json(send, 200, _completion(reply.content, body.get("model", "scripted")))
+
+
+async def _send(send, status: int, payload: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _send_json(send, status: int, value) -> None:
+    await _send(send, status, json.dumps(value).encode())
 
 
 def _completion(content: str | None, model: str) -> dict:
