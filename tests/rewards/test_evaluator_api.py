@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from unidoc_rl.judge.client import EvaluatorServiceJudge, OpenAIJudge
 from unidoc_rl.judge.evaluator_api import build_parser, create_app, main, settings_from_args
@@ -106,3 +107,61 @@ def test_cli_help_and_loopback_default(capsys):
     assert exit_info.value.code == 0
     assert "--llm-base-url" in capsys.readouterr().out
     assert build_parser().parse_args([]).host == "127.0.0.1"
+
+
+async def test_concurrent_triples_share_one_eval_request(evaluator, judge_server):
+    judge = EvaluatorServiceJudge(JudgeSettings(backend="evaluator_service", base_url=evaluator.url))
+    triples = [("q", "Paris", "paris"), ("q", "Paris", "Lyon"), ("q", "Rome", "rome"), ("q", "Rome", "Milan")]
+    verdicts = await judge.judge_many(triples)
+    assert [(v.score, v.source) for v in verdicts] == [(1.0, "judge"), (0.0, "judge"), (1.0, "judge"), (0.0, "judge")]
+    assert (judge.stats.requests, judge.stats.http_requests) == (4, 1)
+    assert len(judge_server.requests) == 4
+    await judge.aclose()
+
+
+async def test_eval_batches_are_capped_at_service_batch_size(evaluator, judge_server):
+    settings = JudgeSettings(backend="evaluator_service", base_url=evaluator.url, service_batch_size=2)
+    judge = EvaluatorServiceJudge(settings)
+    verdicts = await judge.judge_many([("q", "a", str(i)) for i in range(5)] + [("q", "a", "a")])
+    assert [v.score for v in verdicts] == [0.0] * 5 + [1.0]
+    assert (judge.stats.requests, judge.stats.http_requests) == (6, 3)
+    await judge.aclose()
+
+
+@pytest.fixture
+def odd_service():
+    """A judge service that answers every /eval with the same scripted list, whatever the batch."""
+    app = FastAPI()
+    app.state.reply = []
+
+    @app.post("/eval")
+    async def evaluate() -> list:
+        return app.state.reply
+
+    with ThreadedUvicorn(app) as server:
+        yield server, app
+
+
+async def test_each_triple_of_a_batch_judges_its_own_score(odd_service):
+    server, app = odd_service
+    app.state.reply = [0.25, 7, "high"]
+    settings = JudgeSettings(backend="evaluator_service", base_url=server.url, max_retries=0)
+    judge = EvaluatorServiceJudge(settings)
+    triples = [("q", "Paris", "x"), ("q", "a", "a"), ("q", "b", "c")]
+    in_range, out_of_range, not_a_number = await judge.judge_many(triples)
+    assert (in_range.score, in_range.source) == (0.25, "judge")
+    assert (out_of_range.score, out_of_range.source) == (1.0, "fallback")
+    assert out_of_range.error == "JudgeRequestError: /eval score 7 outside [0, 1]"
+    assert (not_a_number.score, not_a_number.source) == (0.0, "fallback")
+    await judge.aclose()
+
+
+async def test_a_wrong_length_reply_fails_the_whole_batch(odd_service):
+    server, app = odd_service
+    app.state.reply = [0.5]
+    judge = EvaluatorServiceJudge(JudgeSettings(backend="evaluator_service", base_url=server.url, max_retries=0))
+    verdicts = await judge.judge_many([("q", "Paris", "paris"), ("q", "Paris", "Lyon")])
+    assert [(v.score, v.source) for v in verdicts] == [(1.0, "fallback"), (0.0, "fallback")]
+    assert "expected 2 floats" in verdicts[0].error
+    assert (judge.stats.requests, judge.stats.http_requests, judge.stats.fallbacks) == (2, 1, 2)
+    await judge.aclose()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from unidoc_rl.episode import EpisodeRecord
-from unidoc_rl.judge.client import OpenAIJudge
+from unidoc_rl.judge.client import OpenAIJudge, ResilientJudge
 from unidoc_rl.judge.settings import JudgeSettings
 from unidoc_rl.rewards.scorer import EpisodeScorer
 from unidoc_rl.rewards.settings import RewardSettings
@@ -153,3 +154,59 @@ async def test_80_trajectories_all_scored_through_a_flaky_judge(judge_server, an
         # judge or fallback agree here: exact-match grader vs ANLS on clearly right/wrong answers
         assert result.answer == (1.0 if episode.answer == "42 million" else 0.0)
     await scorer.aclose()
+
+
+class TurnRecordingJudge(ResilientJudge):
+    """Records the event-loop turn in which each request starts; the answer is the candidate itself."""
+
+    def __init__(self, settings: JudgeSettings):
+        super().__init__(settings)
+        self.turn = 0
+        self.started: list[tuple[str, int]] = []
+
+    def _open_transport(self):
+        self._counting = True
+        asyncio.get_running_loop().call_soon(self._count_turn)
+        return object()
+
+    def _count_turn(self) -> None:
+        if self._counting:
+            self.turn += 1
+            asyncio.get_running_loop().call_soon(self._count_turn)
+
+    async def _close_transport(self, transport) -> None:
+        self._counting = False
+
+    async def _request(self, transport, query: str, reference: str, answer: str) -> float:
+        self.started.append((answer, self.turn))
+        await asyncio.sleep(0.01)
+        return float(answer) / 10
+
+
+async def test_a_burst_is_sent_in_waves_of_send_wave_size():
+    judge = TurnRecordingJudge(JudgeSettings(send_wave_size=4))
+    verdicts = await judge.judge_many([("q", "a", str(i)) for i in range(10)])
+    assert [v.score for v in verdicts] == [i / 10 for i in range(10)]
+    assert [answer for answer, _ in judge.started] == [str(i) for i in range(10)]
+    turns = [turn for _, turn in judge.started]
+    assert len(set(turns[:4])) == len(set(turns[4:8])) == len(set(turns[8:])) == 1
+    assert turns[0] < turns[4] < turns[8]
+    await judge.aclose()
+
+
+async def test_one_wave_when_the_burst_fits():
+    judge = TurnRecordingJudge(JudgeSettings(send_wave_size=16))
+    await judge.judge_many([("q", "a", str(i)) for i in range(10)])
+    assert len({turn for _, turn in judge.started}) == 1
+    await judge.aclose()
+
+
+async def test_scripted_server_rejects_non_json_and_still_lists_models(judge_server):
+    async with httpx.AsyncClient(base_url=judge_server.base_url) as client:
+        not_json = await client.post("/chat/completions", content=b"{oops")
+        not_object = await client.post("/chat/completions", json=[1, 2])
+        models = await client.get("/models")
+    assert (not_json.status_code, not_json.json()) == (400, {"error": {"message": "body is not JSON"}})
+    assert (not_object.status_code, not_object.json()) == (400, {"error": {"message": "body is not a JSON object"}})
+    assert models.json()["data"][0]["id"] == "scripted"
+    assert judge_server.requests == []

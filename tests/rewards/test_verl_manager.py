@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,20 @@ async def test_missing_episode_is_a_clear_error(tokenizer_dir, judge_server, tru
 
 def test_registered_under_its_name():
     assert get_reward_manager_cls("unidoc_dense") is UniDocRewardManager
+
+
+async def test_multi_output_trajectory_is_scored_on_its_last_output(
+    tokenizer_dir, judge_server, answered_episode, unanswered_episode, truth
+):
+    worker = RewardLoopWorker(trainer_config("unidoc_dense", tokenizer_dir, judge_server.base_url))
+    first = trajectory(unanswered_episode.to_dict(), truth.to_dict())
+    last = trajectory(answered_episode.to_dict(), truth.to_dict())
+    result = await worker.reward_manager.run_single(DataProto.concat([first, last]))
+    assert result["reward_score"] == pytest.approx(0.9386852807)
+    assert len(judge_server.requests) == 1
+
+
+def test_manager_moves_the_start_up_heap_out_of_the_cyclic_collector(tokenizer_dir, judge_server):
+    gc.unfreeze()
+    UniDocRewardManager(trainer_config("unidoc_dense", tokenizer_dir, judge_server.base_url), tokenizer=None)
+    assert gc.get_freeze_count() > 1000
