@@ -11,6 +11,7 @@ import torch
 from search_engine.manifest import Manifest, write_manifest
 from search_engine.maxsim import MaxSimScorer, maxsim_reference, pad_queries, plan_runs, runs_of_pages, top_k
 from search_engine.pooling import pool_pages
+from search_engine.searcher import SearchSettings
 from search_engine.shards import write_vector_shard
 from search_engine.vector_index import EmbeddedVectorIndex
 
@@ -137,6 +138,11 @@ def test_unknown_residency_is_refused(make_pages):
     pages = make_pages(np.random.default_rng(5), [3], DIM)
     with pytest.raises(ValueError, match="residency must be one of"):
         MaxSimScorer([pages[0]], [[3]], residency="bf16")
+    with pytest.raises(ValueError, match="residency must be one of"):
+        SearchSettings(residency="bf16")
+    fp32 = MaxSimScorer([pages[0]], [[3]], residency="fp32")
+    assert fp32.resident_bytes == 3 * DIM * 4
+    assert MaxSimScorer([pages[0]], [[3]], residency="fp16").resident_bytes == 0
 
 
 def test_top_k_breaks_ties_by_lower_index():
