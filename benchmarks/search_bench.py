@@ -226,6 +226,7 @@ def bench(args, num_pages: int, workdir: Path) -> dict:
         "exact_batched_ms_per_query": round(exact_batch_ms, 1),
         "colpali_engine_ms_per_query": round(colpali_ms, 1),
         "colpali_queries_timed": len(colpali_s),
+        "max_abs_score_diff_vs_colpali": float(f"{max_diff:.3g}"),
         "speedup_exact_single_vs_colpali": round(colpali_ms / exact_single_ms, 2),
         "speedup_exact_batched_vs_colpali": round(colpali_ms / exact_batch_ms, 2),
         "approx": [
