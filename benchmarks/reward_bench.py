@@ -15,6 +15,10 @@ Workloads of `--trajectories` episodes (groups of 5 per question, as in GRPO):
 - unique_answers_via_judge_service: as unique_answers, with the trainer talking to the project's judge service
   (evaluator_api, a third process in front of the same judge server); concurrent trajectories share one `/eval`.
 
+The judge server (and the judge service) run in spawned processes that import this module: torch and verl are
+imported only where our reward stage is built, so the servers' heaps stay small, and each server moves its start-up
+heap out of the cyclic GC once serving, so a full collection does not pause one run of either design at random.
+
 Runs of the two designs alternate (after one warm-up run each, which opens the connections a long-lived reward
 worker keeps between steps); every run uses fresh questions and answers, so no verdict is cached across runs. The
 median run is reported. Prints one JSON object. `python benchmarks/reward_bench.py --help`.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import multiprocessing
@@ -34,18 +39,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
 import openai
 import psutil
-import torch
-from omegaconf import OmegaConf
-from tensordict import TensorDict
-from verl import DataProto
 
 from unidoc_rl.episode import ActionKind, EpisodeRecord, FinishReason, SearchStep
 from unidoc_rl.judge.prompt import load_template
 from unidoc_rl.rewards.ground_truth import GroundTruth
-from unidoc_rl.rewards.verl_manager import UniDocRewardManager
 
 GROUP_SIZE = 5
 REFERENCE_WORKERS = 10
@@ -58,6 +57,7 @@ def serve_judge(latency_s: float, port_queue) -> None:
     from unidoc_rl.testing.scripted_llm_server import ScriptedLLMServer, exact_match_judge
 
     server = ScriptedLLMServer(exact_match_judge(latency_s)).start()
+    gc.freeze()
     port_queue.put(server.port)
     while True:
         time.sleep(3600)
@@ -71,7 +71,9 @@ def serve_judge_service(llm_base_url: str, max_concurrency: int, port_queue) -> 
 
     judge = OpenAIJudge(JudgeSettings(base_url=llm_base_url, max_concurrency=max_concurrency))
     server = ThreadedUvicorn(create_app(judge))
-    port_queue.put(server.start())
+    port = server.start()
+    gc.freeze()
+    port_queue.put(port)
     while True:
         time.sleep(3600)
 
@@ -117,8 +119,13 @@ def build_workload(trajectories: int, duplicated: bool, seed: int) -> Workload:
     return items
 
 
-def as_trajectory(episode: EpisodeRecord, truth: GroundTruth) -> DataProto:
-    """One finished trajectory as verl's agent-loop worker hands it to a reward-loop worker (streaming rewards)."""
+def as_trajectory(episode: EpisodeRecord, truth: GroundTruth):
+    """One finished trajectory (a DataProto) as verl's agent-loop worker hands it to a reward-loop worker."""
+    import numpy as np
+    import torch
+    from tensordict import TensorDict
+    from verl import DataProto
+
     prompt, response = torch.tensor([[3, 3, 2]]), torch.tensor([[2, 2, 0]])
     non_tensor = {
         "data_source": np.array(["bench"]),
@@ -155,6 +162,10 @@ class OurRewardStage:
     """One long-lived reward manager, as in a reward-loop worker that scores step after step."""
 
     def __init__(self, judge_settings: dict, servers: list[psutil.Process]):
+        from omegaconf import OmegaConf
+
+        from unidoc_rl.rewards.verl_manager import UniDocRewardManager
+
         config = OmegaConf.create({"reward": {"reward_kwargs": {"preset": "unidoc", "judge": judge_settings}}})
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
@@ -179,7 +190,7 @@ class OurRewardStage:
             cpu_seconds(self.servers) - server_cpu_before,
         )
 
-    async def _score(self, trajectories: list[DataProto]) -> list[dict]:
+    async def _score(self, trajectories: list) -> list[dict]:
         return list(await asyncio.gather(*(self.manager.run_single(t) for t in trajectories)))
 
     def close(self) -> None:

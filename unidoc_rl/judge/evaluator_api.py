@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 
 from fastapi import FastAPI
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     app = create_app(OpenAIJudge(settings_from_args(args)))
+    gc.freeze()  # the start-up heap lives as long as the service: full collections need not walk it mid-request
     logger.info(
         "judge service on http://%s:%d, judging with %s at %s", args.host, args.port, args.model, args.llm_base_url
     )

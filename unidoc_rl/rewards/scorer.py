@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 from unidoc_rl.episode import EpisodeRecord
 from unidoc_rl.judge.client import ResilientJudge, build_judge
@@ -26,7 +26,10 @@ class RewardBreakdown:
 
     def metrics(self) -> dict[str, float]:
         """Every component as a float, with the same keys for every trajectory (verl stacks them per key)."""
-        return {name: float(value) for name, value in asdict(self).items()}
+        return {name: float(getattr(self, name)) for name in _BREAKDOWN_FIELDS}
+
+
+_BREAKDOWN_FIELDS = tuple(f.name for f in fields(RewardBreakdown))
 
 
 class EpisodeScorer:
