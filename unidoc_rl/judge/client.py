@@ -157,11 +157,9 @@ class ResilientJudge(ABC):
                 await asyncio.sleep(self._backoff(attempt))
             try:
                 await self._wait_for_send_turn()
-                async with self._semaphore:
+                async with self._semaphore, asyncio.timeout(self.settings.timeout_s):
                     self.stats.requests += 1
-                    score = await asyncio.wait_for(
-                        self._request(transport, query, reference, answer), self.settings.timeout_s
-                    )
+                    score = await self._request(transport, query, reference, answer)
             except Exception as error:  # every failure mode of a remote model ends in a fallback, never a crash
                 last_error = _describe(error)
                 if not _is_retryable(error):
