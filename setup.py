@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 HERE = Path(__file__).parent
 
@@ -34,6 +34,11 @@ setup(
         "openai>=1.40",
         "httpx>=0.27",
         "tqdm",
+    ],
+    # The fused MaxSim kernel (search_engine/_kernel.c) is optional: where it does not compile, the install goes on
+    # and search uses the torch path.
+    ext_modules=[
+        Extension("search_engine._kernel", ["search_engine/_kernel.c"], extra_compile_args=["-O3"], optional=True)
     ],
     extras_require={
         "search": requirements("requirements_search.txt"),

@@ -1,16 +1,20 @@
 """Exact late-interaction (MaxSim) scoring over multi-vector pages.
 
 score(q, p) = sum_i max_j <q_i, p_j> over the query's vectors i and the page's vectors j. Pages are stored back to
-back in fp16 token matrices (one per shard). The scorer walks runs of consecutive pages with the same vector count;
-for each run of P pages it multiplies all query vectors of the batch with the P pages in one batched GEMM
-([P, Lq, D] x [P, D, T]) and reduces the product per page with a max over T (no padding, no per-call re-layout).
-Worker threads each run single-threaded torch kernels on their own runs.
+back in fp16 token matrices (one per shard). Two kernels compute the per-page maxima:
+- the fused AVX-512 kernel (`search_engine._kernel`, an optional compiled extension, used when it is built and the
+  CPU has AVX-512F/FMA/F16C): pages are laid out as panels (tiles of 16 vectors, [D][16] each); every tile is read
+  once, multiplied into register-resident dot products with all query vectors, and reduced to running maxima
+  without writing the products anywhere. Reading fp16 panels halves the bytes streamed from memory.
+- the torch path (everywhere else): runs of consecutive pages with the same vector count, one batched GEMM
+  ([P, Lq, D] x [P, D, T]) per run of a few pages and a max over T into an L2-sized buffer.
+Worker threads each run single-threaded kernels on their own pages (both kernels release the GIL).
 
-Two ways to hold the corpus (`residency`):
-- "fp32" (default): at open, the pages are converted once into a resident fp32 copy laid out page by page as
-  [D, T] (the layout the GEMM streams fastest). Costs 2x the shard files in RAM and the conversion at open.
-- "fp16": the memory-mapped fp16 shards are used as they are; each run is converted to fp32 in a cache-sized
-  buffer per call. Nothing extra in RAM, about half the speed.
+How the corpus is held (`residency`):
+- "fp16" (default where the fused kernel runs): a resident fp16 copy built at open (the size of the shard files).
+- "fp32" (default elsewhere): a resident fp32 copy built at open (2x the shard files).
+- "mmap": nothing beyond the memory-mapped shards; each run is converted in a cache-sized buffer per call.
+Values are the same in every residency (fp16 converts to fp32 exactly), so the scores are too.
 
 Zero-padded query vectors contribute exactly 0 (max over a row of zeros), so queries of different lengths batch.
 """
@@ -27,12 +31,28 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-RESIDENCY_MODES = ("fp32", "fp16")
-DEFAULT_RESIDENCY = "fp32"
+try:
+    from search_engine import _kernel
+except ImportError:  # the optional extension was not built here
+    _kernel = None
+
+RESIDENCY_MODES = ("fp16", "fp32", "mmap")
+# Vectors per tile of the fused kernel's page panels.
+PANEL_LANES = 16
+# Pages per work item of the fused kernel (items are shared out between worker threads).
+KERNEL_ITEM_PAGES = 64
 # Floats of the [P, Lq, T] product block kept per worker: small enough to stay in a core's L2 cache.
 PRODUCT_BLOCK_FLOATS = 1 << 17
 # Vectors converted per step in "fp16" residency (and per step of the fp32 copy at open).
 CONVERT_BLOCK_TOKENS = 3200
+
+
+def kernel_available() -> bool:
+    """Whether the fused AVX-512 kernel is built and this CPU can run it."""
+    return _kernel is not None and bool(_kernel.supported())
+
+
+DEFAULT_RESIDENCY = "fp16" if kernel_available() else "fp32"
 
 
 @dataclass(frozen=True)
@@ -141,17 +161,31 @@ def default_num_threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+def write_panels(pages: torch.Tensor, panels: torch.Tensor) -> None:
+    """Lay out [P, T, D] page vectors as the fused kernel's panels [P, tiles, D, 16] (last tile zero-padded)."""
+    count, length, dim = pages.shape
+    full, tail = divmod(length, PANEL_LANES)
+    if full:
+        panels[:, :full].copy_(pages[:, : full * PANEL_LANES].reshape(count, full, PANEL_LANES, dim).transpose(2, 3))
+    if tail:
+        panels[:, full, :, :tail].copy_(pages[:, full * PANEL_LANES :].transpose(1, 2))
+        panels[:, full, :, tail:].zero_()
+
+
 class _Workspace(threading.local):
-    def buffer(self, name: str, floats: int) -> torch.Tensor:
+    def buffer(self, name: str, count: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         current = getattr(self, name, None)
-        if current is None or current.numel() < floats:
-            current = torch.empty(floats, dtype=torch.float32)
+        if current is None or current.numel() < count:
+            current = torch.empty(count, dtype=dtype)
             setattr(self, name, current)
-        return current[:floats]
+        return current[:count]
 
 
 class MaxSimScorer:
-    """Exact MaxSim of query batches against the pages of a multi-shard corpus (all of them, or a chosen few)."""
+    """Exact MaxSim of query batches against the pages of a multi-shard corpus (all of them, or a chosen few).
+
+    `use_kernel`: None picks the fused kernel where it is available, False forces the torch path, True requires the
+    kernel (RuntimeError where it is not built or the CPU cannot run it)."""
 
     def __init__(
         self,
@@ -159,9 +193,14 @@ class MaxSimScorer:
         token_counts: list[np.ndarray],
         num_threads: int | None = None,
         residency: str = DEFAULT_RESIDENCY,
+        use_kernel: bool | None = None,
     ):
         if residency not in RESIDENCY_MODES:
             raise ValueError(f"residency must be one of {RESIDENCY_MODES}, got {residency!r}")
+        if use_kernel and not kernel_available():
+            raise RuntimeError(
+                "the fused MaxSim kernel is not available here (extension not built, or no AVX-512F/FMA/F16C)"
+            )
         if len(shards) != len(token_counts):
             raise ValueError("one token-count array per shard is required")
         dims = {int(s.shape[1]) for s in shards if s.shape[0]}
@@ -174,6 +213,7 @@ class MaxSimScorer:
                 )
         self.dim = dims.pop() if dims else 0
         self.residency = residency
+        self.uses_kernel = kernel_available() if use_kernel is None else bool(use_kernel)
         counts = [np.asarray(c, dtype=np.int64) for c in token_counts]
         self.num_pages = int(sum(len(c) for c in counts))
         self._runs = plan_runs(counts)
@@ -182,16 +222,21 @@ class MaxSimScorer:
         self._page_token_start = np.concatenate([np.cumsum(c) - c for c in counts] or [np.zeros(0, np.int64)]).astype(
             np.int64
         )
+        panel_sizes = -(-self._page_len // PANEL_LANES) * PANEL_LANES * self.dim
+        self._panel_offset = (np.cumsum(panel_sizes) - panel_sizes).astype(np.int64)
         self._num_threads = max(1, num_threads or default_num_threads())
         self._pool = _shared_pool(self._num_threads) if self._num_threads > 1 else None
         self._workspace = _Workspace()
         self._shards = [as_torch_readonly(s) for s in shards]
         self._resident: torch.Tensor | None = None
+        self._resident_array: np.ndarray | None = None
         self._shard_offset = np.concatenate([[0], np.cumsum([s.shape[0] for s in shards])]).astype(np.int64)
-        if residency == "fp32":
-            self._resident = torch.empty(int(self._shard_offset[-1]) * self.dim, dtype=torch.float32)
+        if residency != "mmap":
+            size = int(panel_sizes.sum()) if self.uses_kernel else int(self._shard_offset[-1]) * self.dim
+            self._resident = torch.empty(size, dtype=torch.float16 if residency == "fp16" else torch.float32)
             pieces = split_runs(self._runs, lambda length: max(1, CONVERT_BLOCK_TOKENS // length))
             self._parallel(self._make_resident, [(run, 0) for run in pieces])
+            self._resident_array = self._resident.numpy()
             self._shards = []  # the resident copy replaces the memory maps
 
     @property
@@ -199,25 +244,39 @@ class MaxSimScorer:
         """Bytes of RAM held by the resident copy (0 when the memory-mapped shards are used directly)."""
         return 0 if self._resident is None else self._resident.numel() * self._resident.element_size()
 
+    def _run_vectors(self, run: PageRun) -> torch.Tensor:
+        """The run's pages from the memory-mapped shards, [P, T, D] fp16."""
+        return self._shards[run.shard][run.token_start : run.token_stop].view(run.num_pages, run.page_len, -1)
+
     def _make_resident(self, runs: list[tuple[PageRun, int]]) -> None:
         for run, _ in runs:
-            source = self._shards[run.shard][run.token_start : run.token_stop].view(run.num_pages, run.page_len, -1)
-            self._page_matrices(run).copy_(source.transpose(1, 2))
+            if self.uses_kernel:
+                write_panels(self._run_vectors(run), self._run_panels(run))
+            else:
+                self._page_matrices(run).copy_(self._run_vectors(run).transpose(1, 2))
+
+    def _run_panels(self, run: PageRun) -> torch.Tensor:
+        """The run's pages in the resident panel copy, [P, tiles, D, 16] (a view)."""
+        start = int(self._panel_offset[run.page_start])
+        tiles = -(-run.page_len // PANEL_LANES)
+        size = run.num_pages * tiles * PANEL_LANES * self.dim
+        return self._resident[start : start + size].view(run.num_pages, tiles, self.dim, PANEL_LANES)
 
     def _page_matrices(self, run: PageRun) -> torch.Tensor:
-        """The run's pages in the resident copy, [P, D, T] (a view)."""
+        """The run's pages in the resident copy of the torch path, [P, D, T] (a view)."""
         start = (int(self._shard_offset[run.shard]) + run.token_start) * self.dim
         return self._resident[start : start + run.num_pages * run.page_len * self.dim].view(
             run.num_pages, self.dim, run.page_len
         )
 
     def _fp32_pages(self, run: PageRun) -> torch.Tensor:
-        if self._resident is not None:
+        if self._resident is not None and self._resident.dtype == torch.float32:
             return self._page_matrices(run)
-        rows = run.num_pages * run.page_len
-        converted = self._workspace.buffer("converted", rows * self.dim).view(rows, self.dim)
-        converted.copy_(self._shards[run.shard][run.token_start : run.token_stop])
-        return converted.view(run.num_pages, run.page_len, self.dim).transpose(1, 2)
+        converted = self._workspace.buffer("converted", run.num_pages * run.page_len * self.dim)
+        if self._resident is not None:
+            return converted.view(run.num_pages, self.dim, run.page_len).copy_(self._page_matrices(run))
+        converted = converted.view(run.num_pages, run.page_len, self.dim).copy_(self._run_vectors(run))
+        return converted.transpose(1, 2)
 
     def _score_runs(self, flat: torch.Tensor, runs: list[tuple[PageRun, int]], maxes: torch.Tensor) -> None:
         """For each (run, output row): maxes[row + i] = max over the vectors of page i of flat @ page (i < P)."""
@@ -228,6 +287,39 @@ class MaxSimScorer:
             pages = self._fp32_pages(run)
             torch.bmm(flat.expand(run.num_pages, -1, -1), pages, out=product)
             torch.amax(product, dim=2, out=maxes[row : row + run.num_pages])
+
+    def _kernel_runs(self, query_t: np.ndarray, runs: list[tuple[PageRun, int]], maxes: np.ndarray) -> None:
+        """The fused kernel's version of `_score_runs` (rows of consecutive items are consecutive)."""
+        vectors = query_t.shape[1]
+        if self._resident_array is not None:
+            pages = np.concatenate([np.arange(run.page_start, run.page_start + run.num_pages) for run, _ in runs])
+            first = runs[0][1]
+            _kernel.score_panels(
+                query_t,
+                vectors,
+                self.dim,
+                self._resident_array,
+                self._resident.dtype == torch.float16,
+                self._panel_offset[pages],
+                self._page_len[pages],
+                maxes[first : first + len(pages)],
+            )
+            return
+        for run, row in runs:
+            tiles = -(-run.page_len // PANEL_LANES)
+            panel_size = tiles * PANEL_LANES * self.dim
+            panels = self._workspace.buffer("panels", run.num_pages * panel_size, torch.float16)
+            write_panels(self._run_vectors(run), panels.view(run.num_pages, tiles, self.dim, PANEL_LANES))
+            _kernel.score_panels(
+                query_t,
+                vectors,
+                self.dim,
+                panels.numpy(),
+                True,
+                np.arange(run.num_pages, dtype=np.int64) * panel_size,
+                np.full(run.num_pages, run.page_len, dtype=np.int64),
+                maxes[row : row + run.num_pages],
+            )
 
     def _parallel(self, work, items: list[tuple[PageRun, int]]) -> None:
         """Run work(items) over contiguous slices of (run, row) items of about equal cost, one slice per worker."""
@@ -247,47 +339,52 @@ class MaxSimScorer:
             raise ValueError(f"queries have shape {queries.shape}, expected [batch, length, {self.dim}]")
         return torch.from_numpy(queries)
 
-    def _max_pages(self, vectors: int):
-        def pages_per_step(length: int) -> int:
+    def _pages_per_item(self, vectors: int):
+        def pages_per_item(length: int) -> int:
+            if self.uses_kernel:
+                return KERNEL_ITEM_PAGES if self._resident is not None else CONVERT_BLOCK_TOKENS // length
             by_product = PRODUCT_BLOCK_FLOATS // (vectors * length)
-            by_input = CONVERT_BLOCK_TOKENS // length if self._resident is None else by_product
-            return max(1, min(by_product, by_input))
+            converts = self._resident is None or self._resident.dtype != torch.float32
+            by_input = CONVERT_BLOCK_TOKENS // length if converts else by_product
+            return min(by_product, by_input)
 
-        return pages_per_step
+        return pages_per_item
 
-    def _reduce(self, maxes: torch.Tensor, batch: int, length: int) -> np.ndarray:
+    def _maxima(self, queries: torch.Tensor, runs: list[PageRun]) -> np.ndarray:
+        """[B, Lq, D] queries -> [B, pages of the runs] sums of per-vector maxima (the runs' pages in order)."""
+        batch, length, dim = queries.shape
+        flat = queries.reshape(batch * length, dim)
+        pieces = split_runs(runs, self._pages_per_item(max(1, batch * length)))
+        rows = np.cumsum([0] + [run.num_pages for run in pieces])
+        maxes = torch.zeros((int(rows[-1]), batch * length), dtype=torch.float32)
+        items = list(zip(pieces, rows[:-1].tolist(), strict=True))
+        if batch * length and self.uses_kernel:
+            query_t = np.ascontiguousarray(flat.numpy().T)
+            maxes_array = maxes.numpy()
+            self._parallel(lambda part: self._kernel_runs(query_t, part, maxes_array), items)
+        elif batch * length:
+            self._parallel(lambda part: self._score_runs(flat, part, maxes), items)
         return maxes.view(-1, batch, length).sum(dim=2).T.contiguous().numpy()
 
     def scores(self, queries: np.ndarray) -> np.ndarray:
         """[B, Lq, D] float32 queries (zero-padded) -> [B, num_pages] float32 exact MaxSim scores."""
         query_tensor = self._check(queries)
-        batch, length, dim = query_tensor.shape
         if self.num_pages == 0:
-            return np.zeros((batch, 0), dtype=np.float32)
-        flat = query_tensor.reshape(batch * length, dim)
-        maxes = torch.empty((self.num_pages, batch * length), dtype=torch.float32)
-        pieces = split_runs(self._runs, self._max_pages(batch * length))
-        self._parallel(lambda part: self._score_runs(flat, part, maxes), [(run, run.page_start) for run in pieces])
-        return self._reduce(maxes, batch, length)
+            return np.zeros((query_tensor.shape[0], 0), dtype=np.float32)
+        return self._maxima(query_tensor, self._runs)
 
     def scores_of(self, queries: np.ndarray, pages: np.ndarray) -> np.ndarray:
         """[B, Lq, D] queries, [n] page indices -> [B, n] exact MaxSim scores of those pages only."""
         query_tensor = self._check(queries)
-        batch, length, dim = query_tensor.shape
         pages = np.asarray(pages, dtype=np.int64)
         if pages.size == 0:
-            return np.zeros((batch, 0), dtype=np.float32)
+            return np.zeros((query_tensor.shape[0], 0), dtype=np.float32)
         if pages.ndim != 1 or pages.min() < 0 or pages.max() >= self.num_pages:
             raise ValueError(f"page indices must be a list of integers in [0, {self.num_pages})")
         order = np.argsort(pages, kind="stable")
         runs = runs_of_pages(pages[order], self._page_shard, self._page_token_start, self._page_len)
-        pieces = split_runs(runs, self._max_pages(batch * length))
-        maxes = torch.empty((len(pages), batch * length), dtype=torch.float32)
-        flat = query_tensor.reshape(batch * length, dim)
-        # The i-th sorted page lands in row i; rows are put back in the caller's order below.
-        rows = np.cumsum([0] + [run.num_pages for run in pieces])[:-1]
-        self._parallel(lambda part: self._score_runs(flat, part, maxes), list(zip(pieces, rows.tolist(), strict=True)))
-        sorted_scores = self._reduce(maxes, batch, length)
+        # The i-th sorted page lands in column i; columns are put back in the caller's order below.
+        sorted_scores = self._maxima(query_tensor, runs)
         result = np.empty_like(sorted_scores)
         result[:, order] = sorted_scores
         return result

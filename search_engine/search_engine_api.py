@@ -33,7 +33,9 @@ from starlette.concurrency import run_in_threadpool  # noqa: E402
 
 from search_engine.corpus import PAGES_DIRNAME  # noqa: E402
 from search_engine.ingestion import INDEX_DIRNAME  # noqa: E402
+from search_engine.maxsim import DEFAULT_RESIDENCY, RESIDENCY_MODES  # noqa: E402
 from search_engine.searcher import Searcher, SearchSettings  # noqa: E402
+from search_engine.vector_index import DEFAULT_CANDIDATES  # noqa: E402
 
 logger = logging.getLogger("search_engine.api")
 
@@ -51,7 +53,8 @@ class ServiceConfig:
     backend: str | None = None
     model: str | None = None
     mode: str = "exact"
-    candidates: int = 128
+    candidates: int = DEFAULT_CANDIDATES
+    residency: str = DEFAULT_RESIDENCY
     top_k: int = 10
     max_top_k: int = 100
     max_queries: int = 64
@@ -155,7 +158,7 @@ def create_app(config: ServiceConfig, searcher: Searcher | None = None) -> FastA
             config.resolved_pages_dir(),
             backend=config.backend,
             model=config.model,
-            settings=SearchSettings(mode=config.mode, candidates=config.candidates),
+            settings=SearchSettings(mode=config.mode, candidates=config.candidates, residency=config.residency),
             encoder_options={"device": config.device},
         )
     app = FastAPI(title="UniDoc-RL search service", version="1.0")
@@ -241,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=defaults.model, help="query model (default: the index's model)")
     parser.add_argument("--mode", choices=("exact", "approx"), default=defaults.mode, help="MaxSim search mode")
     parser.add_argument("--candidates", type=int, default=defaults.candidates, help="approx shortlist per query")
+    parser.add_argument(
+        "--residency",
+        choices=RESIDENCY_MODES,
+        default=defaults.residency,
+        help="how the vectors are held: a resident fp16 or fp32 copy built at open, or only the memory-mapped shards",
+    )
     parser.add_argument("--top_k", type=int, default=defaults.top_k, help="results per query when not given")
     parser.add_argument("--max_top_k", type=int, default=defaults.max_top_k)
     parser.add_argument("--max_queries", type=int, default=defaults.max_queries, help="queries per request")

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from search_engine.manifest import Manifest
-from search_engine.maxsim import DEFAULT_RESIDENCY, MaxSimScorer, pad_queries, top_k
+from search_engine.maxsim import DEFAULT_RESIDENCY, MaxSimScorer, kernel_available, pad_queries, top_k
 from search_engine.shards import load_pooled, load_vectors
 
 SEARCH_MODES = ("exact", "approx")
@@ -25,6 +25,7 @@ class EmbeddedVectorIndex:
         num_threads: int | None = None,
         verify: bool = False,
         residency: str = DEFAULT_RESIDENCY,
+        use_kernel: bool | None = None,
     ):
         if manifest.dim is None:
             raise ValueError("a vector index needs the manifest's dim")
@@ -32,16 +33,19 @@ class EmbeddedVectorIndex:
         shards = [load_vectors(index_dir, shard, self.dim, verify) for shard in manifest.shards]
         counts = [np.asarray(shard.token_counts, dtype=np.int64) for shard in manifest.shards]
         self.num_pages = manifest.num_pages
-        self._scorer = MaxSimScorer(shards, counts, num_threads=num_threads, residency=residency)
+        self._scorer = MaxSimScorer(shards, counts, num_threads=num_threads, residency=residency, use_kernel=use_kernel)
+        kernel = kernel_available() if use_kernel is None else use_kernel
         pooled = [load_pooled(index_dir, shard, self.dim, verify) for shard in manifest.shards]
         self._first_stage: MaxSimScorer | None = None
         if pooled and all(p is not None for p in pooled) and len({p.shape[1] for p in pooled}) == 1:
-            # Centroids are pages of pool_size vectors: the same exact kernel scores them (always fp32-resident).
+            # Centroids are pages of pool_size vectors: the same exact kernel scores them (always resident, in the
+            # precision its kernel reads fastest).
             self._first_stage = MaxSimScorer(
                 [p.reshape(-1, self.dim) for p in pooled],
                 [np.full(p.shape[0], p.shape[1], dtype=np.int64) for p in pooled],
                 num_threads=num_threads,
-                residency="fp32",
+                residency="fp16" if kernel else "fp32",
+                use_kernel=kernel,
             )
 
     @property

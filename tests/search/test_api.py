@@ -11,8 +11,9 @@ import pytest
 
 from search_engine.client import AsyncSearchClient, SearchClient, SearchError
 from search_engine.ingestion import IngestConfig, ingest
-from search_engine.search_engine_api import ServiceConfig, create_app
+from search_engine.search_engine_api import ServiceConfig, build_parser, create_app
 from search_engine.types import SearchHit
+from search_engine.vector_index import DEFAULT_CANDIDATES
 
 
 @pytest.fixture
@@ -158,3 +159,15 @@ def test_searches_during_an_ingest_see_old_or_new_index_never_a_mix(make_pdf, co
     assert set(seen) <= states
     assert len(set(seen)) >= 3, "the searches did not overlap the ingest"
     assert len(final) == 3 + 2 * len(new_docs)
+
+
+def test_residency_and_candidates_reach_the_searcher(corpus: Path, monkeypatch: pytest.MonkeyPatch):
+    args = build_parser().parse_args(["--dataset_dir", str(corpus), "--residency", "mmap"])
+    app = create_app(ServiceConfig(**vars(args)))
+    assert app.state.searcher.settings.residency == "mmap"
+    assert app.state.searcher.settings.candidates == DEFAULT_CANDIDATES == 512
+    monkeypatch.setenv("UNIDOC_SEARCH_RESIDENCY", "fp32")
+    assert build_parser().parse_args([]).residency == "fp32"
+    assert build_parser().parse_args(["--residency", "fp16"]).residency == "fp16"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--residency", "bf16"])

@@ -9,13 +9,23 @@ import pytest
 import torch
 
 from search_engine.manifest import Manifest, write_manifest
-from search_engine.maxsim import MaxSimScorer, maxsim_reference, pad_queries, plan_runs, runs_of_pages, top_k
+from search_engine.maxsim import (
+    MaxSimScorer,
+    kernel_available,
+    maxsim_reference,
+    pad_queries,
+    plan_runs,
+    runs_of_pages,
+    top_k,
+)
 from search_engine.pooling import pool_pages
 from search_engine.searcher import SearchSettings
 from search_engine.shards import write_vector_shard
 from search_engine.vector_index import EmbeddedVectorIndex
 
 DIM = 16
+# The torch path always; the fused kernel where it is built and the CPU runs it.
+KERNELS = [False, True] if kernel_available() else [False]
 
 
 def _build(tmp_path: Path, shards: list[list[np.ndarray]], pool_size: int | None = 4) -> tuple[Manifest, list]:
@@ -31,9 +41,10 @@ def _build(tmp_path: Path, shards: list[list[np.ndarray]], pool_size: int | None
     return manifest, flat
 
 
-@pytest.mark.parametrize("residency", ["fp32", "fp16"])
+@pytest.mark.parametrize("use_kernel", KERNELS)
+@pytest.mark.parametrize("residency", ["fp16", "fp32", "mmap"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_exact_scores_equal_the_definition(tmp_path: Path, threads: int, residency: str, make_pages):
+def test_exact_scores_equal_the_definition(tmp_path: Path, threads: int, residency: str, use_kernel: bool, make_pages):
     rng = np.random.default_rng(0)
     # Mixed page lengths (runs of equal length and singletons) across three shards.
     shards = [make_pages(rng, [7, 7, 7, 3, 12, 12], DIM), make_pages(rng, [5], DIM), make_pages(rng, [9, 2, 9], DIM)]
@@ -44,7 +55,9 @@ def test_exact_scores_equal_the_definition(tmp_path: Path, threads: int, residen
         [[p.shape[0] for p in s] for s in shards],
         num_threads=threads,
         residency=residency,
+        use_kernel=use_kernel,
     )
+    assert scorer.uses_kernel is use_kernel
     scores = scorer.scores(pad_queries(queries))
     expected = np.array([[maxsim_reference(q, p) for p in pages] for q in queries])
     np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-4)
@@ -52,7 +65,7 @@ def test_exact_scores_equal_the_definition(tmp_path: Path, threads: int, residen
     subset = np.array([9, 0, 3, 3, 7, 5, 1])
     np.testing.assert_allclose(scorer.scores_of(pad_queries(queries), subset), expected[:, subset], atol=1e-4)
 
-    index = EmbeddedVectorIndex(tmp_path, manifest, num_threads=threads, residency=residency)
+    index = EmbeddedVectorIndex(tmp_path, manifest, num_threads=threads, residency=residency, use_kernel=use_kernel)
     indices, best = index.exact(queries, 4)
     for row, query_scores in enumerate(expected):
         order = sorted(range(len(pages)), key=lambda i: (-query_scores[i], i))[:4]
@@ -140,9 +153,13 @@ def test_unknown_residency_is_refused(make_pages):
         MaxSimScorer([pages[0]], [[3]], residency="bf16")
     with pytest.raises(ValueError, match="residency must be one of"):
         SearchSettings(residency="bf16")
-    fp32 = MaxSimScorer([pages[0]], [[3]], residency="fp32")
-    assert fp32.resident_bytes == 3 * DIM * 4
-    assert MaxSimScorer([pages[0]], [[3]], residency="fp16").resident_bytes == 0
+    # The torch path holds the vectors as they are; the kernel's panels pad each page to a multiple of 16 vectors.
+    for use_kernel, vectors in [(False, 3), (True, 16)][: len(KERNELS)]:
+        resident = {
+            residency: MaxSimScorer([pages[0]], [[3]], residency=residency, use_kernel=use_kernel).resident_bytes
+            for residency in ("fp16", "fp32", "mmap")
+        }
+        assert resident == {"fp16": vectors * DIM * 2, "fp32": vectors * DIM * 4, "mmap": 0}
 
 
 def test_top_k_breaks_ties_by_lower_index():

@@ -1,0 +1,80 @@
+"""The fused MaxSim kernel equals the float64 definition on awkward sizes, and the scorer falls back to torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from search_engine import maxsim
+from search_engine.maxsim import PANEL_LANES, MaxSimScorer, kernel_available, maxsim_reference, pad_queries
+
+needs_kernel = pytest.mark.skipif(not kernel_available(), reason="fused kernel not built or no AVX-512F/FMA/F16C")
+
+
+def _corpus(rng: np.random.Generator, lengths: list[int], dim: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    pages = [rng.standard_normal((n, dim)).astype(np.float16) for n in lengths]
+    return np.concatenate(pages), pages
+
+
+# Page lengths below, at and above a tile of 16 vectors, with runs of equal lengths and singletons.
+LENGTHS = [1, 15, 16, 17, 17, 17, 33, 100, 100, 47]
+
+
+@needs_kernel
+@pytest.mark.parametrize("dim", [128, 40])
+@pytest.mark.parametrize("residency", ["fp16", "fp32", "mmap"])
+def test_kernel_equals_the_definition_for_odd_sizes(dim: int, residency: str):
+    rng = np.random.default_rng(dim)
+    shard, pages = _corpus(rng, LENGTHS, dim)
+    # 1..40 query vectors: one block, a full block of 14, uneven splits (15, 25, 29) and several blocks.
+    queries = [rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim) for n in (1, 7, 14, 15, 25, 29, 40)]
+    expected = np.array([[maxsim_reference(q, p) for p in pages] for q in queries])
+    for threads in (1, 2):
+        scorer = MaxSimScorer([shard], [LENGTHS], num_threads=threads, residency=residency, use_kernel=True)
+        # One query per call (a single block or two) and all of them in one batch (more than 4 blocks).
+        single = np.concatenate([scorer.scores(pad_queries([q])) for q in queries])
+        np.testing.assert_allclose(single, expected, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(scorer.scores(pad_queries(queries)), expected, rtol=0, atol=1e-4)
+        subset = np.array([9, 3, 3, 0, 6])
+        np.testing.assert_allclose(scorer.scores_of(pad_queries(queries), subset), expected[:, subset], atol=1e-4)
+
+
+@needs_kernel
+def test_kernel_and_torch_path_agree_with_negative_scores():
+    # All dot products negative: the zero-padded lanes of a page's last tile must never win the max.
+    rng = np.random.default_rng(7)
+    shard, pages = _corpus(rng, [5, 21], 32)
+    shard = np.abs(shard)
+    query = -np.abs(rng.standard_normal((1, 3, 32)).astype(np.float32))
+    kernel = MaxSimScorer([shard], [[5, 21]], use_kernel=True).scores(query)
+    torch_path = MaxSimScorer([shard], [[5, 21]], use_kernel=False).scores(query)
+    expected = [maxsim_reference(query[0], shard[:5]), maxsim_reference(query[0], shard[5:])]
+    assert max(expected) < 0
+    np.testing.assert_allclose(kernel[0], expected, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(torch_path[0], expected, rtol=0, atol=1e-4)
+
+
+@needs_kernel
+def test_kernel_refuses_pages_outside_its_buffer():
+    dim = 8
+    panels = np.zeros(PANEL_LANES * dim, dtype=np.float16)
+    query_t = np.zeros((dim, 2), dtype=np.float32)
+    maxes = np.zeros((1, 2), dtype=np.float32)
+    lengths = np.array([17], dtype=np.int64)  # two tiles, but the buffer holds one
+    with pytest.raises(ValueError, match="page 0 lies outside the panel buffer"):
+        maxsim._kernel.score_panels(query_t, 2, dim, panels, True, np.zeros(1, np.int64), lengths, maxes)
+    with pytest.raises(ValueError, match="offsets, lengths and maxes disagree"):
+        maxsim._kernel.score_panels(query_t, 2, dim, panels, True, np.zeros(1, np.int64), lengths, maxes[:, :1])
+
+
+def test_without_the_kernel_the_torch_path_scores_and_requiring_it_fails(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(maxsim, "_kernel", None)
+    assert not kernel_available()
+    rng = np.random.default_rng(3)
+    shard, pages = _corpus(rng, [17, 3], 24)
+    query = rng.standard_normal((1, 4, 24)).astype(np.float32)
+    scorer = MaxSimScorer([shard], [[17, 3]], residency="fp16")
+    assert not scorer.uses_kernel
+    np.testing.assert_allclose(scorer.scores(query)[0], [maxsim_reference(query[0], p) for p in pages], atol=1e-4)
+    with pytest.raises(RuntimeError, match="fused MaxSim kernel is not available"):
+        MaxSimScorer([shard], [[17, 3]], use_kernel=True)
