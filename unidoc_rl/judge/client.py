@@ -194,7 +194,7 @@ class OpenAIJudge(ResilientJudge):
         self.template = load_template(settings.prompt_template)
 
     def _open_transport(self) -> openai.AsyncOpenAI:
-        # One pooled connection per concurrent request, kept between reward steps.
+        # One pooled connection per concurrent request, reused for as long as the judge keeps it alive.
         pool = self.settings.max_concurrency
         limits = httpx2.Limits(max_connections=pool, max_keepalive_connections=pool)
         return openai.AsyncOpenAI(
