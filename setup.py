@@ -17,7 +17,7 @@ setup(
         "Train vision-language models as visual-RAG agents over document page images "
         "(search, select, crop, answer) with SFT and GRPO."
     ),
-    python_requires=">=3.10,<3.13",
+    python_requires=">=3.11,<3.13",
     packages=find_packages(include=["unidoc_rl*", "search_engine*", "synthetic_data*"]),
     include_package_data=True,
     package_data={"unidoc_rl": ["**/*.yaml", "**/*.txt", "**/*.jinja"]},
