@@ -184,8 +184,9 @@ class _Workspace(threading.local):
 class MaxSimScorer:
     """Exact MaxSim of query batches against the pages of a multi-shard corpus (all of them, or a chosen few).
 
-    `use_kernel`: None picks the fused kernel where it is available, False forces the torch path, True requires the
-    kernel (RuntimeError where it is not built or the CPU cannot run it)."""
+    `use_kernel`: None picks the fused kernel where it is available for a resident copy (with "mmap" residency the
+    torch path is faster: re-laying pages out as panels on every call costs more than the kernel saves), False
+    forces the torch path, True requires the kernel (RuntimeError where it is not built or the CPU cannot run it)."""
 
     def __init__(
         self,
@@ -213,7 +214,7 @@ class MaxSimScorer:
                 )
         self.dim = dims.pop() if dims else 0
         self.residency = residency
-        self.uses_kernel = kernel_available() if use_kernel is None else bool(use_kernel)
+        self.uses_kernel = kernel_available() and residency != "mmap" if use_kernel is None else bool(use_kernel)
         counts = [np.asarray(c, dtype=np.int64) for c in token_counts]
         self.num_pages = int(sum(len(c) for c in counts))
         self._runs = plan_runs(counts)

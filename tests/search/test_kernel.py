@@ -78,3 +78,12 @@ def test_without_the_kernel_the_torch_path_scores_and_requiring_it_fails(monkeyp
     np.testing.assert_allclose(scorer.scores(query)[0], [maxsim_reference(query[0], p) for p in pages], atol=1e-4)
     with pytest.raises(RuntimeError, match="fused MaxSim kernel is not available"):
         MaxSimScorer([shard], [[17, 3]], use_kernel=True)
+
+
+def test_automatic_choice_uses_the_kernel_for_resident_copies_only():
+    shard, _ = _corpus(np.random.default_rng(4), [3], 8)
+    chosen = {
+        residency: MaxSimScorer([shard], [[3]], residency=residency).uses_kernel
+        for residency in ("fp16", "fp32", "mmap")
+    }
+    assert chosen == {"fp16": kernel_available(), "fp32": kernel_available(), "mmap": False}
