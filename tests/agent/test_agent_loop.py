@@ -201,6 +201,10 @@ async def test_turn_budget_ends_the_episode(kit, policy_path, processor, static_
     last_prompt = processor.tokenizer.decode(client.calls[2].prompt_ids)
     assert last_prompt.endswith(prompts.LAST_TURN_NOTE + "<|im_end|>\n<|im_start|>assistant\n")
     assert prompts.LAST_TURN_NOTE not in processor.tokenizer.decode(client.calls[1].prompt_ids)
+    # The last search is recorded, but no turn would read its results: the sequence ends with the last action.
+    row = kit.unpadded(output)
+    assert processor.tokenizer.decode(row["response"]).endswith("<search>nothing</search><|im_end|>")
+    assert row["mask"][-1] == 0 and row["mask"][-2] == 1
 
 
 async def test_image_budget_forces_a_final_answer(kit, policy_path, processor, static_search):

@@ -81,6 +81,25 @@ async def test_text_positions_match_verls_on_padded_rows(kit, policy_path, proce
     assert mine == theirs == {}
 
 
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("tokens", [[], [7], [5, 6, 7, 8], list(range(3, 15))])
+def test_padding_matches_verls_tokenizer_padding(kit, policy_path, processor, static_search, side, tokens):
+    url, _ = static_search(RESULTS)
+    config = kit.make_config(policy_path, url)
+    workers = [
+        build_agent_loop_worker(config, kit.ScriptedLLMClient(processor.tokenizer, []), processor, worker_class=cls)
+        for cls in (UniDocAgentLoopWorker, AgentLoopWorker)
+    ]
+    for with_mask in (True, False):
+        ours, verls = (
+            worker._pad_token_ids(tokens, max_length=10, padding_side=side, return_attention_mask=with_mask)
+            for worker in workers
+        )
+        assert sorted(ours) == sorted(verls)
+        for key in verls:
+            assert torch.equal(ours[key], verls[key]), (key, ours[key], verls[key])
+
+
 async def test_a_reusable_agent_loop_is_built_once_per_worker(kit, policy_path, processor, static_search, monkeypatch):
     url, _ = static_search(RESULTS)
     built = []

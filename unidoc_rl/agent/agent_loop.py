@@ -140,6 +140,11 @@ class UniDocAgentLoop(AgentLoopBase):
                 state.record.actions.append(action.kind)
                 await self._final_answer(tokens, state, budget_reason, sampling_params, request_id, metrics, counters)
                 break
+            if state.turns_left <= 0:
+                # No assistant turn would read the observation: the action counts, its rendering is skipped.
+                commit()
+                state.finish(FinishReason.MAX_TURNS)
+                break
             if not await self._append_observation(tokens, observation):
                 if not observation.reports_invalid:
                     state.record.actions.append(action.kind)
