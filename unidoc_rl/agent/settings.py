@@ -7,6 +7,7 @@ from typing import Any
 
 from unidoc_rl.agent.state import EpisodeLimits
 from unidoc_rl.agent.vision import CoordinateConvention, PixelBudget
+from unidoc_rl.settings_keys import reject_unknown_keys
 
 
 @dataclass(frozen=True)
@@ -30,11 +31,8 @@ class AgentSettings:
     @classmethod
     def from_mapping(cls, raw: Any) -> AgentSettings:
         values = dict(raw or {})
-        known = {item.name for item in fields(cls)}
-        unknown = sorted(set(values) - known - {item.name for item in fields(EpisodeLimits)})
-        if unknown:
-            raise ValueError(f"unknown unidoc_agent settings: {unknown}")
         limit_names = {item.name for item in fields(EpisodeLimits)}
+        reject_unknown_keys(values, {item.name for item in fields(cls)} | limit_names, "unidoc_agent")
         limits = EpisodeLimits(**{name: values.pop(name) for name in list(values) if name in limit_names})
         if "convention" in values:
             values["convention"] = CoordinateConvention(values["convention"])

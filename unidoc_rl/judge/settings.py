@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 
 from unidoc_rl.rewards.answer_match import RuleScorer
+from unidoc_rl.settings_keys import reject_unknown_keys
 
 
 class JudgeBackend(StrEnum):
@@ -67,8 +68,5 @@ class JudgeSettings:
     @classmethod
     def from_mapping(cls, values: Mapping | None) -> JudgeSettings:
         values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown judge settings {unknown}; known: {sorted(known)}")
+        reject_unknown_keys(values, (f.name for f in fields(cls)), "judge")
         return cls(**values)

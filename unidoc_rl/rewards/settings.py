@@ -8,6 +8,7 @@ from enum import StrEnum
 
 from unidoc_rl.judge.settings import JudgeSettings
 from unidoc_rl.rewards.presets import RewardPreset, get_preset
+from unidoc_rl.settings_keys import reject_unknown_keys
 
 
 class AnswerScorer(StrEnum):
@@ -41,10 +42,7 @@ class RewardSettings:
     def from_mapping(cls, values: Mapping | None) -> RewardSettings:
         """From a plain mapping or an OmegaConf node (e.g. `config.reward.reward_kwargs`)."""
         values = _to_plain(values) or {}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown reward settings {unknown}; known: {sorted(known)}")
+        reject_unknown_keys(values, (f.name for f in fields(cls)), "reward")
         judge = JudgeSettings.from_mapping(values.pop("judge", None))
         weights = dict(values.pop("weights", None) or {})
         return cls(judge=judge, weights=weights, **values)

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from verl.protocol import DataProto
 
 from unidoc_rl.episode import EpisodeRecord
+from unidoc_rl.settings_keys import reject_unknown_keys
 from unidoc_rl.trainer.checkpoint import (
     TrainerState,
     latest_checkpoint,
@@ -69,9 +70,7 @@ class LocalTrainerSettings:
     @classmethod
     def from_config(cls, section: Any) -> LocalTrainerSettings:
         values = dict(section or {})
-        unknown = sorted(set(values) - {item.name for item in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown local_trainer settings: {unknown}")
+        reject_unknown_keys(values, (item.name for item in fields(cls)), "local_trainer")
         return cls(**values)
 
 
