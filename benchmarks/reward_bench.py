@@ -122,27 +122,16 @@ def build_workload(trajectories: int, duplicated: bool, seed: int) -> Workload:
 def as_trajectory(episode: EpisodeRecord, truth: GroundTruth):
     """One finished trajectory (a DataProto) as verl's agent-loop worker hands it to a reward-loop worker."""
     import numpy as np
-    import torch
-    from tensordict import TensorDict
-    from verl import DataProto
 
-    prompt, response = torch.tensor([[3, 3, 2]]), torch.tensor([[2, 2, 0]])
+    from unidoc_rl.testing.trajectories import reward_worker_trajectory
+
     non_tensor = {
         "data_source": np.array(["bench"]),
         "reward_model": np.array([{"style": "rule", "ground_truth": truth.to_dict()}]),
         "extra_info": np.array([{"index": int(episode.uid)}]),
         "tool_extra_fields": np.array([{"episode": episode.to_dict()}], dtype=object),
     }
-    batch = TensorDict(
-        {
-            "prompts": prompt,
-            "responses": response,
-            "input_ids": torch.cat([prompt, response], dim=1),
-            "attention_mask": torch.ones(1, 6, dtype=torch.int64),
-        },
-        batch_size=1,
-    )
-    return DataProto(batch=batch, non_tensor_batch=non_tensor)
+    return reward_worker_trajectory(non_tensor)
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hydra import compose, initialize_config_module
-from tensordict import TensorDict
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 from verl import DataProto
@@ -17,6 +15,7 @@ from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
 
 from unidoc_rl.rewards.verl_manager import MissingEpisodeError, UniDocRewardManager
+from unidoc_rl.testing.trajectories import reward_worker_trajectory
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -45,7 +44,6 @@ def trainer_config(preset_file: str, tokenizer_dir: Path, judge_url: str):
 
 def trajectory(episode: dict | None, ground_truth: dict, streaming: bool = True) -> DataProto:
     """One finished trajectory shaped as verl's agent-loop worker sends it to a reward worker."""
-    prompt, response = torch.tensor([[3, 3, 2]]), torch.tensor([[2, 2, 0]])
     extra_fields = {} if episode is None else {"episode": episode}
     non_tensor = {
         "data_source": np.array(["slidevqa"]),
@@ -62,16 +60,7 @@ def trajectory(episode: dict | None, ground_truth: dict, streaming: bool = True)
             column = np.empty(1, dtype=object)
             column[0] = value
             non_tensor[key] = column
-    batch = TensorDict(
-        {
-            "prompts": prompt,
-            "responses": response,
-            "input_ids": torch.cat([prompt, response], dim=1),
-            "attention_mask": torch.ones(1, 6, dtype=torch.int64),
-        },
-        batch_size=1,
-    )
-    return DataProto(batch=batch, non_tensor_batch=non_tensor)
+    return reward_worker_trajectory(non_tensor)
 
 
 async def test_reward_loop_worker_scores_with_unidoc_preset(
