@@ -45,7 +45,8 @@ from unidoc_rl.compat import load_policy_processor
 
 VERL_CONFIG_NAME = "ppo_trainer"
 TEXT_ROPE_MODEL_TYPES = frozenset({"qwen2_vl", "qwen2_5_vl"})
-"""Models whose M-RoPE positions for text alone are the running count of attended tokens on every axis."""
+"""Models whose processor yields only a token-type marker for text alone and whose M-RoPE positions for text
+alone are the running count of attended tokens on every axis; other models take verl's general path."""
 
 
 def compose_verl_config(overrides: list[str] | None = None, extra: dict[str, Any] | None = None) -> DictConfig:
@@ -141,10 +142,14 @@ class UniDocAgentLoopWorker(AgentLoopWorker):
 
     def _compute_multi_modal_inputs(self, output, input_ids) -> dict[str, torch.Tensor]:
         media = output.multi_modal_data or {}
-        if self.processor is None or any(media.get(kind) for kind in ("images", "videos", "audios")):
+        if (
+            self.processor is None
+            or self.hf_model_type not in TEXT_ROPE_MODEL_TYPES
+            or any(media.get(kind) for kind in ("images", "videos", "audios"))
+        ):
             return super()._compute_multi_modal_inputs(output, input_ids)
-        # What the processor returns for text alone once verl drops its ids and mask: the token-type marker, whose
-        # presence (not value) makes verl derive M-RoPE positions from the token ids.
+        # What a Qwen2/2.5-VL processor returns for text alone once verl drops its ids and mask: the token-type
+        # marker, whose presence (not value) makes verl derive M-RoPE positions from the token ids.
         return {"mm_token_type_ids": torch.zeros_like(input_ids)}
 
     def _compute_position_ids(self, input_ids, attention_mask, multi_modal_inputs, mm_processor_kwargs=None):
