@@ -6,7 +6,7 @@ dominate CPU rollouts of short turns (about 20 ms and 9 ms per trajectory):
 - verl builds a new agent loop through `hydra.utils.instantiate` for every trajectory. Agent loops that declare
   `reusable = True` (they keep no per-episode state on the instance) are built once per worker and name.
 - verl re-runs the processor over the decoded text of every finished trajectory to collect multi-modal inputs.
-  For a trajectory without images, videos or audio it yields nothing but a placeholder that tells verl to
+  For a Qwen2/2.5-VL trajectory without images, videos or audio it yields nothing but a placeholder that tells verl to
   derive M-RoPE positions from the token ids; the worker supplies that placeholder directly.
 - For such a trajectory of a Qwen2-VL/Qwen2.5-VL model, `get_rope_index` (a Python loop over token groups)
   reduces to one position per attended token on all three M-RoPE axes; the worker fills that in directly.
