@@ -59,6 +59,7 @@ async def test_search_select_crop_answer_is_token_exact(kit, policy_path, proces
     row = kit.unpadded(output)
     tokenizer = processor.tokenizer
     image_pad = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    video_pad = tokenizer.convert_tokens_to_ids("<|video_pad|>")
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     full = row["prompt"] + row["response"]
 
@@ -91,6 +92,7 @@ async def test_search_select_crop_answer_is_token_exact(kit, policy_path, proces
         assert all(a is b for a, b in zip(call.images, final_images, strict=False))
         assert call.prompt_ids.count(image_pad) == sum(image_token_count(image) for image in call.images)
         assert call.sampling_params["stop"] == ["</search>", "</select>", "</bbox>", "</answer>"]
+        assert call.sampling_params["logit_bias"] == {image_pad: -100.0, video_pad: -100.0}
     assert [image.size for image in final_images[:4]] == [display] * 4
     assert np.array_equal(np.asarray(final_images[0]), np.asarray(pages["report_2"].resize(display, Image.BICUBIC)))
     assert final_images[3] is final_images[1]  # the selected page is Image 1, shown again alone

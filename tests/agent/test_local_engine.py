@@ -81,6 +81,20 @@ async def test_greedy_is_deterministic_and_stops_at_stop_strings_and_max_tokens(
     assert short.token_ids == tokens[:3] and short.log_probs is None
 
 
+async def test_logit_bias_bans_and_forces_tokens(engine):
+    ids = render(engine, "Find the revenue.", [])
+    greedy = {"temperature": 0, "max_tokens": 4, "logprobs": True}
+    plain = (await engine.generate("a", prompt_ids=ids, sampling_params=greedy)).token_ids
+    banned = await engine.generate("b", prompt_ids=ids, sampling_params={**greedy, "logit_bias": {plain[0]: -100.0}})
+    assert banned.token_ids[0] != plain[0]
+    forced_token = 300
+    forced = await engine.generate("c", prompt_ids=ids, sampling_params={**greedy, "logit_bias": {forced_token: 100}})
+    assert forced.token_ids == [forced_token] * 4
+    # Reported log-probs stay those of the model's own distribution, as with vLLM's raw log-probs.
+    expected = teacher_forced_log_probs(engine, ids, [], forced.token_ids)
+    assert torch.allclose(torch.tensor(forced.log_probs), expected, atol=1e-4)
+
+
 async def test_image_token_mismatch_is_a_clear_error(engine, pages):
     image = to_display(pages["report_1"], BUDGET)
     ids = render(engine, "Look.", [image])

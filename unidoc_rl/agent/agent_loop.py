@@ -44,6 +44,8 @@ from unidoc_rl.episode import EpisodeRecord, FinishReason
 logger = logging.getLogger(__name__)
 
 SETTINGS_KEY = "unidoc_agent"
+PLACEHOLDER_BIAS = -100.0
+"""Logit bias for image/video placeholder tokens (the floor of OpenAI-style logit_bias ranges)."""
 PROMPT_CACHE_SIZE = 256
 """Rendered prompts kept per agent loop: a GRPO group's trajectories share one prompt."""
 
@@ -85,6 +87,12 @@ class UniDocAgentLoop(AgentLoopBase):
         size = self.processor.image_processor.size
         self.budget: PixelBudget = self.settings.pixel_budget(size["shortest_edge"], size["longest_edge"])
         self.im_end_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        # A sampled image/video placeholder would desynchronize tokens and pixel features in every later pass, so
+        # each turn asks the engine (vLLM or the local one) never to sample them.
+        placeholders = {getattr(self.processor, name, None) for name in ("image_token", "video_token")} - {None}
+        self.placeholder_bias = {
+            int(self.tokenizer.convert_tokens_to_ids(text)): PLACEHOLDER_BIAS for text in placeholders
+        }
         self._prompt_ids: OrderedDict[str, asyncio.Future] = OrderedDict()
 
     # --- verl entry point ----------------------------------------------------------------------------------
@@ -168,7 +176,13 @@ class UniDocAgentLoop(AgentLoopBase):
         room = self._room(tokens)
         if room < self.settings.min_turn_tokens:
             return None
-        params = {**sampling_params, "max_tokens": room, "stop": list(STOP_STRINGS), "include_stop_str_in_output": True}
+        params = {
+            **sampling_params,
+            "max_tokens": room,
+            "stop": list(STOP_STRINGS),
+            "include_stop_str_in_output": True,
+            "logit_bias": dict(self.placeholder_bias),
+        }
         started = time.perf_counter()
         output = await self.server_manager.generate(
             request_id=request_id,

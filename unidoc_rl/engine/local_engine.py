@@ -42,6 +42,8 @@ class SamplingSettings:
     top_k: int | None = None
     repetition_penalty: float = 1.0
     stop: tuple[str, ...] = ()
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    """(token id, bias) pairs added to the logits before sampling, like vLLM's `logit_bias`."""
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> SamplingSettings:
@@ -52,6 +54,9 @@ class SamplingSettings:
             top_k=int(top_k) if top_k is not None and int(top_k) > 0 else None,
             repetition_penalty=float(params.get("repetition_penalty", 1.0) or 1.0),
             stop=tuple(params.get("stop") or ()),
+            logit_bias=tuple(
+                sorted((int(token), float(bias)) for token, bias in (params.get("logit_bias") or {}).items())
+            ),
         )
 
     @property
@@ -332,6 +337,8 @@ class LocalEngine(LLMServerClient):
             "repetition_penalty": settings.repetition_penalty,
             "suppress_tokens": self.suppressed_ids,
         }
+        if settings.logit_bias:
+            generation["sequence_bias"] = {(token,): bias for token, bias in settings.logit_bias}
         if not settings.greedy:
             sampler = PerRequestSampler([request.generator for request in batch], settings)
             generation["logits_processor"] = LogitsProcessorList([sampler])
