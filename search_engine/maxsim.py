@@ -71,25 +71,24 @@ class PageRun:
         return self.token_start + self.num_pages * self.page_len
 
 
+def page_layout(token_counts_per_shard: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per page of the corpus: its shard, its first row in that shard and its vector count."""
+    counts = [np.asarray(c, dtype=np.int64) for c in token_counts_per_shard]
+    for shard, shard_counts in enumerate(counts):
+        if np.any(shard_counts <= 0):
+            raise ValueError(f"shard {shard}: every page needs at least one vector")
+    page_shard = np.concatenate(
+        [np.full(len(c), i, dtype=np.int64) for i, c in enumerate(counts)] or [np.zeros(0, np.int64)]
+    )
+    page_token_start = np.concatenate([np.cumsum(c) - c for c in counts] or [np.zeros(0, np.int64)])
+    page_len = np.concatenate(counts or [np.zeros(0, np.int64)])
+    return page_shard, page_token_start, page_len
+
+
 def plan_runs(token_counts_per_shard: list[np.ndarray]) -> list[PageRun]:
     """Maximal runs of consecutive pages of equal length within each shard."""
-    runs: list[PageRun] = []
-    page_offset = 0
-    for shard, counts in enumerate(token_counts_per_shard):
-        counts = np.asarray(counts, dtype=np.int64)
-        if np.any(counts <= 0):
-            raise ValueError(f"shard {shard}: every page needs at least one vector")
-        token = 0
-        index = 0
-        while index < len(counts):
-            stop = index + 1
-            while stop < len(counts) and counts[stop] == counts[index]:
-                stop += 1
-            runs.append(PageRun(shard, token, page_offset + index, stop - index, int(counts[index])))
-            token += (stop - index) * int(counts[index])
-            index = stop
-        page_offset += len(counts)
-    return runs
+    layout = page_layout(token_counts_per_shard)
+    return runs_of_pages(np.arange(len(layout[0])), *layout)
 
 
 def split_runs(runs: list[PageRun], max_pages) -> list[PageRun]:
@@ -215,14 +214,9 @@ class MaxSimScorer:
         self.dim = dims.pop() if dims else 0
         self.residency = residency
         self.uses_kernel = kernel_available() and residency != "mmap" if use_kernel is None else bool(use_kernel)
-        counts = [np.asarray(c, dtype=np.int64) for c in token_counts]
-        self.num_pages = int(sum(len(c) for c in counts))
-        self._runs = plan_runs(counts)
-        self._page_len = np.concatenate(counts or [np.zeros(0, np.int64)])
-        self._page_shard = np.concatenate([np.full(len(c), i) for i, c in enumerate(counts)] or [np.zeros(0, int)])
-        self._page_token_start = np.concatenate([np.cumsum(c) - c for c in counts] or [np.zeros(0, np.int64)]).astype(
-            np.int64
-        )
+        self._page_shard, self._page_token_start, self._page_len = page_layout(token_counts)
+        self.num_pages = len(self._page_len)
+        self._runs = runs_of_pages(np.arange(self.num_pages), self._page_shard, self._page_token_start, self._page_len)
         panel_sizes = -(-self._page_len // PANEL_LANES) * PANEL_LANES * self.dim
         self._panel_offset = (np.cumsum(panel_sizes) - panel_sizes).astype(np.int64)
         self._num_threads = max(1, num_threads or default_num_threads())
