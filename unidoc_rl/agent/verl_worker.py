@@ -1,7 +1,7 @@
 """The project's verl agent-loop worker, and running it in-process (local trainer, tests, benchmarks, demo).
 
-`UniDocAgentLoopWorker` is verl's `AgentLoopWorker` with two per-trajectory costs removed, both measured to
-dominate CPU rollouts of short turns (about 20 ms and 9 ms per trajectory):
+`UniDocAgentLoopWorker` is verl's `AgentLoopWorker` without per-trajectory costs measured to dominate CPU rollouts
+of short turns (together about 40 ms per trajectory):
 
 - verl builds a new agent loop through `hydra.utils.instantiate` for every trajectory. Agent loops that declare
   `reusable = True` (they keep no per-episode state on the instance) are built once per worker and name.
@@ -142,11 +142,7 @@ class UniDocAgentLoopWorker(AgentLoopWorker):
 
     def _compute_multi_modal_inputs(self, output, input_ids) -> dict[str, torch.Tensor]:
         media = output.multi_modal_data or {}
-        if (
-            self.processor is None
-            or self.hf_model_type not in TEXT_ROPE_MODEL_TYPES
-            or any(media.get(kind) for kind in ("images", "videos", "audios"))
-        ):
+        if not self._text_rope_model() or any(media.get(kind) for kind in ("images", "videos", "audios")):
             return super()._compute_multi_modal_inputs(output, input_ids)
         # What a Qwen2/2.5-VL processor returns for text alone once verl drops its ids and mask: the token-type
         # marker, whose presence (not value) makes verl derive M-RoPE positions from the token ids.
@@ -164,8 +160,14 @@ class UniDocAgentLoopWorker(AgentLoopWorker):
         vision[:, valid] = count
         return torch.cat((text, vision)).unsqueeze(0)  # (1, 4, seq_len): verl's text row, then M-RoPE t/h/w
 
+    def _text_rope_model(self) -> bool:
+        """Whether the shortcuts for text-only trajectories hold for this model (see TEXT_ROPE_MODEL_TYPES)."""
+        return (
+            self.hf_model_type in TEXT_ROPE_MODEL_TYPES and getattr(self.processor, "get_rope_index", None) is not None
+        )
+
     def _text_only(self, input_ids: torch.Tensor, multi_modal_inputs: dict[str, Any]) -> bool:
-        if self.hf_model_type not in TEXT_ROPE_MODEL_TYPES or getattr(self.processor, "get_rope_index", None) is None:
+        if not self._text_rope_model():
             return False
         if any(multi_modal_inputs.get(key) is not None for key in ("image_grid_thw", "video_grid_thw")):
             return False

@@ -149,10 +149,9 @@ class StopAtStrings(StoppingCriteria):
 def stop_candidate_table(tokenizer, stop: tuple[str, ...], vocab_size: int) -> torch.Tensor:
     """For each token id, whether its text contains the last character of one of the stop strings."""
     last_chars = {text[-1] for text in stop}
+    texts = tokenizer.batch_decode([[token_id] for token_id in range(min(vocab_size, len(tokenizer)))])
     table = torch.zeros(vocab_size, dtype=torch.bool)
-    for token_id in range(vocab_size):
-        text = tokenizer.decode([token_id]) if token_id < len(tokenizer) else ""
-        table[token_id] = any(char in text for char in last_chars)
+    table[: len(texts)] = torch.tensor([any(char in text for char in last_chars) for text in texts], dtype=torch.bool)
     return table
 
 
@@ -285,10 +284,11 @@ class LocalEngine(LLMServerClient):
     async def _collect_arrivals(self, loop: asyncio.AbstractEventLoop) -> None:
         """Waits while requests keep arriving, until the batch is full or the oldest has waited long enough."""
         deadline = loop.time() + self.batch_max_wait_s
-        seen = -1
-        while seen != len(self._pending) < self.max_batch_size and loop.time() < deadline:
-            seen = len(self._pending)
+        while len(self._pending) < self.max_batch_size and loop.time() < deadline:
+            arrived = len(self._pending)
             await asyncio.sleep(min(self.batch_wait_s, max(0.0, deadline - loop.time())))
+            if len(self._pending) == arrived:
+                return
 
     def _check_images(self, request: _Request) -> None:
         expected = request.prompt_ids.count(self.image_token_id)

@@ -1,9 +1,8 @@
 """Append-only JSON Lines logs (trajectories, metrics) that survive a crash mid-write.
 
 Each call writes complete lines in one `write`, then flushes and fsyncs (`write_many`: one fsync for a step's
-records). Opening a log truncates a
-trailing partial line left by a crash, and `truncate_after_step` drops records of steps a resumed run will redo,
-so a resumed run's log has no duplicates.
+records). Opening a log truncates a trailing partial line left by a crash, and `truncate_after_step` drops records
+of steps a resumed run will redo, so a resumed run's log has no duplicates.
 """
 
 from __future__ import annotations
