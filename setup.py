@@ -32,6 +32,8 @@ setup(
         "hydra-core>=1.3",
         "omegaconf>=2.3",
         "openai>=1.40",
+        # openai's own HTTP client package: the judge sizes its connection pool with httpx2.Limits.
+        "httpx2",
         "httpx>=0.27",
         "tqdm",
     ],
