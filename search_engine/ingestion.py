@@ -28,7 +28,6 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from search_engine.atomic import remove_stale_temporaries  # noqa: E402
 from search_engine.bm25_index import BM25_MODEL, DEFAULT_BM25_SETTINGS  # noqa: E402
 from search_engine.corpus import (  # noqa: E402
     PAGES_DIRNAME,
@@ -51,6 +50,7 @@ from search_engine.manifest import (  # noqa: E402
 )
 from search_engine.pooling import DEFAULT_POOL_SIZE, pool_pages  # noqa: E402
 from search_engine.shards import load_texts, load_vectors, referenced_files, write_text_shard, write_vector_shard  # noqa: E402
+from unidoc_rl.atomic import remove_stale_temporaries  # noqa: E402
 
 logger = logging.getLogger("search_engine.ingestion")
 

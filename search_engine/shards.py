@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from search_engine.atomic import atomic_write, atomic_write_bytes, sha256_file
 from search_engine.manifest import FileEntry, IndexFormatError, ShardEntry
+from unidoc_rl.atomic import atomic_write, atomic_write_bytes, sha256_file
 
 VECTORS = "vectors.npy"
 POOLED = "pooled.npy"

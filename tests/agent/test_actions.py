@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from unidoc_rl.agent.actions import (
+from unidoc_rl.actions import (
     STOP_STRINGS,
     AnswerAction,
     BBoxAction,

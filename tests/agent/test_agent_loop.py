@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as qwen_smart_resize
 
-from unidoc_rl.agent import prompts
+from unidoc_rl import prompts
 from unidoc_rl.episode import ActionKind, FinishReason
 
 QUESTION = "What is the revenue?"
@@ -30,7 +30,7 @@ def expected_display_size(raw_size):
 
 
 def expected_crop(page: Image.Image, box):
-    """Crop-and-zoom computed independently of unidoc_rl.agent.vision."""
+    """Crop-and-zoom computed independently of unidoc_rl.vision."""
     display_w, display_h = expected_display_size(page.size)
     sx, sy = page.width / display_w, page.height / display_h
     raw = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)

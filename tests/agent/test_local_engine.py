@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from unidoc_rl.agent.vision import PixelBudget, to_display
 from unidoc_rl.engine.local_engine import LocalEngine
+from unidoc_rl.vision import PixelBudget, to_display
 
 BUDGET = PixelBudget(8 * 28 * 28, 64 * 28 * 28)
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from unidoc_rl.agent.settings import AgentSettings
+from unidoc_rl.agent_settings import AgentSettings
 from unidoc_rl.judge.settings import JudgeSettings
 from unidoc_rl.rewards.settings import RewardSettings
 from unidoc_rl.settings_keys import reject_unknown_keys

@@ -5,7 +5,7 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 
 from unidoc_rl.demo import main
 from unidoc_rl.episode import FinishReason
-from unidoc_rl.trainer.run_log import read_jsonl
+from unidoc_rl.jsonl import read_jsonl
 
 
 @pytest.mark.slow

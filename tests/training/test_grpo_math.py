@@ -5,9 +5,9 @@ import pytest
 import torch
 from verl.utils.config import omega_conf_to_dataclass
 
+from unidoc_rl.jsonl import JsonlLog, read_jsonl
 from unidoc_rl.trainer.grpo import grpo_advantages, policy_objective, token_level_rewards
 from unidoc_rl.trainer.local import compose_config
-from unidoc_rl.trainer.run_log import JsonlLog, read_jsonl
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 
 from unidoc_rl.agent.search import StaticSearchBackend, register_inprocess_backend, unregister_inprocess_backend
 from unidoc_rl.data.prepare import prepare, write_parquet
+from unidoc_rl.jsonl import read_jsonl
 from unidoc_rl.trainer.local import LocalTrainer, compose_config
-from unidoc_rl.trainer.run_log import read_jsonl
 
 
 @pytest.fixture(scope="module")

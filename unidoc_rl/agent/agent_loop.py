@@ -25,8 +25,8 @@ from uuid import uuid4
 from PIL import Image
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
 
-from unidoc_rl.agent import prompts
-from unidoc_rl.agent.actions import (
+from unidoc_rl import prompts
+from unidoc_rl.actions import (
     STOP_STRINGS,
     AnswerAction,
     BBoxAction,
@@ -36,10 +36,10 @@ from unidoc_rl.agent.actions import (
     parse_action,
 )
 from unidoc_rl.agent.search import SearchBackend, resolve_backend
-from unidoc_rl.agent.settings import AgentSettings
-from unidoc_rl.agent.state import EpisodeState, PageView
-from unidoc_rl.agent.vision import PixelBudget, crop_and_zoom
+from unidoc_rl.agent_settings import AgentSettings
 from unidoc_rl.episode import EpisodeRecord, FinishReason
+from unidoc_rl.episode_state import EpisodeState, PageView
+from unidoc_rl.vision import PixelBudget, crop_and_zoom
 
 logger = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from search_engine.atomic import atomic_write
-from unidoc_rl.agent.prompts import prompt_messages
-from unidoc_rl.agent.vision import CoordinateConvention
+from unidoc_rl.atomic import atomic_write
+from unidoc_rl.prompts import prompt_messages
 from unidoc_rl.rewards.ground_truth import GroundTruth, GroundTruthError
+from unidoc_rl.vision import CoordinateConvention
 
 logger = logging.getLogger(__name__)
 

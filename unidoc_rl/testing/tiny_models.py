@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from search_engine.atomic import atomic_directory
+from unidoc_rl.atomic import atomic_directory
 
 QWEN_SPECIAL_TOKENS = [
     "<|endoftext|>",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from search_engine.atomic import atomic_directory, atomic_write_bytes
+from unidoc_rl.atomic import atomic_directory, atomic_write_bytes
 
 LATEST = "latest"
 

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from verl.protocol import DataProto
 
 from unidoc_rl.episode import EpisodeRecord
+from unidoc_rl.jsonl import JsonlLog
 from unidoc_rl.settings_keys import reject_unknown_keys
 from unidoc_rl.trainer.checkpoint import (
     TrainerState,
@@ -39,7 +40,6 @@ from unidoc_rl.trainer.checkpoint import (
     save_checkpoint,
 )
 from unidoc_rl.trainer.grpo import grpo_advantages, policy_inputs, policy_objective, response_log_probs
-from unidoc_rl.trainer.run_log import JsonlLog
 
 logger = logging.getLogger(__name__)
 

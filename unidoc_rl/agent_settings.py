@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from unidoc_rl.agent.state import EpisodeLimits
-from unidoc_rl.agent.vision import CoordinateConvention, PixelBudget
+from unidoc_rl.episode_state import EpisodeLimits
 from unidoc_rl.settings_keys import reject_unknown_keys
+from unidoc_rl.vision import CoordinateConvention, PixelBudget
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 from PIL import Image
 
-from unidoc_rl.agent.vision import CoordinateConvention
+from unidoc_rl.vision import CoordinateConvention
 
 ACTION_REMINDER = (
     "Reply with one action: <search>query</search>, <select>index</select>, <bbox>[x1, y1, x2, y2]</bbox> "

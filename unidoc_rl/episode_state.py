@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from unidoc_rl.agent.actions import InvalidAction, InvalidReason
-from unidoc_rl.agent.vision import (
+from unidoc_rl.actions import InvalidAction, InvalidReason
+from unidoc_rl.episode import ActionKind, CropStep, EpisodeRecord, FinishReason, SearchStep
+from unidoc_rl.vision import (
     BoxError,
     CoordinateConvention,
     MappedBox,
@@ -20,7 +21,6 @@ from unidoc_rl.agent.vision import (
     model_box_to_raw,
     to_display,
 )
-from unidoc_rl.episode import ActionKind, CropStep, EpisodeRecord, FinishReason, SearchStep
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from search_engine.atomic import atomic_write_bytes
+from unidoc_rl.atomic import atomic_write_bytes
 
 
 class JsonlLog:
