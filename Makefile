@@ -11,7 +11,7 @@ REQUIREMENTS := setup.py pyproject.toml constraints.txt requirements_search.txt 
 	requirements_dev.txt requirements_nodeps.txt
 PYTEST_ARGS ?=
 
-.PHONY: install test demo lint corpus tiny-models clean-venv
+.PHONY: install test demo lint corpus tiny-models clean-venv browser
 
 install: $(STAMP)
 
@@ -26,8 +26,12 @@ $(STAMP): $(BIN)/python $(REQUIREMENTS)
 	$(BIN)/python scripts/check_environment.py
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian's Chromium for the viewer's browser tests (Playwright drives it; its own browser download is not used).
+browser:
+	@test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
 # Renders and indexes the sample corpus, serves search on loopback, trains the tiny policy for a few GRPO steps.
 demo: $(STAMP)
