@@ -8,6 +8,7 @@ Lines that are not JSON or not an episode are counted and reported, never fatal.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from unidoc_rl.viewer.query import order_components
 from unidoc_rl.viewer.records import EpisodeEntry, EpisodeSummary, RecordError, SampleInfo, parse_entry, summarize
 
 logger = logging.getLogger("unidoc_rl.viewer")
@@ -65,6 +67,23 @@ def find_files(run_dir: Path, names: tuple[str, ...]) -> list[Path]:
     return sorted(found, key=lambda path: (len(path.relative_to(run_dir).parts), str(path)))
 
 
+@dataclass(frozen=True)
+class Facets:
+    """The values the list's filter menus offer, over every indexed episode."""
+
+    finish_reasons: tuple[str, ...]
+    categories: tuple[str, ...]
+    components: tuple[str, ...]
+    """Reward components in display order."""
+
+
+FINISH_ORDER = ("answered", "max_turns", "max_images", "max_model_len", "no_action", "unfinished")
+
+
+def _finish_order(reason: str) -> tuple[int, str]:
+    return (FINISH_ORDER.index(reason) if reason in FINISH_ORDER else len(FINISH_ORDER), reason)
+
+
 class EpisodeIndex:
     def __init__(self, run_dir: Path, samples: SampleInfo | None = None):
         self.run_dir = run_dir
@@ -74,11 +93,37 @@ class EpisodeIndex:
             for number, path in enumerate(find_files(run_dir, EPISODE_LOG_NAMES))
         ]
         self._lock = threading.Lock()
+        self._cache: tuple | None = None
+        self._rows: list[EpisodeSummary] = []
+        self._facets = Facets((), (), ())
         self.refresh()
+
+    def _current(self) -> None:
+        state = tuple((log.identity, log.end, len(log.rows)) for log in self.logs)
+        if state == self._cache:
+            return
+        rows = [row for log in self.logs for row in log.rows]
+        finishes = {row.finish_reason for row in rows}
+        self._rows = rows
+        self._facets = Facets(
+            finish_reasons=tuple(sorted(finishes, key=_finish_order)),
+            categories=tuple(sorted({label for row in rows for label in row.categories})),
+            components=tuple(order_components(name for row in rows for name in row.components)),
+        )
+        self._cache = state
 
     @property
     def rows(self) -> list[EpisodeSummary]:
-        return [row for log in self.logs for row in log.rows]
+        """Every readable episode, in log order (cached until a log changes)."""
+        with self._lock:
+            self._current()
+            return self._rows
+
+    @property
+    def facets(self) -> Facets:
+        with self._lock:
+            self._current()
+            return self._facets
 
     @property
     def bad_lines(self) -> list[BadLine]:
@@ -89,6 +134,9 @@ class EpisodeIndex:
         with self._lock:
             for log in self.logs:
                 self._refresh_log(log)
+        # Summary rows live as long as the viewer and hold no reference cycles: keep the cyclic garbage collector
+        # from walking them on every collection (that walk dominates a list query over 100k episodes).
+        gc.freeze()
 
     def _refresh_log(self, log: EpisodeLog) -> None:
         try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
+from operator import attrgetter
 
 from unidoc_rl.viewer.records import CORE_COMPONENTS, JUDGE_FLAG_PREFIX, TOTAL_KEYS, EpisodeSummary
 
@@ -81,56 +83,57 @@ class ListQuery:
 
 
 def metric_value(row: EpisodeSummary, name: str) -> float | None:
-    if name == "reward":
-        return row.reward
-    return row.components.get(name)
+    return row.reward if name == "reward" else row.components.get(name)
 
 
-def sort_key_value(row: EpisodeSummary, name: str):
-    match name:
-        case "step":
-            return row.step
-        case "reward":
-            return row.reward
-        case "turns":
-            return row.num_turns
-        case "invalid":
-            return row.invalid_actions
-        case "crops":
-            return row.crops
-        case "uid":
-            return row.uid
-        case "line":
-            return (row.source, row.line)
-    return row.components.get(name)
+_BUILTIN_KEYS: dict[str, Callable[[EpisodeSummary], object]] = {
+    "step": attrgetter("step"),
+    "reward": attrgetter("reward"),
+    "turns": attrgetter("num_turns"),
+    "invalid": attrgetter("invalid_actions"),
+    "crops": attrgetter("crops"),
+    "uid": attrgetter("uid"),
+    "line": attrgetter("source", "line"),
+}
 
 
-def matches(row: EpisodeSummary, query: ListQuery, folded_text: str) -> bool:
-    if folded_text and folded_text not in row.question_folded and folded_text not in row.uid.casefold():
-        return False
-    if query.finish and row.finish_reason != query.finish:
-        return False
-    if query.category and query.category not in row.categories:
-        return False
-    if query.source is not None and row.source != query.source:
-        return False
-    if query.step_min is not None and (row.step is None or row.step < query.step_min):
-        return False
-    if query.step_max is not None and (row.step is None or row.step > query.step_max):
-        return False
-    if query.answered and row.answered != (query.answered == "yes"):
-        return False
-    if query.correct and row.correct is not (query.correct == "yes"):
-        return False
+def sort_key(name: str) -> Callable[[EpisodeSummary], object]:
+    """The value a row sorts by: a built-in column or a reward component."""
+    return _BUILTIN_KEYS.get(name) or (lambda row: row.components.get(name))
+
+
+def predicates(query: ListQuery) -> list[Callable[[EpisodeSummary], bool]]:
+    """One test per active filter (an inactive filter costs nothing per row)."""
+    tests: list[Callable[[EpisodeSummary], bool]] = []
+    if query.text:
+        folded = query.text.casefold()
+        tests.append(lambda row: folded in row.question_folded or folded in row.uid.casefold())
+    if query.finish:
+        tests.append(lambda row: row.finish_reason == query.finish)
+    if query.category:
+        tests.append(lambda row: query.category in row.categories)
+    if query.source is not None:
+        tests.append(lambda row: row.source == query.source)
+    if query.step_min is not None:
+        tests.append(lambda row: row.step is not None and row.step >= query.step_min)
+    if query.step_max is not None:
+        tests.append(lambda row: row.step is not None and row.step <= query.step_max)
+    if query.answered:
+        wanted = query.answered == "yes"
+        tests.append(lambda row: row.answered == wanted)
+    if query.correct:
+        wanted = query.correct == "yes"
+        tests.append(lambda row: row.correct is wanted)
     if query.min is not None or query.max is not None:
-        value = metric_value(row, query.metric)
-        if value is None:
-            return False
-        if query.min is not None and value < query.min:
-            return False
-        if query.max is not None and value > query.max:
-            return False
-    return True
+        low = -math.inf if query.min is None else query.min
+        high = math.inf if query.max is None else query.max
+
+        def in_range(row: EpisodeSummary) -> bool:
+            value = metric_value(row, query.metric)
+            return value is not None and low <= value <= high
+
+        tests.append(in_range)
+    return tests
 
 
 @dataclass(frozen=True)
@@ -143,27 +146,28 @@ class ListPage:
 
 
 def run_query(rows: Sequence[EpisodeSummary], query: ListQuery) -> ListPage:
-    """Filter, sort (rows without the sort value last, ties in log order) and cut out one page."""
-    folded = query.text.casefold()
-    kept = [row for row in rows if matches(row, query, folded)]
-    present = [row for row in kept if sort_key_value(row, query.sort) is not None]
-    missing = [row for row in kept if sort_key_value(row, query.sort) is None]
-    present.sort(key=lambda row: (row.source, row.line))
-    present.sort(key=lambda row: sort_key_value(row, query.sort), reverse=query.order == "desc")
-    ordered = present + missing
+    """Filter, sort (rows without the sort value last, ties in log order) and cut out one page.
+
+    `rows` must be in log order (as the index keeps them); Python's sort is stable, also in reverse.
+    """
+    tests = predicates(query)
+    kept = rows
+    for test in tests:  # one pass per filter, each over what the previous one kept
+        kept = [row for row in kept if test(row)]
+    key = sort_key(query.sort)
+    ordered = [row for row in kept if key(row) is not None]
+    missing = [row for row in kept if key(row) is None] if len(ordered) < len(kept) else []
+    ordered.sort(key=key, reverse=query.order == "desc")
+    ordered += missing
     pages = max(1, -(-len(ordered) // query.per_page))
     page = min(query.page, pages)
     start = (page - 1) * query.per_page
     return ListPage(ordered[start : start + query.per_page], len(ordered), page, pages)
 
 
-def sort_names(rows: Sequence[EpisodeSummary]) -> list[str]:
-    """Built-in sorts, then every component any row has."""
-    return list(BUILTIN_SORTS) + component_names(rows)
-
-
-def component_names(rows: Sequence[EpisodeSummary]) -> list[str]:
-    seen = {name for row in rows for name in row.components}
+def order_components(names: Iterable[str]) -> list[str]:
+    """Reward components to show as columns: the dense reward's five first, then others; no totals or judge flags."""
+    seen = set(names)
     core = [name for name in CORE_COMPONENTS if name in seen]
     others = sorted(
         name

@@ -9,7 +9,7 @@ from html import escape
 
 from unidoc_rl.episode import ActionKind
 from unidoc_rl.viewer.index import BadLine, EpisodeIndex
-from unidoc_rl.viewer.query import ListPage, ListQuery, component_names, sort_names
+from unidoc_rl.viewer.query import BUILTIN_SORTS, ListPage, ListQuery
 from unidoc_rl.viewer.records import (
     CORE_COMPONENTS,
     JUDGE_FLAG_PREFIX,
@@ -27,7 +27,6 @@ FOCUS_MAX_WIDTH = 520
 SELECTED_MAX_WIDTH = 380
 """CSS pixels a selected page (no boxes of the model on it) is drawn at."""
 QUESTION_CHARS = 140
-FINISH_REASONS = ("answered", "max_turns", "max_images", "max_model_len", "no_action", "unfinished")
 
 
 def e(value) -> str:
@@ -104,10 +103,10 @@ def _input(name: str, value, label: str, kind: str = "text", width: str = "", pl
     )
 
 
-def filter_form(query: ListQuery, rows: Sequence[EpisodeSummary], index: EpisodeIndex, links) -> str:
-    categories = sorted({label for row in rows for label in row.categories})
-    finishes = sorted({row.finish_reason for row in rows}, key=lambda r: (r not in FINISH_REASONS, r))
-    metrics = ["reward", *component_names(rows)]
+def filter_form(query: ListQuery, index: EpisodeIndex, links) -> str:
+    facets = index.facets
+    categories, finishes = facets.categories, facets.finish_reasons
+    metrics = ["reward", *facets.components]
     parts = [
         _input("text", query.text, "Question contains", width="16em", placeholder="text or uid"),
         _select("finish", [("", "any"), *[(r, r) for r in finishes]], query.finish, "Finish reason"),
@@ -127,7 +126,8 @@ def filter_form(query: ListQuery, rows: Sequence[EpisodeSummary], index: Episode
     if len(index.logs) > 1:
         sources = [("", "all"), *[(str(log.number), log.label) for log in index.logs]]
         parts.append(_select("source", sources, "" if query.source is None else str(query.source), "Log"))
-    parts.append(_select("sort", [(s, s) for s in sort_names(rows)], query.sort, "Sort by"))
+    sorts = [*BUILTIN_SORTS, *facets.components]
+    parts.append(_select("sort", [(s, s) for s in sorts], query.sort, "Sort by"))
     parts.append(_select("order", [("asc", "ascending"), ("desc", "descending")], query.order, "Order"))
     parts.append(_select("per_page", [(str(n), str(n)) for n in (25, 50, 100, 200)], str(query.per_page), "Per page"))
     return (
@@ -149,7 +149,7 @@ def _sort_header(name: str, label: str, query: ListQuery, links, numeric: bool =
 def episode_list(
     index: EpisodeIndex, rows: Sequence[EpisodeSummary], page: ListPage, query: ListQuery, links, run_name: str
 ) -> str:
-    components = component_names(rows)
+    components = index.facets.components
     header = (
         "<tr>"
         + _sort_header("line", "#", query, links)
@@ -189,7 +189,7 @@ def episode_list(
         f"<b>{page.total:,}</b> matching ({len(rows):,} in the run)</p>"
     )
     html = (
-        ("" if links.static_site else filter_form(query, rows, index, links))
+        ("" if links.static_site else filter_form(query, index, links))
         + bad_lines_note(index.bad_lines, index)
         + count
         + pager(page, query, links)
