@@ -127,6 +127,8 @@ async def test_metrics_have_fixed_keys(answered_episode, truth):
         "judge_called",
         "judge_fallback",
         "judge_cached",
+        "search_failures",
+        "forced_answer",
     ]
     assert all(isinstance(value, float) for value in metrics.values())
     empty = await EpisodeScorer(RewardSettings(answer_scorer="anls")).score(EpisodeRecord(), truth)
