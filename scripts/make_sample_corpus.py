@@ -1,8 +1,10 @@
-"""Generate the bundled sample corpus: a few multi-page PDFs and unified-JSON samples that are true of them.
+"""Generate the bundled sample corpus: eight small PDFs and unified-JSON samples that are true of them.
 
-Every gold box in the samples is the rectangle the generator actually drew (converted to the 0-1000 frame of the
-page), so the samples cannot drift from the pages. The output is deterministic: running it again rewrites the same
-bytes.
+Questions cover running text, table rows, chart bars and 4.5-pt small print; multi-hop questions need a bridge
+fact on one page and the answer on another page of the same document. Every gold box in the samples is the
+rectangle the generator actually drew (converted to the 0-1000 frame of the page), so the samples cannot drift
+from the pages. Besides samples.json (every question) it writes a stratified train / held-out partition. The
+output is deterministic: running it again rewrites the same bytes.
 
     python scripts/make_sample_corpus.py --out_dir examples
 """
@@ -303,7 +305,7 @@ def transit_report() -> Document:
         page,
         "overview",
         [
-            "Castleton Transit carried 96.4 million passengers in 2024 on four bus lines. The fleet grew to "
+            "Castleton Transit carried 47.9 million passengers in 2024 on four bus lines. The fleet grew to "
             "412 buses, of which 138 are battery electric.",
             "Every line is run from one depot: the Riverside line is operated from the Kestrel Road depot, the "
             "Hilltop line from the Ashgrove depot and the Canal line from the Northgate depot.",
@@ -707,7 +709,7 @@ QUESTIONS = [
            "How much does the SP-500 solar panel weigh in kg?", "24.8 kg"),
     # Castleton Transit.
     single("ct-passengers", CT, 1, ["overview.1"], False, "text",
-           "How many passengers did Castleton Transit carry in 2024?", "96.4 million"),
+           "How many passengers did Castleton Transit carry in 2024?", "47.9 million"),
     single("ct-airport-minutes", CT, 1, ["overview.3"], False, "text",
            "How many minutes does the Airport Express take from the central bus station to Castleton airport?",
            "26 minutes"),
