@@ -245,8 +245,10 @@ def test_small_print_needs_a_zoomed_crop_and_running_text_does_not(repo_root, sa
         else:
             assert display_px < ILLEGIBLE_PX and needs_crop, (sample["uid"], display_px)
             raw_boxes = [from_norm1000(box, image.size) for box in boxes]
-            stitched_height = sum(crop_region(image, box).height for box in raw_boxes)
-            zoom = crop_and_zoom(image, raw_boxes, budget).height / stitched_height
+            crops = [crop_region(image, box) for box in raw_boxes]
+            zoomed = crop_and_zoom(image, raw_boxes, budget)
+            # The lesser ratio is the content's scale even where the zoom pads a thin crop on one side.
+            zoom = min(zoomed.width / max(c.width for c in crops), zoomed.height / sum(c.height for c in crops))
             raw_px = glyph_pt * dpi / 72
             # A crop shows no more detail than the render it is cut from, however far it is zoomed.
             assert min(raw_px, raw_px * zoom) >= LEGIBLE_PX, (sample["uid"], raw_px, zoom)
