@@ -275,8 +275,11 @@ def test_no_model_output_or_page_raises_out_of_the_worker(kit, policy_path, proc
     assert set(episode.page_sizes) == set(episode.shown_page_ids)
     shown_images = sum(len(step.candidates) for step in episode.searches) + len(episode.selected_page_ids)
     assert shown_images + len(episode.crops) == len(images)
+    budget = PixelBudget(8 * 28 * 28, 64 * 28 * 28)
+    for image in images:  # every image is shown at a size the processor leaves unchanged
+        assert display_size(image.size, budget) == image.size
     for page_id in episode.shown_page_ids:
-        assert pages[page_id].size != (3, 700)  # beyond the aspect ratio: never shown, never a candidate
+        assert pages[page_id].size not in {(3, 700), (40, 4000), (6000, 60)}  # no stable display size: never shown
     for crop in episode.crops:
         width, height = pages[crop.page_id].size
         for x1, y1, x2, y2 in crop.boxes_raw:
