@@ -191,3 +191,25 @@ def test_unreadable_metrics_lines_are_counted(tmp_path):
     path.write_text(json.dumps({"step": 1, "train/reward": 0.5}) + "\n{oops\n" + json.dumps({"x": 1}) + "\n")
     log = read_metrics(path)
     assert log.series == {"train/reward": [(1.0, 0.5)]} and len(log.bad_lines) == 2
+
+
+def test_timeline_skips_unrendered_turns_and_reads_records_without_turns(viewer, fixture_run):
+    from unidoc_rl.episode import EpisodeRecord, TurnStep
+    from unidoc_rl.viewer.timeline import build_timeline
+
+    truth = fixture_run.truths["nw-asia-2023"]
+    record = EpisodeRecord.from_dict(fixture_run.training[0].record.to_dict())
+
+    def sizes(page_id):
+        return viewer.pages.sizes(page_id, record.page_sizes.get(page_id))
+
+    # A search the model wrote first but whose results it never saw (say, an image budget ran out).
+    record.turns.insert(0, TurnStep("<search>unseen</search>", ActionKind.SEARCH))
+    views = build_timeline(record, truth, sizes)
+    assert views[0].search is None and views[1].search.query == "Northwind revenue by region 2023"
+    assert views[3].focus.crop == (0, 0)
+
+    record.turns = []  # an older record: only the action kinds
+    views = build_timeline(record, truth, sizes)
+    assert [view.kind for view in views] == record.actions
+    assert views[0].search is not None and views[2].focus.model_boxes == record.crops[0].boxes_display

@@ -3,8 +3,8 @@
 The record keeps turns and searches apart (`turns` in order; `searches` with their candidates, selection and crops).
 This module walks the turns and attaches to each the structured step it caused, following the episode state's
 own rules: a search with candidates makes candidate 0 the focus page, a select makes the selected page the focus,
-a crop is recorded on the search the focus page came from. Unrendered actions (the record holds none of their
-effects) come last, so steps are consumed in order and a turn without one simply shows its text.
+a crop is recorded on the search the focus page came from. A turn whose observation was never rendered has no
+effects in the record, so it takes no step (records from before turns were logged count every action as rendered).
 
 Boxes are converted here, through `unidoc_rl.vision`, into the display frame of the page (the frame the model
 saw): the model's boxes already are; gold boxes come from 0-1000 of the raw page; crop regions from raw pixels.
@@ -117,9 +117,13 @@ def build_timeline(record: EpisodeRecord, truth: GroundTruth | None, sizes: Page
         view.focus = made
         return made
 
+    logged_turns = bool(record.turns)
     for number, turn in enumerate(turns_of(record), start=1):
         thinking, action_text = split_thinking(turn.text)
         view = TurnView(number, turn.action, thinking, action_text, turn)
+        views.append(view)
+        if logged_turns and turn.observation is None:
+            continue
         if turn.action is ActionKind.SEARCH and next_search < len(record.searches):
             current = next_search
             next_search += 1
@@ -145,7 +149,6 @@ def build_timeline(record: EpisodeRecord, truth: GroundTruth | None, sizes: Page
                     ]
                     made.crop = located
                     made.zoom_size = crop.zoom_size
-        views.append(view)
     return views
 
 
