@@ -164,6 +164,10 @@ def test_run_data_groups_metrics_and_reads_summaries(fixture_run):
         f"train/reward_{name}" for name in ("format", "retrieval", "selection", "crop", "answer")
     }
     assert list(groups["KL"]) == ["actor/kl_loss"] and "actor/grad_norm" in groups
+    assert set(groups["Judge calls, failed searches, forced answers"]) == {
+        "train/reward_judge_fallback",
+        "train/reward_search_failures",
+    }
     assert len(groups["Reward"]["val/reward"]) == 2
     summaries = read_summaries(fixture_run.run_dir)
     assert [(s.label, s.step) for s in summaries] == [("eval/global_step_10", 10), ("eval/global_step_20", 20)]

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from operator import attrgetter
 
-from unidoc_rl.viewer.records import CORE_COMPONENTS, JUDGE_FLAG_PREFIX, TOTAL_KEYS, EpisodeSummary
+from unidoc_rl.viewer.records import CORE_COMPONENTS, EpisodeSummary, is_component
 
 BUILTIN_SORTS = ("step", "reward", "turns", "invalid", "crops", "uid", "line")
 CHOICES = ("", "yes", "no")
@@ -166,12 +166,8 @@ def run_query(rows: Sequence[EpisodeSummary], query: ListQuery) -> ListPage:
 
 
 def order_components(names: Iterable[str]) -> list[str]:
-    """Reward components to show as columns: the dense reward's five first, then others; no totals or judge flags."""
+    """Reward components to show as columns: the dense reward's five first, then the others."""
     seen = set(names)
     core = [name for name in CORE_COMPONENTS if name in seen]
-    others = sorted(
-        name
-        for name in seen
-        if name not in CORE_COMPONENTS and name not in TOTAL_KEYS and not name.startswith(JUDGE_FLAG_PREFIX)
-    )
+    others = sorted(name for name in seen if name not in CORE_COMPONENTS and is_component(name))
     return core + others

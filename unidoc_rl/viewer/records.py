@@ -28,6 +28,13 @@ CORE_COMPONENTS = ("format", "retrieval", "selection", "crop", "answer")
 TOTAL_KEYS = ("score", "total")
 """Keys of the reward breakdown that hold the total rather than a component."""
 JUDGE_FLAG_PREFIX = "judge_"
+BOOKKEEPING_KEYS = ("search_failures", "forced_answer")
+"""Counts and flags the reward breakdown carries beside its components."""
+
+
+def is_component(name: str) -> bool:
+    """A reward component (in [0, 1]), as opposed to the total, judge flags or bookkeeping."""
+    return name not in TOTAL_KEYS and name not in BOOKKEEPING_KEYS and not name.startswith(JUDGE_FLAG_PREFIX)
 
 
 class RecordError(ValueError):

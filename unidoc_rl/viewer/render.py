@@ -9,11 +9,9 @@ from html import escape
 
 from unidoc_rl.episode import ActionKind
 from unidoc_rl.viewer.index import BadLine, EpisodeIndex
-from unidoc_rl.viewer.query import BUILTIN_SORTS, ListPage, ListQuery
+from unidoc_rl.viewer.query import BUILTIN_SORTS, ListPage, ListQuery, order_components
 from unidoc_rl.viewer.records import (
-    CORE_COMPONENTS,
     JUDGE_FLAG_PREFIX,
-    TOTAL_KEYS,
     EpisodeEntry,
     EpisodeSummary,
     verdict_score,
@@ -58,8 +56,8 @@ def reward_cell(value: float | None) -> str:
         return "<td class='num'>–</td>"
     width = max(0.0, min(1.0, value)) * 100
     return (
-        f"<td class='num reward-cell'><span class='mini-bar'><span style='width:{width:.0f}%'></span></span>"
-        f"{value:.3f}</td>"
+        f"<td class='num reward-cell'><span class='reward-value'><span class='mini-bar'>"
+        f"<span style='width:{width:.0f}%'></span></span>{value:.3f}</span></td>"
     )
 
 
@@ -150,6 +148,7 @@ def episode_list(
     index: EpisodeIndex, rows: Sequence[EpisodeSummary], page: ListPage, query: ListQuery, links, run_name: str
 ) -> str:
     components = index.facets.components
+    single_log = len(index.logs) == 1
     header = (
         "<tr>"
         + _sort_header("line", "#", query, links)
@@ -166,7 +165,8 @@ def episode_list(
         question = row.question if len(row.question) <= QUESTION_CHARS else row.question[:QUESTION_CHARS] + "…"
         body.append(
             f"<tr class='episode-row' data-source='{row.source}' data-line='{row.line}'>"
-            f"<td class='num'><a href='{e(href)}'>{row.line + 1}</a></td>"
+            f"<td class='num'><a href='{e(href)}' title='{e(index.logs[row.source].label)} line {row.line + 1}'>"
+            f"{row.line + 1 if single_log else f'{row.source}:{row.line + 1}'}</a></td>"
             f"<td class='num'>{'' if row.step is None else row.step}</td>"
             f"<td class='question'><a href='{e(href)}' title='{e(row.uid)}'>"
             f"{e(question) or '<i>no question</i>'}</a></td>"
@@ -227,11 +227,7 @@ def _verdict_text(verdict) -> str:
 
 
 def _component_rows(entry: EpisodeEntry) -> str:
-    names = [n for n in CORE_COMPONENTS if n in entry.components] + sorted(
-        n
-        for n in entry.components
-        if n not in CORE_COMPONENTS and n not in TOTAL_KEYS and not n.startswith(JUDGE_FLAG_PREFIX)
-    )
+    names = order_components(entry.components)
     rows = (
         [
             f"<tr class='total'><th>reward</th><td>{interval_bar(entry.reward or 0.0, None, None)}</td>"
@@ -247,8 +243,12 @@ def _component_rows(entry: EpisodeEntry) -> str:
             f"<td class='num'>{num(value)}</td></tr>"
         )
     flags = [n for n in entry.components if n.startswith(JUDGE_FLAG_PREFIX) and entry.components[n]]
-    judge = ", ".join(n.removeprefix(JUDGE_FLAG_PREFIX) for n in flags) or "not called"
-    return f"<table class='components'>{''.join(rows)}</table><p class='muted small'>judge: {e(judge)}</p>"
+    notes = ["judge: " + (", ".join(n.removeprefix(JUDGE_FLAG_PREFIX) for n in flags) or "not called")]
+    if entry.components.get("search_failures"):
+        notes.append(f"failed searches: {entry.components['search_failures']:g}")
+    if entry.components.get("forced_answer"):
+        notes.append("answer given in a forced final turn")
+    return f"<table class='components'>{''.join(rows)}</table><p class='muted small'>{e(' · '.join(notes))}</p>"
 
 
 def episode_page(

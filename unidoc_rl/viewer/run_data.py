@@ -24,9 +24,9 @@ from unidoc_rl.viewer.index import find_files
 
 CHART_GROUPS: tuple[tuple[str, str], ...] = (
     ("Reward", r"(^|/)reward$|^critic/(score|rewards)/mean$"),
-    ("Reward components (train)", r"^train/reward_(?!judge_|score$)"),
-    ("Reward components (validation)", r"^val/reward_(?!judge_|score$)"),
-    ("Judge", r"reward_judge_"),
+    ("Reward components (train)", r"^train/reward_(?!judge_|score$|search_failures$|forced_answer$)"),
+    ("Reward components (validation)", r"^val/reward_(?!judge_|score$|search_failures$|forced_answer$)"),
+    ("Judge calls, failed searches, forced answers", r"reward_(judge_|search_failures$|forced_answer$)"),
     ("KL", r"kl"),
     ("Entropy", r"entropy"),
     ("Response length (tokens)", r"response_(tokens|length)"),

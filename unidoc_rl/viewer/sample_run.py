@@ -331,6 +331,8 @@ def _metrics(steps: int) -> list[dict]:
             "train/reward_score": 0.2 + 0.5 * progress + wobble,
             "train/turns": 4.5 - 1.5 * progress,
             "train/response_tokens": 380 - 120 * progress + 20 * wobble,
+            "train/reward_judge_fallback": 0.0 if step != 7 else 0.25,
+            "train/reward_search_failures": 0.05 if step % 6 == 0 else 0.0,
             "actor/kl_loss": 0.002 * step,
             "actor/entropy": 1.2 - 0.4 * progress,
             "actor/grad_norm": 0.8 + wobble,
