@@ -2,6 +2,7 @@
 
 import http.client
 import io
+import json
 import os
 import re
 from urllib.parse import urlsplit
@@ -138,3 +139,31 @@ def test_index_dir_may_name_the_dataset_the_index_or_the_pages(fixture_run, tmp_
     assert resolve_pages_dir(index_dir) == pages
     with pytest.raises(FileNotFoundError, match="no page images"):
         resolve_pages_dir(tmp_path)
+
+
+def test_model_text_is_escaped(tmp_path):
+    hostile = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+    episode = {
+        "uid": "x' onmouseover='alert(3)",
+        "question": hostile,
+        "turns": [{"text": f"<think>{hostile}</think><answer>{hostile}</answer>", "action": "answer"}],
+        "actions": ["answer"],
+        "answer": hostile,
+        "finish_reason": "answered",
+        "num_turns": 1,
+    }
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.jsonl").write_text(
+        json.dumps({"episode": episode, "benchmark": hostile, "verdict": hostile}) + "\n"
+    )
+    server, url = serve_in_thread(Viewer(ViewerSettings(run_dir=run)))
+    try:
+        for path in ("/", "/episode/0/0", "/run"):
+            status, _, body = get(url, path)
+            assert status == 200
+            assert b"<script" not in body and b"<img src=x" not in body and b"' onmouseover='" not in body
+        assert b"&lt;script&gt;alert(1)&lt;/script&gt;" in get(url, "/episode/0/0")[2]
+    finally:
+        server.shutdown()
+        server.server_close()

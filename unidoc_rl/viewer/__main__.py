@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -68,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, RecordError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    # The summary rows live as long as the process: keep the cyclic garbage collector from walking them on every
+    # full collection (that walk dominated list queries over 100k episodes, 3-5x).
+    gc.collect()
+    gc.freeze()
     episodes = len(viewer.index.rows)
     logs = ", ".join(log.label for log in viewer.index.logs) or "no episode logs"
     print(f"{episodes:,} episodes from {logs}; page images: {settings.pages_dir or 'none (--index-dir)'}")

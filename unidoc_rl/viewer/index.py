@@ -8,7 +8,6 @@ Lines that are not JSON or not an episode are counted and reported, never fatal.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -134,9 +133,6 @@ class EpisodeIndex:
         with self._lock:
             for log in self.logs:
                 self._refresh_log(log)
-        # Summary rows live as long as the viewer and hold no reference cycles: keep the cyclic garbage collector
-        # from walking them on every collection (that walk dominates a list query over 100k episodes).
-        gc.freeze()
 
     def _refresh_log(self, log: EpisodeLog) -> None:
         try:
