@@ -5,6 +5,9 @@ import io
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 from urllib.parse import urlsplit
 
 import pytest
@@ -167,3 +170,30 @@ def test_model_text_is_escaped(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_command_serves_on_loopback_until_stopped(fixture_run):
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "unidoc_rl.viewer",
+            str(fixture_run.run_dir),
+            "--index-dir",
+            str(fixture_run.dataset_dir),
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = [process.stdout.readline(), process.stdout.readline()]
+        assert lines[0].startswith("8 episodes from trajectories.jsonl, eval/global_step_20/results.jsonl")
+        url = lines[1].split()[2].rstrip("/")
+        assert url.startswith("http://127.0.0.1:")
+        status, _, body = get(url, "/")
+        assert status == 200 and body.count(b"class='episode-row'") == 8
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 0
