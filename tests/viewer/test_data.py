@@ -217,3 +217,21 @@ def test_timeline_skips_unrendered_turns_and_reads_records_without_turns(viewer,
     views = build_timeline(record, truth, sizes)
     assert [view.kind for view in views] == record.actions
     assert views[0].search is not None and views[2].focus.model_boxes == record.crops[0].boxes_display
+
+
+def test_local_trainer_line_with_reference_answer_only():
+    line = {
+        "step": 3,
+        "group": "3-0",
+        "reward": 0.1,
+        "components": {"format": 0.5, "answer": 0.0, "search_failures": 1.0, "forced_answer": 0.0},
+        "reference_answer": "845",
+        "episode": {"uid": "q", "question": "Q?", "turns": [], "finish_reason": "max_turns"},
+    }
+    entry = parse_entry(line, SampleInfo())
+    assert entry.reference_answer == "845" and entry.ground_truth is None and entry.step == 3
+    row = summarize(line, 0, 0, 0, SampleInfo())
+    assert row.correct is False and row.reward == 0.1
+    from unidoc_rl.viewer.query import order_components
+
+    assert order_components(row.components) == ["format", "answer"]
