@@ -361,7 +361,7 @@ class LocalTrainer:
                     "group": groups[row],
                     "reward": float(scores[row]),
                     "components": components[row],
-                    "reference_answer": _reference_answer(output, row),
+                    "ground_truth": _ground_truth(output, row),
                     "episode": episode.to_dict(),
                 }
                 for row, episode in enumerate(episodes)
@@ -451,9 +451,7 @@ if __name__ == "__main__":
     main()
 
 
-def _reference_answer(output: DataProto, row: int) -> str | None:
-    """The row's reference answer, for the trajectory log (the viewer shows it beside the model's)."""
+def _ground_truth(output: DataProto, row: int) -> dict | None:
+    """The row's ground truth (reference answer, gold pages and boxes), for the trajectory log and the viewer."""
     reward_model = output.non_tensor_batch.get("reward_model")
-    if reward_model is None:
-        return None
-    return (reward_model[row].get("ground_truth") or {}).get("reference_answer")
+    return None if reward_model is None else reward_model[row].get("ground_truth")
