@@ -80,8 +80,14 @@ def pdf_text_blocks(pdf_path: Path, page_number: int) -> list[LayoutBlock]:
         rects = []
         for i in range(text_page.count_rects()):
             left, bottom, right, top = text_page.get_rect(i)
-            rects.append((left / width * 1000, (height - top) / height * 1000, right / width * 1000,
-                          (height - bottom) / height * 1000))
+            rects.append(
+                (
+                    left / width * 1000,
+                    (height - top) / height * 1000,
+                    right / width * 1000,
+                    (height - bottom) / height * 1000,
+                )
+            )
     finally:
         document.close()
     return [LayoutBlock(index, box) for index, box in enumerate(group_lines(rects))]

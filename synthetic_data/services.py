@@ -146,7 +146,7 @@ class ChatService:
     def __init__(
         self,
         base_url: str,
-        model: str,
+        model: str | None,
         policy: RetryPolicy,
         api_key: str = "EMPTY",
         temperature: float = 0.0,
@@ -160,6 +160,18 @@ class ChatService:
         self._http = httpx.AsyncClient(
             base_url=self.base_url, timeout=policy.timeout_s, headers={"Authorization": f"Bearer {api_key}"}
         )
+
+    async def resolve_model(self) -> str:
+        """The model to ask: the configured name, else the first one the endpoint lists (`GET /models`)."""
+        if self.model:
+            return self.model
+        try:
+            response = await self._http.get("/models")
+            response.raise_for_status()
+            self.model = str(response.json()["data"][0]["id"])
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as error:
+            raise ValueError(f"{self.base_url}/models does not name a model ({error}); pass the model flag") from None
+        return self.model
 
     async def complete(self, messages: list[dict[str, Any]], stats: StageStats, stage: str) -> str:
         body = {
