@@ -128,13 +128,14 @@ class Synthesizer:
         queries: list[str] = []
         evidence: list[Evidence] = []
         for round_index in range(self.options.max_searches):
-            observation = await trajectory.act(_turn(think, "search", query))
+            await trajectory.act(_turn(think, "search", query))
             queries.append(query)
-            if observation.failed is not None:
-                raise StageError("search", observation.failed)
+            failure = trajectory.failed_search()
+            if failure is not None:
+                raise StageError("search", failure)
             read_think = ""
-            if observation.pages:
-                read_think, found = await self._work_on(question, observation.pages, trajectory, log)
+            if trajectory.state.record.searches[-1].candidates:
+                read_think, found = await self._work_on(question, list(trajectory.state.candidates), trajectory, log)
                 evidence.append(found)
             last_round = round_index == self.options.max_searches - 1
             must_answer = last_round or not self._room_for_another_round(trajectory)
@@ -162,7 +163,7 @@ class Synthesizer:
             if choice.crop:
                 box = model_box(choice.box, focus.display_size, self.settings.convention)
                 observation = await trajectory.act(_turn(choice.think, "bbox", "[" + ", ".join(map(str, box)) + "]"))
-                crop = observation.crop
+                (crop,) = observation.images
         return await self.teacher.read(question, focus.page_id, focus.raw, crop, log.stage("read"))
 
     async def _select(self, question: str, pages: list[PageView], stats: StageStats) -> tuple[int, str]:
