@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,17 @@ def group_lines(rects: list[Box], line_gap: float = 1.0) -> list[Box]:
     return sorted(blocks, key=lambda r: (r[1], r[0]))
 
 
+_PDFIUM_LOCK = threading.Lock()
+"""PDFium is not thread-safe: concurrent calls from several threads crash the process."""
+
+
 def pdf_text_blocks(pdf_path: Path, page_number: int) -> list[LayoutBlock]:
-    """Blocks from the text layer of one page (1-indexed) of a PDF, with pypdfium2."""
+    """Blocks from the text layer of one page (1-indexed) of a PDF, with pypdfium2 (one thread at a time)."""
+    with _PDFIUM_LOCK:
+        return _pdf_text_blocks(pdf_path, page_number)
+
+
+def _pdf_text_blocks(pdf_path: Path, page_number: int) -> list[LayoutBlock]:
     import pypdfium2 as pdfium
 
     document = pdfium.PdfDocument(str(pdf_path))

@@ -49,10 +49,10 @@ def oracle_teacher(samples):
         yield teacher
 
 
-def cli_args(search_url: str, teacher_url: str, corpus_dir: Path, output: Path, data: Path = SAMPLES_JSON, *extra):
+def _cli_args(search_url: str, teacher_url: str, corpus_dir: Path, output: Path, data: Path | None = None, *extra):
     """generate_cot_data.py arguments as the reference calls it, plus the PDF folder and the tiny pixel budget."""
     return [
-        "--data-path", str(data), "--output-path", str(output),
+        "--data-path", str(data or SAMPLES_JSON), "--output-path", str(output),
         "--search-engine-url", f"{search_url}/search",
         "--llm-engine-url", teacher_url, "--vllm-engine-url", teacher_url,
         "--enable-rerank", "--enable-crop", "--pdf-dir", str(corpus_dir),
@@ -61,11 +61,17 @@ def cli_args(search_url: str, teacher_url: str, corpus_dir: Path, output: Path, 
 
 
 @pytest.fixture(scope="session")
+def cli_args():
+    """`cli_args(search_url, teacher_url, corpus_dir, output, data=None, *extra)`: the CLI's argument list."""
+    return _cli_args
+
+
+@pytest.fixture(scope="session")
 def oracle_run(tmp_path_factory, search_url, oracle_teacher, corpus_dir, samples):
     """The CLI run in this process over every bundled sample with the oracle teacher."""
     from synthetic_data.generate_cot_data import main
 
     output = tmp_path_factory.mktemp("oracle") / "out.jsonl"
-    assert main(cli_args(search_url, oracle_teacher.base_url, corpus_dir, output)) == 0
+    assert main(_cli_args(search_url, oracle_teacher.base_url, corpus_dir, output)) == 0
     lines = [json.loads(line) for line in output.read_text().splitlines()]
     return SimpleNamespace(output=output, lines={line["uid"]: line for line in lines}, samples=samples)

@@ -119,10 +119,17 @@ class ScriptedTeacher:
     """The scripted teacher behind a real OpenAI-compatible HTTP server on loopback."""
 
     def __init__(
-        self, samples: Iterable[dict], faults: TeacherFaults = TeacherFaults(), host: str = "127.0.0.1", port: int = 0
+        self,
+        samples: Iterable[dict],
+        faults: TeacherFaults = TeacherFaults(),
+        latency_s: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ):
         self.gold = {sample.query: sample for sample in map(GoldSample.from_unified, samples)}
         self.faults = faults
+        self.latency_s = latency_s
+        """Delay before every well-formed reply."""
         self._counters = _Counters()
         self.server = ScriptedLLMServer(self._reply, host=host, port=port)
 
@@ -147,10 +154,9 @@ class ScriptedTeacher:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def requests_for(self, uid: str) -> list[ChatRequest]:
-        return [
-            request for request in self.requests if self._sample_of(request) and self._sample_of(request).uid == uid
-        ]
+    def asked_uids(self) -> set[str]:
+        """The samples the teacher was asked about (judge requests name no sample)."""
+        return {sample.uid for sample in map(self._sample_of, self.requests) if sample is not None}
 
     # --- dispatch ------------------------------------------------------------------------------------------------
 
@@ -162,7 +168,7 @@ class ScriptedTeacher:
         role_match = _ROLE.search(_system_text(request.body))
         role = role_match.group(1) if role_match else ""
         if role == "judge":
-            return Reply(content=self._judge(request))
+            return Reply(content=self._judge(request), delay_s=self.latency_s)
         sample = self._sample_of(request)
         if sample is None:
             return Reply(status=400, raw_body=json.dumps({"error": {"message": "unknown question"}}))
@@ -179,7 +185,7 @@ class ScriptedTeacher:
         }.get(role)
         if handler is None:
             return Reply(status=400, raw_body=json.dumps({"error": {"message": f"unknown role {role!r}"}}))
-        return Reply(content=json.dumps(handler(sample, text)))
+        return Reply(content=json.dumps(handler(sample, text)), delay_s=self.latency_s)
 
     def _fault(self, uid: str, role: str) -> Reply | None:
         for index, rule in enumerate(self.faults.rules):
