@@ -26,11 +26,12 @@ import os  # noqa: E402
 from dataclasses import replace  # noqa: E402
 
 from synthetic_data.layout import MinerULayoutParser  # noqa: E402
-from synthetic_data.runner import run_all  # noqa: E402
+from synthetic_data.runner import parse_samples, run_all  # noqa: E402
 from synthetic_data.services import AccountedSearch, ChatService, RetryPolicy  # noqa: E402
 from synthetic_data.synthesize import LayoutSource, SynthesisOptions, Synthesizer  # noqa: E402
 from synthetic_data.teacher import Teacher  # noqa: E402
 from unidoc_rl.agent_settings import AgentSettings  # noqa: E402
+from unidoc_rl.data.prepare import load_samples  # noqa: E402
 from unidoc_rl.vision import CoordinateConvention, PixelBudget  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -108,17 +109,17 @@ def load_agent_settings(path: Path, args: argparse.Namespace) -> tuple[AgentSett
     return settings, PixelBudget(settings.min_pixels, settings.max_pixels)
 
 
-def load_samples(path: Path) -> list:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    data = json.loads(text)
-    if not isinstance(data, list):
-        raise SystemExit(f"{path} must hold a JSON list of samples (or be .jsonl)")
-    return data
+def read_samples(path: Path, limit: int | None) -> list:
+    try:
+        samples = load_samples(path)[:limit]
+        parse_samples(samples)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"cannot use the samples in {path}: {error}") from None
+    return samples
 
 
 async def _run(args: argparse.Namespace) -> dict:
+    samples = read_samples(args.data_path, args.limit)
     settings, budget = load_agent_settings(args.agent_config, args)
     policy = RetryPolicy(
         timeout_s=args.timeout, retries=args.retries, backoff_s=args.backoff, json_retries=args.json_retries
@@ -142,7 +143,6 @@ async def _run(args: argparse.Namespace) -> dict:
     layout = LayoutSource(parser, args.pdf_dir) if args.enable_crop else None
     options = SynthesisOptions(args.enable_rerank, args.enable_crop, args.max_searches)
     synthesizer = Synthesizer(Teacher(vlm, llm), search, settings, budget, options, layout)
-    samples = load_samples(args.data_path)[: args.limit]
     try:
         summary = await run_all(
             synthesizer, samples, args.output_path, args.concurrency, args.retry_failed, not args.no_progress

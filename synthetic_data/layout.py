@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from PIL import Image, ImageDraw, ImageFont
 
-from synthetic_data.services import RetryPolicy, StageError, StageStats, _Retryable, _with_retries
+from synthetic_data.services import Retryable, RetryPolicy, StageError, StageStats, with_retries
 from unidoc_rl.vision import Box
 
 
@@ -127,9 +127,9 @@ class MinerULayoutParser:
                     f"{self.url}/file_parse", data=form, files={"files": (f"{page_id}.png", payload, "image/png")}
                 )
             except httpx.TransportError as error:
-                raise _Retryable(f"{type(error).__name__}: {error}") from None
+                raise Retryable(f"{type(error).__name__}: {error}") from None
             if response.status_code >= 500:
-                raise _Retryable(f"HTTP {response.status_code}")
+                raise Retryable(f"HTTP {response.status_code}")
             if response.status_code >= 400:
                 raise StageError("layout", f"HTTP {response.status_code}: {response.text[:300]}")
             try:
@@ -137,7 +137,7 @@ class MinerULayoutParser:
             except (ValueError, KeyError, TypeError, IndexError) as error:
                 raise StageError("layout", f"unreadable MinerU answer: {error}") from None
 
-        return await _with_retries(self.policy, stats, "layout", attempt)
+        return await with_retries(self.policy, stats, "layout", attempt)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -14,6 +14,7 @@ A killed run leaves at most a partial last line, which the next run drops before
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -105,8 +106,6 @@ def safe_name(uid: str) -> str:
     """A folder name for a uid: itself when it is plain, else a readable part plus a short digest."""
     if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}", uid):
         return uid
-    import hashlib
-
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", uid)[:60].strip("._") or "sample"
     return f"{readable}-{hashlib.sha256(uid.encode()).hexdigest()[:10]}"
 

@@ -76,12 +76,12 @@ class StageError(Exception):
         self.message = message
 
 
-class _Retryable(Exception):
-    pass
+class Retryable(Exception):
+    """A failed attempt worth repeating (timeout, connection error, 5xx, unreadable body)."""
 
 
-async def _with_retries(policy: RetryPolicy, stats: StageStats, stage: str, attempt_once):
-    """Run `attempt_once` until it returns, retrying `_Retryable` failures within the policy."""
+async def with_retries(policy: RetryPolicy, stats: StageStats, stage: str, attempt_once):
+    """Run `attempt_once` until it returns, retrying `Retryable` failures within the policy."""
     last = ""
     for attempt in range(policy.retries + 1):
         if attempt:
@@ -90,7 +90,7 @@ async def _with_retries(policy: RetryPolicy, stats: StageStats, stage: str, atte
         stats.calls += 1
         try:
             return await attempt_once()
-        except _Retryable as error:
+        except Retryable as error:
             last = str(error)
     raise StageError(stage, f"gave up after {policy.retries + 1} attempts ({last})")
 
@@ -185,20 +185,20 @@ class ChatService:
             try:
                 response = await self._http.post("/chat/completions", json=body)
             except httpx.TimeoutException as error:
-                raise _Retryable(f"timeout after {self.policy.timeout_s:g} s ({type(error).__name__})") from None
+                raise Retryable(f"timeout after {self.policy.timeout_s:g} s ({type(error).__name__})") from None
             except httpx.TransportError as error:
-                raise _Retryable(f"{type(error).__name__}: {error}") from None
+                raise Retryable(f"{type(error).__name__}: {error}") from None
             if response.status_code >= 500:
-                raise _Retryable(f"HTTP {response.status_code}")
+                raise Retryable(f"HTTP {response.status_code}")
             if response.status_code >= 400:
                 raise StageError(stage, f"HTTP {response.status_code}: {response.text[:300]}")
             try:
                 content = response.json()["choices"][0]["message"]["content"]
             except (ValueError, KeyError, IndexError, TypeError):
-                raise _Retryable(f"malformed completion body: {response.text[:120]!r}") from None
+                raise Retryable(f"malformed completion body: {response.text[:120]!r}") from None
             return content or ""
 
-        return await _with_retries(self.policy, stats, stage, attempt)
+        return await with_retries(self.policy, stats, stage, attempt)
 
     async def complete_json(
         self,
@@ -248,10 +248,10 @@ class AccountedSearch:
                 return await call()
             except SearchError as error:
                 if error.status_code is None or error.status_code >= 500:
-                    raise _Retryable(str(error)) from None
+                    raise Retryable(str(error)) from None
                 raise StageError("search", str(error)) from None
 
-        return await _with_retries(self.policy, stats, "search", attempt)
+        return await with_retries(self.policy, stats, "search", attempt)
 
     async def aclose(self) -> None:
         await self._client.aclose()

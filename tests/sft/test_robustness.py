@@ -146,3 +146,32 @@ def test_kill_9_mid_run_then_resume(samples, search_url, corpus_dir, tmp_path, c
     assert sorted(uids) == sorted(sample["uid"] for sample in samples) and len(set(uids)) == len(uids)
     assert uids[: len(finished)] == finished
     assert all(line["verdict"] for line in lines)
+
+
+def test_the_reference_command_with_a_mineru_layout_parser(samples, search_url, corpus_dir, tmp_path):
+    """The flags exactly as the reference quotes them (default agent config: the paper's pixel budget)."""
+    from unidoc_rl.testing.scripted_mineru import create_app
+    from unidoc_rl.testing.serving import ThreadedUvicorn
+
+    chosen = [sample for sample in samples if sample["uid"] in {"nw-asia-2023", "lb-efficiency"}]
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps(chosen))
+    output = tmp_path / "out.jsonl"
+    mineru_app = create_app(corpus_dir)
+    with ScriptedTeacher(chosen) as llm, ScriptedTeacher(chosen) as vlm, ThreadedUvicorn(mineru_app) as mineru:
+        assert main([
+            "--data-path", str(data), "--output-path", str(output),
+            "--search-engine-url", f"{search_url}/search", "--layout-parser-url", mineru.url,
+            "--llm-engine-url", llm.base_url, "--vllm-engine-url", vlm.base_url,
+            "--enable-rerank", "--enable-crop",
+        ]) == 0  # fmt: skip
+        llm_roles = {r.body["messages"][0]["content"].split(".")[0] for r in llm.requests}
+        vlm_roles = {r.body["messages"][0]["content"].split(".")[0] for r in vlm.requests}
+    assert llm_roles == {"Role: plan", "Role: decide", "Role: judge"}
+    assert vlm_roles == {"Role: rerank", "Role: region", "Role: read"}
+    lines = {line["uid"]: line for line in read_lines(output)}
+    assert sorted(lines) == ["lb-efficiency", "nw-asia-2023"] and all(line["verdict"] for line in lines.values())
+    assert sorted(mineru_app.state.requests) == ["lakeside_battery_study_1.png", "northwind_annual_report_2023_2.png"]
+    assert lines["nw-asia-2023"]["stages"]["layout"] == {"calls": 1, "retries": 0, "failure": None}
+    sizes = lines["nw-asia-2023"]["episode"]["page_sizes"]["northwind_annual_report_2023_2"]
+    assert 200_704 <= sizes["display"][0] * sizes["display"][1] <= 401_408

@@ -15,11 +15,15 @@ wrong pages, malformed JSON, HTTP 5xx and timeouts for the first `times` request
 
     with ScriptedTeacher(samples, TeacherFaults(...)) as teacher:
         ... --vllm-engine-url {teacher.base_url} ...
+
+CLI (an oracle teacher for the bundled samples): `python -m unidoc_rl.testing.scripted_teacher --port 9000`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import re
 import threading
 from collections import Counter
@@ -29,6 +33,7 @@ from pathlib import Path
 
 from unidoc_rl.judge.prompt import extract_sections
 from unidoc_rl.rewards.answer_match import exact_match
+from unidoc_rl.rewards.components import box_iou
 from unidoc_rl.testing.scripted_llm_server import ChatRequest, Reply, ScriptedLLMServer
 
 FAULT_KINDS = ("malformed_json", "server_error", "timeout")
@@ -93,15 +98,6 @@ class TeacherFaults:
     wrong_pages: frozenset[str] = frozenset()
     """uids whose reranker prefers a page that is not gold (and whose reader then finds nothing)."""
     rules: tuple[FaultRule, ...] = ()
-
-
-def _iou(a, b) -> float:
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    if width <= 0 or height <= 0:
-        return 0.0
-    inter = width * height
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 @dataclass
@@ -221,7 +217,7 @@ class ScriptedTeacher:
         if sample.uid in self.faults.wrong_pages or not sample.crop_required.get(page):
             return {"think": "The answer is legible on the whole page.", "crop": False}
         gold = sample.boxes[page][0]
-        blocks = [int(m[0]) for m in _BLOCK.findall(text) if _iou(tuple(map(float, m[1:])), gold) > 0]
+        blocks = [int(m[0]) for m in _BLOCK.findall(text) if box_iou(tuple(map(float, m[1:])), gold) > 0]
         return {"think": "The value is small; zoom into it.", "crop": True, "blocks": blocks, "box": list(gold)}
 
     def _read(self, sample: GoldSample, text: str) -> dict:
@@ -259,3 +255,26 @@ def _user_text(body: dict) -> str:
 def _system_text(body: dict) -> str:
     systems = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "system"]
     return _content_text(systems[0].get("content")) if systems else ""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve the scripted oracle teacher (every role) for unified samples.")
+    parser.add_argument("--samples", type=Path, default=Path("examples/samples.json"), help="unified samples (JSON)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--latency-s", type=float, default=0.0, help="delay before every reply")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    samples = json.loads(args.samples.read_text())
+    teacher = ScriptedTeacher(samples, latency_s=args.latency_s, host=args.host, port=args.port).start()
+    logging.getLogger(__name__).info(
+        "scripted teacher for %d samples at %s (Ctrl-C to stop)", len(samples), teacher.base_url
+    )
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        teacher.stop()
+
+
+if __name__ == "__main__":
+    main()
