@@ -169,3 +169,45 @@ def test_the_sft_checkpoint_rolls_out_through_the_grpo_agent_loop(sft_checkpoint
         mask = output.batch["response_mask"][row].bool()
         logprobs = output.batch["rollout_log_probs"][row][mask]
         assert mask.any() and bool(torch.isfinite(logprobs).all()) and bool((logprobs <= 0).all())
+
+
+@pytest.mark.slow
+def test_the_local_grpo_trainer_takes_a_step_from_the_sft_checkpoint(sft_checkpoint, search_url, samples, tmp_path):
+    from unidoc_rl.data.prepare import prepare, write_parquet
+    from unidoc_rl.jsonl import read_jsonl
+    from unidoc_rl.trainer.local import LocalTrainer, compose_config
+
+    split = prepare(samples, "sample", val_size=2, seed=0)
+    write_parquet(split.train, tmp_path / "train.parquet")
+    write_parquet(split.val, tmp_path / "val.parquet")
+    config = compose_config(
+        [
+            f"actor_rollout_ref.model.path={sft_checkpoint}",
+            f"data.train_files={tmp_path / 'train.parquet'}",
+            f"data.val_files={tmp_path / 'val.parquet'}",
+            f"unidoc_agent.search_url={search_url}",
+            "unidoc_agent.max_turns=2",
+            "unidoc_agent.max_tokens_per_turn=16",
+            "data.train_batch_size=2",
+            "actor_rollout_ref.rollout.n=2",
+            "local_trainer.total_steps=1",
+            "local_trainer.save_freq=0",
+            f"local_trainer.log_dir={tmp_path / 'logs'}",
+            f"local_trainer.checkpoint_dir={tmp_path / 'checkpoints'}",
+        ]
+    )
+    trainer = LocalTrainer(config)
+    try:
+        before = trainer.model.lm_head.weight.detach().clone()
+        assert torch.equal(before, load_file(sft_checkpoint / "model.safetensors")["lm_head.weight"])
+        (metrics,) = trainer.fit()
+        assert not torch.equal(before, trainer.model.lm_head.weight)
+    finally:
+        trainer.close()
+    assert np.isfinite(metrics["actor/loss"]) and "train/reward" in metrics
+    episodes = [
+        EpisodeRecord.from_dict(record["episode"]) for record in read_jsonl(tmp_path / "logs/trajectories.jsonl")
+    ]
+    train_uids = {row["extra_info"]["uid"] for row in split.train}
+    assert len(episodes) == 4 and {episode.uid for episode in episodes} <= train_uids
+    assert all(1 <= episode.num_turns <= 2 for episode in episodes)
