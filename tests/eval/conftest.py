@@ -105,10 +105,22 @@ def world(tmp_path_factory):
     )}
     samples = [entry for entry, _ in WORLD]
     rankings = {entry["query"]: ranking for entry, ranking in WORLD}
+    # The oracle's query finds the gold pages first (then the rest of the question's ranking).
+    for entry, ranking in WORLD:
+        gold = gold_pages(entry)
+        rankings[ORACLE_PREFIX + entry["query"]] = gold + [page for page in ranking if page not in gold]
     path = root / "samples.json"
     path.write_text(json.dumps(samples))
     with StaticSearchServer(pages, rankings, root / "pages") as search, ScriptedLLMServer(exact_match_judge()) as judge:
         yield SimpleNamespace(samples=samples, rankings=rankings, samples_path=path, search=search, judge=judge)
+
+
+ORACLE_PREFIX = "oracle: "
+
+
+def gold_pages(entry) -> list[str]:
+    meta = entry["meta_info"]
+    return [f"{Path(meta['file_name']).stem}_{page}" for page in meta["reference_page"]]
 
 
 def crop_box_display(processor) -> list[float]:
@@ -121,11 +133,11 @@ def crop_box_display(processor) -> list[float]:
 def oracle_plans(world, processor) -> dict:
     plans = {}
     for entry in world.samples:
-        meta = entry["meta_info"]
-        gold = [f"{Path(meta['file_name']).stem}_{page}" for page in meta["reference_page"]]
-        crop = crop_box_display(processor) if meta.get("crop_required") else None
-        plans[entry["query"]] = oracle_plan(entry["query"], world.rankings[entry["query"]], gold,
-                                            entry["reference_answer"], crop)
+        query = ORACLE_PREFIX + entry["query"]
+        crop = crop_box_display(processor) if entry["meta_info"].get("crop_required") else None
+        plans[entry["query"]] = oracle_plan(
+            query, world.rankings[query], gold_pages(entry), entry["reference_answer"], crop
+        )
     return plans
 
 

@@ -1,4 +1,4 @@
-"""End to end through `python -m unidoc_rl.eval`: oracle and "unknown" policies, resume, and the outputs."""
+"""End to end through `python -m unidoc_rl.eval` with scripted policies, search and judge on loopback."""
 
 from __future__ import annotations
 
@@ -9,16 +9,106 @@ import pytest
 from unidoc_rl.eval.__main__ import main
 from unidoc_rl.eval.runner import read_results
 
+ACCURACY_LIKE = ("recall@1", "recall@3", "recall@5", "recall@all", "ndcg", "selection", "crop_rate", "crop_f1")
 
-def run_cli(argv):
+
+def run_cli(argv) -> int:
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     return exit_info.value.code
 
 
-def test_oracle_scores_one_everywhere(world, serve_policy, processor, kit, tiny_policy_dir, tmp_path):
-    server = serve_policy(kit.oracle_plans(world, processor))
+@pytest.fixture(scope="module")
+def oracle_run(world, processor, tiny_policy_dir, tmp_path_factory, kit):
+    from unidoc_rl.agent.scripted_client import ScriptedLLMClient
+    from unidoc_rl.testing.eval_policies import plan_policy
+    from unidoc_rl.testing.policy_server import PolicyServer
+
+    out_dir = tmp_path_factory.mktemp("oracle")
+    client = ScriptedLLMClient(processor.tokenizer, plan_policy(processor.tokenizer, kit.oracle_plans(world, processor)))
+    with PolicyServer(client) as server:
+        argv = kit.eval_argv(world, server.base_url, tiny_policy_dir, out_dir)
+        assert run_cli(argv) == 0
+        yield out_dir, argv, server
+
+
+def test_oracle_scores_one_on_every_metric(oracle_run):
+    out_dir, _, _ = oracle_run
+    summary = json.loads((out_dir / "summary.json").read_text())
+    groups = [summary["overall"]] + [
+        group
+        for data in summary["benchmarks"].values()
+        for group in [data["all"], *(g for values in data["categories"].values() for g in values.values())]
+    ]
+    for group in groups:
+        assert group["accuracy"] == {"mean": 1.0, "ci95": [1.0, 1.0]}
+        for name in ACCURACY_LIKE:
+            assert group["metrics"][name] in (1.0, None), name
+        assert group["metrics"]["invalid_rate"] == 0.0
+        assert group["finish_reasons"] == {"answered": 1.0}
+        assert group["judge_fallbacks"] == 0
+    overall = summary["overall"]
+    assert overall["metrics"]["crop_rate"] == 1.0 and overall["metrics"]["crop_f1"] == 1.0
+    assert overall["metrics"]["crop_any"] == pytest.approx(1 / 6)
+    assert summary["benchmarks"]["mmlongbench"]["all"]["native"]["mmlb_f1"] == 1.0
+    assert summary["benchmarks"]["mmlongbench"]["all"]["native"]["mmlb_score"]["mean"] == 1.0
+    assert summary["benchmarks"]["slidevqa"]["all"]["native"]["slidevqa_em"]["mean"] == 1.0
+    # Every answered episode was judged by the scripted judge (the reward's client and prompt).
+    assert summary["run"]["judge"]["verdicts"] == 6
+    assert {(r["benchmark"], r["uid"]) for r in read_results(out_dir / "results.jsonl")} == {
+        ("slidevqa", "s1"), ("slidevqa", "s2"), ("vidoseek", "v1"), ("vidoseek", "v2"),
+        ("mmlongbench", "m1"), ("mmlongbench", "m2"),
+    }
+
+
+def test_outputs_written(oracle_run):
+    out_dir, _, _ = oracle_run
+    for name in ("summary.md", "summary.csv", "accuracy_by_category.png", "turns.png", "finish_reasons.png"):
+        assert (out_dir / name).stat().st_size > 0, name
+    table = (out_dir / "summary.md").read_text()
+    assert "| vidoseek | source_type | layout | 1 | 1 | 1.000 [1.000, 1.000] |" in table
+    rows = (out_dir / "summary.csv").read_text().splitlines()
+    assert rows[0].startswith("benchmark,category,value,episodes,questions,accuracy,ci_low,ci_high")
+    assert len(rows) == 1 + 1 + 3 + (2) + (2 + 2) + (2 + 1)  # header, overall, benchmarks, category values
+
+
+def test_rerun_skips_done_episodes_and_resumes_a_torn_line(oracle_run):
+    out_dir, argv, server = oracle_run
+    results = out_dir / "results.jsonl"
+    lines = results.read_text().splitlines(keepends=True)
+    # A crash mid-write: the last line is torn in half.
+    results.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+    before = server.requests
+    assert run_cli(argv) == 0
+    rerun = json.loads((out_dir / "summary.json").read_text())["run"]
+    assert (rerun["episodes_skipped"], rerun["episodes_run"]) == (5, 1)
+    assert server.requests - before == 3 or server.requests - before == 4  # one episode's turns only
+    keys = [r["key"] for r in read_results(results)]
+    assert len(keys) == len(set(keys)) == 6
+    assert all(line.endswith("\n") for line in results.read_text().splitlines(keepends=True))
+    assert run_cli(argv) == 0
+    assert json.loads((out_dir / "summary.json").read_text())["run"]["episodes_run"] == 0
+
+
+def test_unknown_policy_scores_zero_accuracy_with_expected_retrieval(
+    world, serve_policy, kit, tiny_policy_dir, tmp_path
+):
+    server = serve_policy(kit.unknown_plans(world))
     assert run_cli(kit.eval_argv(world, server.base_url, tiny_policy_dir, tmp_path)) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    print(json.dumps(summary["overall"], indent=1))
-    assert summary["overall"]["accuracy"]["mean"] == 1.0
+    overall = summary["overall"]
+    assert overall["accuracy"] == {"mean": 0.0, "ci95": [0.0, 0.0]}
+    # Shown candidates are the first 3 of each question's ranking. Gold ranks (1-based) over the 5 samples with
+    # evidence: s1 1, s2 3, v1 1, v2 2, m2 1.
+    metrics = overall["metrics"]
+    assert metrics["recall@1"] == pytest.approx(3 / 5)
+    assert metrics["recall@3"] == pytest.approx(1.0)
+    ndcg = [1.0, 1 / 2, 1.0, 1 / 1.5849625007211562, 1.0]
+    assert metrics["ndcg"] == pytest.approx(sum(ndcg) / 5)
+    # Select 0 is right where the gold page is candidate 0 (s1, v1, m2) and where no gold was shown (m1).
+    assert metrics["selection"] == pytest.approx(4 / 6)
+    assert metrics["crop_rate"] == 0.0 and metrics["crop_f1"] == 0.0
+    assert summary["benchmarks"]["slidevqa"]["categories"]["hop"]["multi-hop"]["metrics"]["recall@1"] == 0.0
+    mmlb = summary["benchmarks"]["mmlongbench"]["all"]["native"]
+    assert mmlb["mmlb_score"]["mean"] == 0.0 and mmlb["mmlb_f1"] == 0.0
+    assert overall["finish_reasons"] == {"answered": 1.0}
