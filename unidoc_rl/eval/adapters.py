@@ -51,8 +51,12 @@ class Conversion:
     """Record id → why it was left out."""
 
 
+_LABEL_ALIASES = {"2d-layout": "layout", "pure-text": "text"}
+
+
 def _label(value: str) -> str:
-    return value.strip().lower().replace("_", "-").replace(" ", "-")
+    label = value.strip().lower().replace("_", "-").replace(" ", "-")
+    return _LABEL_ALIASES.get(label, label)
 
 
 def _check_pages(pages, count: int | None) -> str | None:
@@ -123,11 +127,11 @@ def convert_mmlongbench(records: list[dict], page_counts: dict[str, int | None] 
                 record["question"],
                 answer,
                 record["doc_id"],
-                pages,
+                list(dict.fromkeys(pages)),  # a few records list a page twice
                 "mmlongbench",
                 {
                     "evidence_source": sorted({MMLONGBENCH_SOURCES[source] for source in sources}),
-                    "evidence_pages": mmlongbench_page_groups(pages, answer),
+                    "evidence_pages": mmlongbench_page_groups(pages, answer),  # on the list as released
                     "doc_type": [record["doc_type"]],
                     "answer_format": [record["answer_format"]],
                 },

@@ -4,8 +4,8 @@ The rules follow the benchmark's `eval_score.py` (reimplemented here): the gold 
 strings are cleaned (lower case, parenthesised text, one pair of quotes, a leading `$` and trailing `%` removed),
 Int compares integers, Float compares within 1% relative or at shared decimals (also against gold/100 and
 gold*100), Str/None use exact match for "exact-match" strings (URLs, file names, phone numbers, dates, e-mails,
-times) and ANLS at 0.5 otherwise, List compares sorted items. Where the official code crashes (an unparseable
-Float gold) the score is 0.
+times) and ANLS at 0.5 otherwise, List compares sorted items. Where the official code crashes, an unparseable
+Float gold scores 0 and two empty lists score 1.
 
 The official pipeline extracts a short answer from a free-form response with an LLM prompt. The agent already
 answers inside `<answer>`, so `extract_answer` is a rule-based extraction of that short text for the gold format.
@@ -121,8 +121,10 @@ def score_answer(gold: str, prediction: str, answer_format: str) -> float:
     if answer_format == "List":
         gold_items = sorted(clean_string(item) for item in _as_list(gold))
         predicted = sorted(clean_string(item) for item in _as_list(prediction))
-        if len(gold_items) != len(predicted) or not gold_items:
+        if len(gold_items) != len(predicted):
             return 0.0
+        if not gold_items:
+            return 1.0  # both empty (the official code fails here)
         if _is_number(gold_items[0]) or is_exact_match_string(gold_items[0]):
             return float("-".join(gold_items) == "-".join(predicted))
         return min(official_anls(p, g) for p, g in zip(predicted, gold_items, strict=True))
