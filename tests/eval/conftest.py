@@ -174,7 +174,12 @@ def eval_argv(world, policy_url: str, tiny_policy_dir, out_dir: Path, *extra: st
 
 
 @pytest.fixture(scope="session")
-def kit():
+def kit(processor):
     return SimpleNamespace(
-        oracle_plans=oracle_plans, unknown_plans=unknown_plans, eval_argv=eval_argv, crop_box_display=crop_box_display
+        oracle_plans=oracle_plans,
+        unknown_plans=unknown_plans,
+        eval_argv=eval_argv,
+        crop_box_display=crop_box_display,
+        exact_match_judge=exact_match_judge,
+        processor=processor,
     )

@@ -71,3 +71,36 @@ async def test_endpoint_without_token_ids_is_refused(world):
         with pytest.raises(PolicyRequestError, match="HTTP 40"):
             await client.generate("r", prompt_ids=[1, 2], sampling_params={"max_tokens": 4})
         await client.aclose()
+
+
+async def test_evaluation_worker_runs_the_same_episodes_as_the_training_worker(world, processor, tiny_policy_dir, kit):
+    import numpy as np
+    from omegaconf import OmegaConf
+    from verl.protocol import DataProto
+
+    from unidoc_rl.agent.verl_worker import UniDocAgentLoopWorker, build_agent_loop_worker
+    from unidoc_rl.eval.worker import EvaluationWorker
+    from unidoc_rl.prompts import question_message
+
+    config = compose_eval_config(str(tiny_policy_dir), OVERRIDES, "local_cpu")
+    OmegaConf.update(config, "unidoc_agent.search_url", world.search.url)
+    plans = kit.oracle_plans(world, processor)
+    queries = [entry["query"] for entry in world.samples]
+    outputs = []
+    for worker_class in (UniDocAgentLoopWorker, EvaluationWorker):
+        client = ScriptedLLMClient(processor.tokenizer, plan_policy(processor.tokenizer, plans))
+        worker = build_agent_loop_worker(config, client, processor=processor, worker_class=worker_class)
+        batch = DataProto.from_single_dict(
+            {
+                "raw_prompt": np.array([[question_message(q)] for q in queries], dtype=object),
+                "agent_name": np.array(["unidoc_agent"] * len(queries), dtype=object),
+                "extra_info": np.array([{"uid": str(i)} for i in range(len(queries))], dtype=object),
+            }
+        )
+        batch.meta_info["validate"] = True
+        outputs.append(await worker.generate_sequences(batch))
+    trained, evaluated = outputs
+    assert list(trained.non_tensor_batch["episode"]) == list(evaluated.non_tensor_batch["episode"])
+    for name in ("responses", "response_mask", "attention_mask", "prompts"):
+        assert bool((trained.batch[name] == evaluated.batch[name]).all()), name
+    assert "multi_modal_inputs" not in evaluated.non_tensor_batch or not any(evaluated.non_tensor_batch["multi_modal_inputs"])

@@ -112,3 +112,75 @@ def test_unknown_policy_scores_zero_accuracy_with_expected_retrieval(
     mmlb = summary["benchmarks"]["mmlongbench"]["all"]["native"]
     assert mmlb["mmlb_score"]["mean"] == 0.0 and mmlb["mmlb_f1"] == 0.0
     assert overall["finish_reasons"] == {"answered": 1.0}
+
+
+def test_judge_outage_falls_back_and_is_counted(world, serve_policy, kit, tiny_policy_dir, tmp_path):
+    from unidoc_rl.testing.scripted_llm_server import Reply
+
+    server = serve_policy(kit.oracle_plans(world, kit.processor))
+    world.judge.set_script(Reply(status=503))
+    try:
+        argv = kit.eval_argv(world, server.base_url, tiny_policy_dir, tmp_path)
+        argv += ["--override", "reward.reward_kwargs.judge.max_retries=0"]
+        assert run_cli(argv) == 0
+    finally:
+        world.judge.set_script(kit.exact_match_judge())
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["overall"]["judge_fallbacks"] == 6
+    assert summary["run"]["judge"]["fallbacks"] == 6
+    # The fallback (ANLS against the reference) scores the oracle's exact answers 1.0, and says it did.
+    results = read_results(tmp_path / "results.jsonl")
+    assert {r["judge"]["source"] for r in results} == {"fallback"}
+    assert all(r["accuracy"] == 1.0 and r["reward"]["judge_fallback"] for r in results)
+
+
+def test_n_samples_give_pass_at_k_and_concurrency_is_bounded(
+    world, processor, kit, tiny_policy_dir, tmp_path
+):
+    from unidoc_rl.agent.scripted_client import ScriptedLLMClient
+    from unidoc_rl.testing.eval_policies import Plan, plan_policy
+    from unidoc_rl.testing.policy_server import PolicyServer
+
+    # Right on every other trajectory of a question (the trajectories of a question alternate plans).
+    oracle = kit.oracle_plans(world, processor)
+    seen: dict[str, int] = {}
+    tokenizer = processor.tokenizer
+    inner = plan_policy(tokenizer, oracle)
+    wrong = plan_policy(tokenizer, {q: Plan(p.replies[:-1] + ("<answer>unknown</answer>",)) for q, p in oracle.items()})
+    parity: dict[str, int] = {}
+
+    def script(call):
+        if call.request_id not in parity:
+            question = tokenizer.decode(call.prompt_ids)
+            parity[call.request_id] = seen.setdefault(question, 0)
+            seen[question] += 1
+        return (inner if parity[call.request_id] % 2 == 0 else wrong)(call)
+
+    with PolicyServer(ScriptedLLMClient(tokenizer, script), delay_s=0.02) as server:
+        argv = kit.eval_argv(world, server.base_url, tiny_policy_dir, tmp_path, "--n", "2", "--temperature", "1.0")
+        argv[argv.index("--concurrency") + 1] = "3"
+        assert run_cli(argv) == 0
+        assert 1 < server.max_in_flight <= 3
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    overall = summary["overall"]
+    assert (overall["episodes"], overall["questions"]) == (12, 6)
+    assert overall["accuracy"]["mean"] == pytest.approx(0.5)
+    assert overall["pass@k"]["1"]["mean"] == pytest.approx(0.5)
+    assert overall["pass@k"]["2"]["mean"] == pytest.approx(1.0)
+    assert sorted({r["sample_index"] for r in read_results(tmp_path / "results.jsonl")}) == [0, 1]
+
+
+def test_search_url_rules():
+    from unidoc_rl.eval.__main__ import parse_search_urls
+
+    assert parse_search_urls(["http://a:1"], True, {"slidevqa", "vidoseek"}) == {"*": "http://a:1"}
+    assert parse_search_urls(["http://a:1"], False, {"slidevqa"}) == {"*": "http://a:1"}
+    assert parse_search_urls(["slidevqa=http://a:1", "vidoseek=http://b:2"], False, {"slidevqa", "vidoseek"}) == {
+        "slidevqa": "http://a:1", "vidoseek": "http://b:2"
+    }
+    with pytest.raises(SystemExit, match="--merged-corpus"):
+        parse_search_urls(["http://a:1"], False, {"slidevqa", "vidoseek"})
+    with pytest.raises(SystemExit, match="exactly one"):
+        parse_search_urls(["slidevqa=http://a:1"], True, {"slidevqa"})
+    with pytest.raises(SystemExit, match="vidoseek"):
+        parse_search_urls(["slidevqa=http://a:1"], False, {"slidevqa", "vidoseek"})

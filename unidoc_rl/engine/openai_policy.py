@@ -11,6 +11,10 @@ displayed pixels exact. The trajectory's request id goes in the `X-Request-Id` h
 
 Connection errors, timeouts and 5xx/429 answers are retried with exponential backoff; other errors raise
 `PolicyRequestError` naming the status and the server's message.
+
+The transport is aiohttp (it ships with verl): under a few hundred concurrent requests httpx's connection pool
+spends more CPU per request scanning its connections than everything else the client does. Each image's data URL
+is encoded once and reused while the image lives (an episode re-sends every image shown so far on every turn).
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import logging
 import random
+import weakref
 from typing import Any
 
-import httpx
+import aiohttp
 from PIL import Image
 from verl.workers.rollout.llm_server import LLMServerClient
 from verl.workers.rollout.replica import TokenOutput
@@ -37,10 +43,20 @@ class PolicyRequestError(RuntimeError):
     pass
 
 
+_encoded: dict[int, str] = {}
+"""Data URL per live image, by id (PIL images are unhashable); an entry is dropped when its image is collected."""
+
+
 def image_data_url(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    key = id(image)
+    url = _encoded.get(key)
+    if url is None:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=1)
+        url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+        _encoded[key] = url
+        weakref.finalize(image, _encoded.pop, key, None)
+    return url
 
 
 def decode_data_url(url: str) -> Image.Image:
@@ -118,17 +134,20 @@ class OpenAIPolicyClient(LLMServerClient):
         self.backoff_s = backoff_s
         self.max_connections = max_connections
         self.images_field = images_field
-        self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
 
-    def _client(self) -> httpx.AsyncClient:
+    def _session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None or client.is_closed:
+        session = self._sessions.get(loop)
+        if session is None or session.closed:
             headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            limits = httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=self.max_connections)
-            client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout_s, headers=headers, limits=limits)
-            self._clients[loop] = client
-        return client
+            session = aiohttp.ClientSession(
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                connector=aiohttp.TCPConnector(limit=self.max_connections),
+            )
+            self._sessions[loop] = session
+        return session
 
     async def generate(
         self, request_id, *, prompt_ids, sampling_params, image_data=None, video_data=None, **kwargs
@@ -144,30 +163,28 @@ class OpenAIPolicyClient(LLMServerClient):
 
     async def _post(self, body: dict[str, Any], request_id: str) -> Any:
         last = "no attempt made"
+        url = self.base_url + "/completions"
         for attempt in range(self.max_retries + 1):
             if attempt:
                 await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
             try:
-                response = await self._client().post(
-                    "/completions", json=body, headers={REQUEST_ID_HEADER: request_id}
-                )
-            except httpx.TransportError as error:
+                async with self._session().post(url, json=body, headers={REQUEST_ID_HEADER: request_id}) as response:
+                    status, text = response.status, await response.text()
+            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
                 last = f"{type(error).__name__}: {error}"
                 continue
-            if response.status_code >= 500 or response.status_code == 429:
-                last = f"HTTP {response.status_code}: {response.text[:200]}"
+            if status >= 500 or status == 429:
+                last = f"HTTP {status}: {text[:200]}"
                 continue
-            if response.status_code >= 400:
-                raise PolicyRequestError(f"policy endpoint refused the request: HTTP {response.status_code}: "
-                                         f"{response.text[:500]}")
+            if status >= 400:
+                raise PolicyRequestError(f"policy endpoint refused the request: HTTP {status}: {text[:500]}")
             try:
-                return response.json()
+                return json.loads(text)
             except ValueError:
-                raise PolicyRequestError(f"policy endpoint sent no JSON: {response.text[:200]!r}") from None
+                raise PolicyRequestError(f"policy endpoint sent no JSON: {text[:200]!r}") from None
         raise PolicyRequestError(f"policy endpoint {self.base_url} failed after {self.max_retries + 1} attempts ({last})")
 
     async def aclose(self) -> None:
-        loop = asyncio.get_running_loop()
-        client = self._clients.pop(loop, None)
-        if client is not None:
-            await client.aclose()
+        session = self._sessions.pop(asyncio.get_running_loop(), None)
+        if session is not None:
+            await session.close()

@@ -1,7 +1,7 @@
 """Episodes under the training rules, scored as the reward scores them, written as resumable result lines.
 
-Every episode runs through verl's `AgentLoopWorker` (the project's worker) and `UniDocAgentLoop` exactly as in
-training's validation: the same composed trainer config (`configs/unidoc_grpo.yaml` and an optional experiment),
+Every episode runs through verl's `AgentLoopWorker` (the project's worker, minus the trainer's tensors: see
+`unidoc_rl.eval.worker`) and `UniDocAgentLoop` exactly as in training's validation: the same composed trainer config (`configs/unidoc_grpo.yaml` and an optional experiment),
 so the same prompts, budgets, parser, coordinate frames and pixel budget; sampling from the rollout's
 `val_kwargs` (greedy unless a temperature is given). Scores come from the reward's `EpisodeScorer` (same
 components, same judge client and prompt); accuracy is the judge's verdict on the final answer, also where the
@@ -29,12 +29,12 @@ from tqdm import tqdm
 from verl.protocol import DataProto
 
 from unidoc_rl.agent.verl_worker import build_agent_loop_worker
-from unidoc_rl.agent_settings import AgentSettings
 from unidoc_rl.episode import EpisodeRecord
 from unidoc_rl.eval.metrics import episode_metrics, native_scores
 from unidoc_rl.eval.samples import EvalSample
+from unidoc_rl.eval.worker import EvaluationWorker
 from unidoc_rl.jsonl import JsonlLog
-from unidoc_rl.prompts import prompt_messages
+from unidoc_rl.prompts import question_message
 from unidoc_rl.rewards.answer_match import rule_based_score
 from unidoc_rl.rewards.scorer import EpisodeScorer
 from unidoc_rl.rewards.settings import AnswerScorer
@@ -97,7 +97,6 @@ class Evaluator:
         self.processor = processor
         self.scorer = scorer
         self.search_urls = search_urls
-        self.settings = AgentSettings.from_mapping(config.get("unidoc_agent"))
         self._workers: dict[str, Any] = {}
 
     def search_url(self, benchmark: str) -> str:
@@ -111,12 +110,16 @@ class Evaluator:
         if worker is None:
             config = copy.deepcopy(self.config)
             OmegaConf.update(config, "unidoc_agent.search_url", url, force_add=True)
-            worker = build_agent_loop_worker(config, self.llm_client, processor=self.processor)
+            worker = build_agent_loop_worker(
+                config, self.llm_client, processor=self.processor, worker_class=EvaluationWorker
+            )
             self._workers[url] = worker
         return worker
 
-    def prompt(self, sample: EvalSample) -> list[dict]:
-        return prompt_messages(sample.query, self.settings.convention, self.settings.limits.n_candidates)
+    @staticmethod
+    def prompt(sample: EvalSample) -> list[dict]:
+        """The question alone, as in the RL parquet: the agent loop renders the system prompt from its settings."""
+        return [question_message(sample.query)]
 
     async def episode(self, sample: EvalSample, sample_index: int) -> dict:
         started = time.perf_counter()

@@ -8,6 +8,7 @@ and `logprobs.token_logprobs`. Generation runs on the server's own event loop, a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import uuid
@@ -19,9 +20,20 @@ _SAMPLING_KEYS = ("temperature", "top_p", "top_k", "repetition_penalty", "stop",
 
 
 class PolicyServer:
-    def __init__(self, llm_client, host: str = "127.0.0.1", port: int = 0, images_field: str = "multi_modal_data"):
+    def __init__(
+        self,
+        llm_client,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        images_field: str = "multi_modal_data",
+        delay_s: float = 0.0,
+    ):
         self.llm_client = llm_client
         self.images_field = images_field
+        self.delay_s = delay_s
+        """Extra latency per completion (a remote server's service time)."""
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._server = ThreadedUvicorn(self._app, host=host, port=port, interface="asgi3")
         self._lock = threading.Lock()
         self.requests = 0
@@ -72,6 +84,17 @@ class PolicyServer:
     async def _complete(self, body: dict, request_id: str | None) -> dict:
         with self._lock:
             self.requests += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._generate(body, request_id)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    async def _generate(self, body: dict, request_id: str | None) -> dict:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         prompt = body["prompt"]
         if not isinstance(prompt, list) or not all(isinstance(token, int) for token in prompt):
             raise ValueError("prompt must be a list of token ids")
