@@ -37,7 +37,6 @@ from unidoc_rl.jsonl import JsonlLog
 from unidoc_rl.prompts import question_message
 from unidoc_rl.rewards.answer_match import rule_based_score
 from unidoc_rl.rewards.scorer import EpisodeScorer
-from unidoc_rl.rewards.settings import AnswerScorer
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +208,7 @@ class Evaluator:
 
         started = time.perf_counter()
         correct = 0.0
+        writer = _BatchWriter(results_log)
         bar = tqdm(total=len(todo), disable=not progress, desc="episodes", unit="ep", dynamic_ncols=True)
         try:
             for finished in asyncio.as_completed([bounded(sample, index) for sample, index in todo]):
@@ -217,7 +217,7 @@ class Evaluator:
                     stats.errors += 1
                     errors_log.write(result)
                 else:
-                    results_log.write(result)
+                    writer.add(result)
                     stats.episodes += 1
                     correct += result["accuracy"]
                 elapsed = time.perf_counter() - started
@@ -228,6 +228,7 @@ class Evaluator:
                     errors=stats.errors,
                 )
         finally:
+            await writer.close()
             bar.close()
             results_log.close()
             errors_log.close()
@@ -241,5 +242,27 @@ class Evaluator:
             await close()
 
 
-def uses_judge(scorer: EpisodeScorer) -> bool:
-    return scorer.settings.answer_scorer is AnswerScorer.JUDGE
+class _BatchWriter:
+    """Appends result lines from a worker thread, so a write's fsync never stalls the episodes in flight; lines
+    that finish while one write is on disk go out together in the next."""
+
+    def __init__(self, log: JsonlLog):
+        self.log = log
+        self.pending: list[dict] = []
+        self.task: asyncio.Task | None = None
+
+    def add(self, result: dict) -> None:
+        self.pending.append(result)
+        if self.task is None or self.task.done():
+            self.task = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending, []
+            await asyncio.to_thread(self.log.write_many, batch)
+
+    async def close(self) -> None:
+        if self.task is not None:
+            await self.task
+        if self.pending:
+            await self._drain()
