@@ -43,8 +43,12 @@ def world(n: int) -> tuple[list[dict], dict[str, list[str]]]:
                 "uid": f"q{i}",
                 "query": query,
                 "reference_answer": f"answer {i}",
-                "meta_info": {"file_name": f"{doc}.pdf", "reference_page": [page], "benchmark": "bench",
-                              "categories": {"parity": [str(i % 2)]}},
+                "meta_info": {
+                    "file_name": f"{doc}.pdf",
+                    "reference_page": [page],
+                    "benchmark": "bench",
+                    "categories": {"parity": [str(i % 2)]},
+                },
             }
         )
     return samples, rankings
@@ -67,8 +71,13 @@ def serve_policy(n: int, latency_s: float, port_queue) -> None:
         gold = f"{sample['meta_info']['file_name'][:-4]}_{sample['meta_info']['reference_page'][0]}"
         query = sample["query"]
         select = rankings[query].index(gold)
-        plans[query] = Plan((f"<search>{query}</search>", f"<select>{select}</select>",
-                             f"<answer>{sample['reference_answer']}</answer>"))
+        plans[query] = Plan(
+            (
+                f"<search>{query}</search>",
+                f"<select>{select}</select>",
+                f"<answer>{sample['reference_answer']}</answer>",
+            )
+        )
     client = ScriptedLLMClient(tokenizer, plan_policy(tokenizer, plans), record_prompts=True)
     server = PolicyServer(client, delay_s=latency_s).start()
     port_queue.put(server.base_url)
@@ -131,7 +140,10 @@ async def run_harness(samples_path: Path, urls: dict, out_dir: Path, concurrency
     config = compose_eval_config(policy_path, ["unidoc_agent.max_tokens_per_turn=64"], "local_cpu")
     scorer = EpisodeScorer(reward_settings(config, urls["judge"], None, None))
     evaluator = Evaluator(
-        config, OpenAIPolicyClient(urls["policy"], "scripted"), rope_processor(policy_path), scorer,
+        config,
+        OpenAIPolicyClient(urls["policy"], "scripted"),
+        rope_processor(policy_path),
+        scorer,
         {"*": urls["search"]},
     )
     samples = load_eval_samples([samples_path])[:limit]
@@ -175,9 +187,7 @@ def main(argv: list[str] | None = None) -> None:
             # Warm-up: worker construction, connections, first prompt rendering.
             asyncio.run(run_harness(samples_path, urls, tmp / "warmup", args.concurrency, 8))
             concurrent = asyncio.run(run_harness(samples_path, urls, tmp / "concurrent", args.concurrency, None))
-            sequential = asyncio.run(
-                run_harness(samples_path, urls, tmp / "sequential", 1, args.sequential_episodes)
-            )
+            sequential = asyncio.run(run_harness(samples_path, urls, tmp / "sequential", 1, args.sequential_episodes))
         finally:
             for process in processes:
                 process.terminate()

@@ -62,30 +62,53 @@ WORLD = [
     ),
     (
         sample(
-            "v1", "vidoseek", "Which areas are on the coast?", "Kent", "guide.pdf", [1],
+            "v1",
+            "vidoseek",
+            "Which areas are on the coast?",
+            "Kent",
+            "guide.pdf",
+            [1],
             {"query_type": ["single-hop"], "source_type": ["layout"]},
-            reference_boxes=[[CROP_BOX]], crop_required=[True],
+            reference_boxes=[[CROP_BOX]],
+            crop_required=[True],
         ),
         ["guide_1", "guide_2", "guide_3"],
     ),
     (
         sample(
-            "v2", "vidoseek", "What temperature is used?", "195 C", "guide.pdf", [3],
+            "v2",
+            "vidoseek",
+            "What temperature is used?",
+            "195 C",
+            "guide.pdf",
+            [3],
             {"query_type": ["multi-hop"], "source_type": ["text"]},
         ),
         ["guide_2", "guide_3", "guide_1"],
     ),
     (
         sample(
-            "m1", "mmlongbench", "How many charts are there?", "Not answerable", "report.pdf", [],
-            {"evidence_pages": ["unanswerable"], "evidence_source": []}, answer_format="None",
+            "m1",
+            "mmlongbench",
+            "How many charts are there?",
+            "Not answerable",
+            "report.pdf",
+            [],
+            {"evidence_pages": ["unanswerable"], "evidence_source": []},
+            answer_format="None",
         ),
         ["report_1", "report_2", "report_3"],
     ),
     (
         sample(
-            "m2", "mmlongbench", "How many references are there?", "8", "report.pdf", [2],
-            {"evidence_pages": ["single-page"], "evidence_source": ["text"]}, answer_format="Int",
+            "m2",
+            "mmlongbench",
+            "How many references are there?",
+            "8",
+            "report.pdf",
+            [2],
+            {"evidence_pages": ["single-page"], "evidence_source": ["text"]},
+            answer_format="Int",
         ),
         ["report_2", "report_1", "report_3"],
     ),
@@ -100,9 +123,10 @@ def processor(tiny_policy_dir):
 @pytest.fixture(scope="session")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval-world")
-    pages = {f"{doc}_{page}": pattern_page(seed) for seed, (doc, page) in enumerate(
-        (doc, page) for doc in ("deck", "guide", "report") for page in (1, 2, 3)
-    )}
+    pages = {
+        f"{doc}_{page}": pattern_page(seed)
+        for seed, (doc, page) in enumerate((doc, page) for doc in ("deck", "guide", "report") for page in (1, 2, 3))
+    }
     samples = [entry for entry, _ in WORLD]
     rankings = {entry["query"]: ranking for entry, ranking in WORLD}
     # The oracle's query finds the gold pages first (then the rest of the question's ranking).
@@ -163,10 +187,25 @@ def serve_policy(processor):
 
 def eval_argv(world, policy_url: str, tiny_policy_dir, out_dir: Path, *extra: str) -> list[str]:
     argv = [
-        "--samples", str(world.samples_path), "--out_dir", str(out_dir),
-        "--search-url", world.search.url, "--merged-corpus", "--judge-url", world.judge.base_url,
-        "--policy-url", policy_url, "--policy-model", "scripted", "--tokenizer-path", str(tiny_policy_dir),
-        "--experiment", "local_cpu", "--concurrency", "4",
+        "--samples",
+        str(world.samples_path),
+        "--out_dir",
+        str(out_dir),
+        "--search-url",
+        world.search.url,
+        "--merged-corpus",
+        "--judge-url",
+        world.judge.base_url,
+        "--policy-url",
+        policy_url,
+        "--policy-model",
+        "scripted",
+        "--tokenizer-path",
+        str(tiny_policy_dir),
+        "--experiment",
+        "local_cpu",
+        "--concurrency",
+        "4",
     ]
     for override in AGENT_OVERRIDES:
         argv += ["--override", override]

@@ -40,7 +40,9 @@ def test_mmlongbench_conversion(mmlb_records, benchmarks, tmp_path):
     samples = load_eval_samples([path])
     by_uid = {s.uid: s for s in samples}
     stem = record["doc_id"][: -len(".pdf")]
-    assert by_uid["mmlongbench-0"].gold_page_ids == tuple(f"{stem}_{p}" for p in ast.literal_eval(record["evidence_pages"]))
+    assert by_uid["mmlongbench-0"].gold_page_ids == tuple(
+        f"{stem}_{p}" for p in ast.literal_eval(record["evidence_pages"])
+    )
     kept = [r for i, r in enumerate(mmlb_records) if i not in zero_page]
     groups = [s.categories["evidence_pages"] for s in samples]
     assert sum("single-page" in g for g in groups) == sum(len(ast.literal_eval(r["evidence_pages"])) == 1 for r in kept)
@@ -92,13 +94,21 @@ def test_slidevqa_conversion_of_vrag_records_and_raw_rows(benchmarks):
     raw = [
         {"deck_name": "deck-a_95", "qa_id": 7, "question": "q?", "answer": "a", "evidence_pages": [3, 9]},
         {"deck_name": "deck-b", "qa_id": 8, "question": "q?", "answer": "a", "evidence_pages": [21]},
-        {"deck_name": "deck-c", "qa_id": 9, "question": "q?", "answer": "a", "evidence_pages": [2],
-         "reasoning_type": "Multi-Hop", "answer_type": "Non-Span"},
+        {
+            "deck_name": "deck-c",
+            "qa_id": 9,
+            "question": "q?",
+            "answer": "a",
+            "evidence_pages": [2],
+            "reasoning_type": "Multi-Hop",
+            "answer_type": "Non-Span",
+        },
     ]
     rows = convert_slidevqa(raw)
     assert list(rows.skipped) == ["slidevqa-test-8"]
     assert [s["meta_info"]["categories"] for s in rows.samples] == [
-        {"hop": ["multi-hop"]}, {"hop": ["multi-hop"], "answer_type": ["non-span"]}
+        {"hop": ["multi-hop"]},
+        {"hop": ["multi-hop"], "answer_type": ["non-span"]},
     ]
     assert rows.samples[0]["meta_info"]["file_name"] == "deck-a_95.pdf"
 

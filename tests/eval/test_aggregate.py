@@ -9,8 +9,19 @@ import pytest
 from unidoc_rl.eval.aggregate import bootstrap_interval, pass_at_k, summarize
 
 
-def result(benchmark, uid, accuracy, categories, index=0, recall=None, turns=2, finish="answered", native=None,
-           reference="x", fallback=False):
+def result(
+    benchmark,
+    uid,
+    accuracy,
+    categories,
+    index=0,
+    recall=None,
+    turns=2,
+    finish="answered",
+    native=None,
+    reference="x",
+    fallback=False,
+):
     return {
         "key": f"{benchmark}/{uid}/{index}",
         "benchmark": benchmark,
@@ -36,12 +47,30 @@ def fixture_results():
         result("slidevqa", "d", 0.0, {"hop": ["multi-hop"]}, recall=None, fallback=True),
         result("slidevqa", "e", 1.0, {"hop": ["multi-hop"]}, recall=1.0, turns=5),
         # A question under two sources counts once under each.
-        result("mmlongbench", "m1", 1.0, {"evidence_source": ["chart", "table"]},
-               native={"mmlb_pred": "8", "mmlb_score": 1.0}, reference="8"),
-        result("mmlongbench", "m2", 0.0, {"evidence_source": ["chart"]},
-               native={"mmlb_pred": "Not answerable", "mmlb_score": 0.0}, reference="5"),
-        result("mmlongbench", "m3", 1.0, {"evidence_source": []},
-               native={"mmlb_pred": "Not answerable", "mmlb_score": 1.0}, reference="Not answerable"),
+        result(
+            "mmlongbench",
+            "m1",
+            1.0,
+            {"evidence_source": ["chart", "table"]},
+            native={"mmlb_pred": "8", "mmlb_score": 1.0},
+            reference="8",
+        ),
+        result(
+            "mmlongbench",
+            "m2",
+            0.0,
+            {"evidence_source": ["chart"]},
+            native={"mmlb_pred": "Not answerable", "mmlb_score": 0.0},
+            reference="5",
+        ),
+        result(
+            "mmlongbench",
+            "m3",
+            1.0,
+            {"evidence_source": []},
+            native={"mmlb_pred": "Not answerable", "mmlb_score": 1.0},
+            reference="Not answerable",
+        ),
     ]
 
 

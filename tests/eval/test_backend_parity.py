@@ -34,7 +34,10 @@ def comparable(result: dict) -> dict:
 async def test_scripted_policy_parity(world, processor, tiny_policy_dir, kit):
     plans = kit.oracle_plans(world, processor)
     local = await run_all(
-        world, processor, tiny_policy_dir, ScriptedLLMClient(processor.tokenizer, plan_policy(processor.tokenizer, plans))
+        world,
+        processor,
+        tiny_policy_dir,
+        ScriptedLLMClient(processor.tokenizer, plan_policy(processor.tokenizer, plans)),
     )
     served_client = ScriptedLLMClient(processor.tokenizer, plan_policy(processor.tokenizer, plans))
     with PolicyServer(served_client) as server:
@@ -103,4 +106,6 @@ async def test_evaluation_worker_runs_the_same_episodes_as_the_training_worker(w
     assert list(trained.non_tensor_batch["episode"]) == list(evaluated.non_tensor_batch["episode"])
     for name in ("responses", "response_mask", "attention_mask", "prompts"):
         assert bool((trained.batch[name] == evaluated.batch[name]).all()), name
-    assert "multi_modal_inputs" not in evaluated.non_tensor_batch or not any(evaluated.non_tensor_batch["multi_modal_inputs"])
+    assert "multi_modal_inputs" not in evaluated.non_tensor_batch or not any(
+        evaluated.non_tensor_batch["multi_modal_inputs"]
+    )

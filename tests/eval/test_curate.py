@@ -22,8 +22,14 @@ EPISODES = {
 @pytest.fixture
 def run_dir(tmp_path):
     lines = [
-        {"key": f"{bench}/{uid}/{i}", "benchmark": bench, "uid": uid, "sample_index": i, "accuracy": acc,
-         "metrics": {"recall@all": recall}}
+        {
+            "key": f"{bench}/{uid}/{i}",
+            "benchmark": bench,
+            "uid": uid,
+            "sample_index": i,
+            "accuracy": acc,
+            "metrics": {"recall@all": recall},
+        }
         for (bench, uid), episodes in EPISODES.items()
         for i, (acc, recall) in enumerate(episodes)
     ]
@@ -45,8 +51,17 @@ def test_sft_difficulty_filter(world, run_dir, tmp_path, capsys):
 
 def test_rl_set_filter_writes_rl_parquet(world, run_dir, tmp_path, capsys):
     out_dir = tmp_path / "rl"
-    argv = ["rl", "--run", str(run_dir), "--samples", str(world.samples_path), "--out_dir", str(out_dir),
-            "--val_size", "0"]
+    argv = [
+        "rl",
+        "--run",
+        str(run_dir),
+        "--samples",
+        str(world.samples_path),
+        "--out_dir",
+        str(out_dir),
+        "--val_size",
+        "0",
+    ]
     report = run(argv, capsys)
     assert (report["kept"], report["dropped"], report["not_evaluated"]) == (2, 3, 1)
     rows = pq.read_table(out_dir / "train.parquet").to_pylist()

@@ -84,7 +84,13 @@ def test_f1_over_not_answerable():
         ("12.5 bn", "12.5 bn", "How much?", 1.0, 1.0),
         ("The profit was 12.5 bn", "12.5 bn", "How much?", 0.0, pytest.approx(2 * (2 / 4) * 1 / (2 / 4 + 1))),
         ("3 people", "three", "In all, how many people came?", 1.0, 1.0),  # unit removed, number word mapped
-        ("3 people", "three", "How many people came?", 0.0, pytest.approx(2 / 3)),  # the phrase test is case-sensitive, as released
+        (
+            "3 people",
+            "three",
+            "How many people came?",
+            0.0,
+            pytest.approx(2 / 3),
+        ),  # the phrase test is case-sensitive, as released
         ("Yes, it grew", "yes", "Did it grow?", 1.0, 1.0),
         ("cats & dogs", "cats and dogs", "What animals?", 1.0, 1.0),
         ("10 percent", "10", "What share?", 1.0, 1.0),

@@ -25,7 +25,9 @@ def oracle_run(world, processor, tiny_policy_dir, tmp_path_factory, kit):
     from unidoc_rl.testing.policy_server import PolicyServer
 
     out_dir = tmp_path_factory.mktemp("oracle")
-    client = ScriptedLLMClient(processor.tokenizer, plan_policy(processor.tokenizer, kit.oracle_plans(world, processor)))
+    client = ScriptedLLMClient(
+        processor.tokenizer, plan_policy(processor.tokenizer, kit.oracle_plans(world, processor))
+    )
     with PolicyServer(client) as server:
         argv = kit.eval_argv(world, server.base_url, tiny_policy_dir, out_dir)
         assert run_cli(argv) == 0
@@ -56,8 +58,12 @@ def test_oracle_scores_one_on_every_metric(oracle_run):
     # Every answered episode was judged by the scripted judge (the reward's client and prompt).
     assert summary["run"]["judge"]["verdicts"] == 6
     assert {(r["benchmark"], r["uid"]) for r in read_results(out_dir / "results.jsonl")} == {
-        ("slidevqa", "s1"), ("slidevqa", "s2"), ("vidoseek", "v1"), ("vidoseek", "v2"),
-        ("mmlongbench", "m1"), ("mmlongbench", "m2"),
+        ("slidevqa", "s1"),
+        ("slidevqa", "s2"),
+        ("vidoseek", "v1"),
+        ("vidoseek", "v2"),
+        ("mmlongbench", "m1"),
+        ("mmlongbench", "m2"),
     }
 
 
@@ -134,9 +140,7 @@ def test_judge_outage_falls_back_and_is_counted(world, serve_policy, kit, tiny_p
     assert all(r["accuracy"] == 1.0 and r["reward"]["judge_fallback"] for r in results)
 
 
-def test_n_samples_give_pass_at_k_and_concurrency_is_bounded(
-    world, processor, kit, tiny_policy_dir, tmp_path
-):
+def test_n_samples_give_pass_at_k_and_concurrency_is_bounded(world, processor, kit, tiny_policy_dir, tmp_path):
     from unidoc_rl.agent.scripted_client import ScriptedLLMClient
     from unidoc_rl.testing.eval_policies import Plan, plan_policy
     from unidoc_rl.testing.policy_server import PolicyServer
@@ -176,7 +180,8 @@ def test_search_url_rules():
     assert parse_search_urls(["http://a:1"], True, {"slidevqa", "vidoseek"}) == {"*": "http://a:1"}
     assert parse_search_urls(["http://a:1"], False, {"slidevqa"}) == {"*": "http://a:1"}
     assert parse_search_urls(["slidevqa=http://a:1", "vidoseek=http://b:2"], False, {"slidevqa", "vidoseek"}) == {
-        "slidevqa": "http://a:1", "vidoseek": "http://b:2"
+        "slidevqa": "http://a:1",
+        "vidoseek": "http://b:2",
     }
     with pytest.raises(SystemExit, match="--merged-corpus"):
         parse_search_urls(["http://a:1"], False, {"slidevqa", "vidoseek"})
@@ -184,3 +189,55 @@ def test_search_url_rules():
         parse_search_urls(["slidevqa=http://a:1"], True, {"slidevqa"})
     with pytest.raises(SystemExit, match="vidoseek"):
         parse_search_urls(["slidevqa=http://a:1"], False, {"slidevqa", "vidoseek"})
+
+
+def write_index(directory, page_ids):
+    from search_engine.manifest import Manifest, ShardEntry, write_manifest
+
+    directory.mkdir(parents=True)
+    write_manifest(directory, Manifest(backend="bm25", model="bm25", shards=[ShardEntry("shard-000000", page_ids)]))
+    return directory
+
+
+def test_corpus_check_refuses_samples_whose_evidence_is_not_indexed(world, kit, tiny_policy_dir, tmp_path):
+    from unidoc_rl.eval.adapters import main as adapters_main
+
+    pages = [f"{doc}_{page}" for doc in ("deck", "guide", "report") for page in (1, 2, 3)]
+    partial = write_index(tmp_path / "index_a", [p for p in pages if p not in ("guide_3", "deck_3")])
+    rest = write_index(tmp_path / "index_b", ["deck_3"])
+    argv = kit.eval_argv(world, "http://127.0.0.1:9/v1", tiny_policy_dir, tmp_path / "run")
+    with pytest.raises(SystemExit, match=r"1 sample\(s\) have evidence pages.*\n  vidoseek/v2: guide_3"):
+        main([*argv, "--index_dir", str(partial), str(rest)])
+    assert not (tmp_path / "run" / "results.jsonl").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        adapters_main(["check", "--samples", str(world.samples_path), "--index_dir", str(partial)])
+    assert exit_info.value.code == 1
+
+
+def test_local_engine_backend_from_the_command_line(world, tiny_policy_dir, tmp_path):
+    argv = [
+        "--samples",
+        str(world.samples_path),
+        "--out_dir",
+        str(tmp_path),
+        "--search-url",
+        world.search.url,
+        "--merged-corpus",
+        "--judge-url",
+        world.judge.base_url,
+        "--model-path",
+        "tiny",
+        "--limit",
+        "2",
+        "--experiment",
+        "local_cpu",
+        "--override",
+        "unidoc_agent.max_turns=1",
+        "--override",
+        "unidoc_agent.max_tokens_per_turn=8",
+    ]
+    assert run_cli(argv) == 0
+    results = read_results(tmp_path / "results.jsonl")
+    assert [r["uid"] for r in sorted(results, key=lambda r: r["uid"])] == ["s1", "s2"]
+    assert all(r["episode"]["num_turns"] == 1 and 0 < r["tokens"]["model"] <= 8 for r in results)
+    assert json.loads((tmp_path / "summary.json").read_text())["run"]["policy"] == str(tiny_policy_dir)

@@ -155,7 +155,12 @@ class OpenAIPolicyClient(LLMServerClient):
         if video_data:
             raise ValueError("OpenAIPolicyClient does not send video inputs")
         body = await asyncio.to_thread(
-            completion_body, self.model, list(prompt_ids), dict(sampling_params), list(image_data or []), self.images_field
+            completion_body,
+            self.model,
+            list(prompt_ids),
+            dict(sampling_params),
+            list(image_data or []),
+            self.images_field,
         )
         payload = await self._post(body, str(request_id))
         token_ids, logprobs = parse_choice(payload, bool(sampling_params.get("logprobs")))
@@ -170,7 +175,7 @@ class OpenAIPolicyClient(LLMServerClient):
             try:
                 async with self._session().post(url, json=body, headers={REQUEST_ID_HEADER: request_id}) as response:
                     status, text = response.status, await response.text()
-            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            except (TimeoutError, aiohttp.ClientError) as error:
                 last = f"{type(error).__name__}: {error}"
                 continue
             if status >= 500 or status == 429:
@@ -182,7 +187,9 @@ class OpenAIPolicyClient(LLMServerClient):
                 return json.loads(text)
             except ValueError:
                 raise PolicyRequestError(f"policy endpoint sent no JSON: {text[:200]!r}") from None
-        raise PolicyRequestError(f"policy endpoint {self.base_url} failed after {self.max_retries + 1} attempts ({last})")
+        raise PolicyRequestError(
+            f"policy endpoint {self.base_url} failed after {self.max_retries + 1} attempts ({last})"
+        )
 
     async def aclose(self) -> None:
         session = self._sessions.pop(asyncio.get_running_loop(), None)

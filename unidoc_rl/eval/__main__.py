@@ -45,7 +45,9 @@ def compose_eval_config(
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         config = compose(config_name="unidoc_grpo", overrides=[*extra, *(overrides or [])])
     OmegaConf.update(config, "actor_rollout_ref.model.path", model_path)
-    OmegaConf.update(config, "actor_rollout_ref.rollout.agent.agent_loop_config_path", str(CONFIG_DIR / "agent_loop.yaml"))
+    OmegaConf.update(
+        config, "actor_rollout_ref.rollout.agent.agent_loop_config_path", str(CONFIG_DIR / "agent_loop.yaml")
+    )
     OmegaConf.update(config, "actor_rollout_ref.rollout.val_kwargs.temperature", float(temperature))
     OmegaConf.update(config, "actor_rollout_ref.rollout.val_kwargs.top_p", float(top_p))
     OmegaConf.update(config, "actor_rollout_ref.rollout.val_kwargs.do_sample", temperature > 0)

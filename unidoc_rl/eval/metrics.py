@@ -4,8 +4,8 @@ Retrieval is measured on what was shown: the candidates of all successful search
 de-duplicated (the reward's ranking). Recall@k = |gold ∩ top-k| / |gold| and NDCG (the reward's) are undefined
 (None) for a sample without evidence pages; selection and crop F1 are the reward's components; crop F1 is
 defined only where a gold page requires a crop, and so is the crop rate (did it crop where a crop was
-needed); `crop_any` is the share of all episodes with a crop. Benchmark scores: MMLongBench-Doc's extracted-answer score and
-SlideVQA's EM/F1.
+needed); `crop_any` is the share of all episodes with a crop. Benchmark scores: MMLongBench-Doc's
+extracted-answer score and SlideVQA's EM/F1.
 """
 
 from __future__ import annotations

@@ -99,11 +99,16 @@ def write_tables(summary: dict, out_dir: Path) -> None:
     headers = list(rows[0]) if rows else ["benchmark"]
     table = [[row[name] for name in headers] for row in rows]
     display = [
-        [f"{row['accuracy']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]" if name == "accuracy" else row[name]
-         for name in headers if name not in ("ci_low", "ci_high")]
+        [
+            f"{row['accuracy']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]" if name == "accuracy" else row[name]
+            for name in headers
+            if name not in ("ci_low", "ci_high")
+        ]
         for row in rows
     ]
-    shown = [name if name != "accuracy" else "accuracy [95% CI]" for name in headers if name not in ("ci_low", "ci_high")]
+    shown = [
+        name if name != "accuracy" else "accuracy [95% CI]" for name in headers if name not in ("ci_low", "ci_high")
+    ]
     atomic_write_bytes(Path(out_dir) / "summary.md", ("# Evaluation summary\n\n" + _markdown(shown, display)).encode())
     atomic_write_bytes(Path(out_dir) / "summary.csv", _csv(headers, table))
 
@@ -123,7 +128,9 @@ def write_plots(summary: dict, results: list[dict], out_dir: Path) -> list[Path]
     labels, means, errors = [], [], [[], []]
     for benchmark, data in summary["benchmarks"].items():
         groups = [("all", data["all"])] + [
-            (f"{field}={value}", group) for field, values in data["categories"].items() for value, group in values.items()
+            (f"{field}={value}", group)
+            for field, values in data["categories"].items()
+            for value, group in values.items()
         ]
         for label, group in groups:
             accuracy = group["accuracy"]

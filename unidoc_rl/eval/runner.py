@@ -1,11 +1,11 @@
 """Episodes under the training rules, scored as the reward scores them, written as resumable result lines.
 
 Every episode runs through verl's `AgentLoopWorker` (the project's worker, minus the trainer's tensors: see
-`unidoc_rl.eval.worker`) and `UniDocAgentLoop` exactly as in training's validation: the same composed trainer config (`configs/unidoc_grpo.yaml` and an optional experiment),
-so the same prompts, budgets, parser, coordinate frames and pixel budget; sampling from the rollout's
-`val_kwargs` (greedy unless a temperature is given). Scores come from the reward's `EpisodeScorer` (same
-components, same judge client and prompt); accuracy is the judge's verdict on the final answer, also where the
-reward's format gate would not have asked the judge.
+`unidoc_rl.eval.worker`) and `UniDocAgentLoop` exactly as in training's validation: the same composed trainer
+config (`configs/unidoc_grpo.yaml` and an optional experiment), so the same prompts, budgets, parser, coordinate
+frames and pixel budget; sampling from the rollout's `val_kwargs` (greedy unless a temperature is given).
+Scores come from the reward's `EpisodeScorer` (same components, same judge client and prompt); accuracy is the
+judge's verdict on the final answer, also where the reward's format gate would not have asked the judge.
 
 `results.jsonl` gets one complete line per finished episode, keyed `benchmark/uid/sample_index`; a rerun skips
 keys already there, so a crash loses at most the episodes in flight. An episode that raises (an unreachable

@@ -1,9 +1,9 @@
 """Scripted policies for evaluation tests and benchmarks, as `ScriptedLLMClient` scripts.
 
 `plan_policy` reads the question from the prompt (first turn) and plays a per-question plan of actions; the
-oracle plan (search a query that finds the gold pages, select the first gold candidate, crop the gold box where a crop is required,
-answer the reference) and the "unknown" plan (search, select 0, answer "unknown") are built by `oracle_plan` and
-`unknown_plan`.
+oracle plan (search a query that finds the gold pages, select the first gold candidate, crop the gold box where
+a crop is required, answer the reference) and the "unknown" plan (search, select 0, answer "unknown") are built
+by `oracle_plan` and `unknown_plan`.
 """
 
 from __future__ import annotations

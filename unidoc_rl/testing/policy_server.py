@@ -113,7 +113,9 @@ class PolicyServer:
             "id": f"cmpl-{uuid.uuid4().hex[:12]}",
             "object": "text_completion",
             "model": body.get("model", "policy"),
-            "choices": [{"index": 0, "text": "", "token_ids": token_ids, "logprobs": logprobs, "finish_reason": "stop"}],
+            "choices": [
+                {"index": 0, "text": "", "token_ids": token_ids, "logprobs": logprobs, "finish_reason": "stop"}
+            ],
             "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(token_ids)},
         }
 

@@ -9,6 +9,7 @@ loads them from disk as it does with the real service.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse
@@ -73,7 +74,7 @@ class StaticSearchServer:
             return {"results": [self._hits(query, body.top_k) for query in body.queries]}
 
         @app.get("/search")
-        async def search_get(queries: list[str] = Query(...), top_k: int | None = None) -> list:
+        async def search_get(queries: Annotated[list[str], Query()], top_k: int | None = None) -> list:
             self.queries.extend(queries)
             return [self._hits(query, top_k) for query in queries]
 
