@@ -29,7 +29,7 @@ PATCH_FACTOR = 28
 MAX_ASPECT_RATIO = 200
 """`smart_resize` refuses images whose longer side exceeds this many times the shorter one."""
 MAX_ZOOM_ASPECT = 100
-"""A zoomed crop is padded to at most this aspect ratio, leaving room for snapping both sides to the patch grid."""
+"""A zoomed crop is padded to at most this aspect ratio (less where the pixel budget is small: `max_zoom_aspect`)."""
 
 
 class CoordinateConvention(StrEnum):
@@ -92,9 +92,16 @@ def display_size(raw_size: Size, budget: PixelBudget) -> Size:
 
 
 def to_display(image: Image.Image, budget: PixelBudget) -> Image.Image:
-    """The image resized to its display size (RGB), so the processor's own resize leaves it unchanged."""
-    image = image.convert("RGB")
+    """The image resized to its display size (RGB), so the processor's own resize leaves it unchanged.
+
+    Raises ValueError for an image that has no such size: beyond `smart_resize`'s aspect ratio, or so thin that
+    its shorter side would fall below one patch within the budget (the processor would then resize it again, and
+    boxes would be read in a frame the model never saw).
+    """
     size = display_size(image.size, budget)
+    if display_size(size, budget) != size:
+        raise ValueError(f"a {image.width}x{image.height} image has no stable display size within {budget}")
+    image = image.convert("RGB")
     return image if image.size == size else image.resize(size, Image.Resampling.BICUBIC)
 
 
@@ -209,6 +216,11 @@ def stitch_vertically(images: list[Image.Image], background: str = "white") -> I
     return canvas
 
 
+def max_zoom_aspect(budget: PixelBudget) -> float:
+    """The widest aspect ratio a zoom may have: its shorter side stays at least two patches at the budget's area."""
+    return min(MAX_ZOOM_ASPECT, budget.max_pixels / (2 * budget.factor**2))
+
+
 def pad_to_aspect(image: Image.Image, max_ratio: float = MAX_ZOOM_ASPECT, background: str = "white") -> Image.Image:
     """Pad the shorter side (content centred) so the longer side is at most `max_ratio` times the shorter."""
     width, height = image.size
@@ -230,10 +242,12 @@ def zoom_size(size: Size, budget: PixelBudget) -> Size:
 def crop_and_zoom(image: Image.Image, raw_boxes: list[Box], budget: PixelBudget) -> Image.Image:
     """Crop each box from the raw page, stitch the crops vertically, and re-encode at the display budget.
 
-    A stitched crop thinner than `MAX_ZOOM_ASPECT` allows (a one-pixel line, several tall narrow boxes) is padded
-    with white around it rather than refused, so every box that maps onto the page yields a zoom.
+    A stitched crop thinner than `max_zoom_aspect` allows (a one-pixel line, several tall narrow boxes) is padded
+    with white around it rather than refused, so every box that maps onto the page yields a zoom, at a size the
+    processor leaves unchanged.
     """
     if not raw_boxes:
         raise BoxError("no boxes to crop")
-    stitched = pad_to_aspect(stitch_vertically([crop_region(image.convert("RGB"), box) for box in raw_boxes]))
+    stitched = stitch_vertically([crop_region(image.convert("RGB"), box) for box in raw_boxes])
+    stitched = pad_to_aspect(stitched, max_zoom_aspect(budget))
     return stitched.resize(zoom_size(stitched.size, budget), Image.Resampling.BICUBIC)

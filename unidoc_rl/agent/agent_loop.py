@@ -30,7 +30,7 @@ from unidoc_rl.actions import STOP_STRINGS, Action, AnswerAction, first_closing_
 from unidoc_rl.agent.search import resolve_backend
 from unidoc_rl.agent_settings import AgentSettings
 from unidoc_rl.environment import AgentEnvironment, Observation
-from unidoc_rl.episode import EpisodeRecord, FinishReason
+from unidoc_rl.episode import ActionKind, EpisodeRecord, FinishReason
 from unidoc_rl.episode_state import EpisodeState
 from unidoc_rl.vision import PixelBudget
 
@@ -223,6 +223,8 @@ class UniDocAgentLoop(AgentLoopBase):
         token_ids, logprobs = generated
         state.begin_turn()
         if not token_ids:
+            state.record_turn("", ActionKind.INVALID, forced=forced)
+            state.record.turns[-1].detail = "no_action: the turn is empty"
             state.finish(FinishReason.NO_ACTION)
             return None
         await self._append_assistant(tokens, token_ids, logprobs)
