@@ -52,6 +52,10 @@ def test_oracle_scores_one_on_every_metric(oracle_run):
     overall = summary["overall"]
     assert overall["metrics"]["crop_rate"] == 1.0 and overall["metrics"]["crop_f1"] == 1.0
     assert overall["metrics"]["crop_any"] == pytest.approx(1 / 6)
+    # The reward of an oracle episode: every component 1 except retrieval of the unanswerable sample (no gold
+    # pages: NDCG 0), so its UniDoc total is 0.6 + 0.1 * 3 instead of 1.0.
+    assert overall["reward"]["format"] == 1.0 and overall["reward"]["answer"] == 1.0
+    assert overall["reward"]["score"] == pytest.approx((5 * 1.0 + 0.9) / 6)
     assert summary["benchmarks"]["mmlongbench"]["all"]["native"]["mmlb_f1"] == 1.0
     assert summary["benchmarks"]["mmlongbench"]["all"]["native"]["mmlb_score"]["mean"] == 1.0
     assert summary["benchmarks"]["slidevqa"]["all"]["native"]["slidevqa_em"]["mean"] == 1.0

@@ -34,6 +34,8 @@ MEAN_FIELDS = (
     "search_failures",
     "turns",
 )
+REWARD_FIELDS = ("score", "format", "retrieval", "selection", "crop", "answer")
+"""The training reward's total and components, averaged as training's validation reports them."""
 NATIVE_ACCURACIES = ("mmlb_score", "slidevqa_em", "slidevqa_f1")
 
 
@@ -107,6 +109,8 @@ def summarize_group(results: list[dict]) -> dict:
     if native:
         summary["native"] = native
     summary["metrics"] = {name: _mean(r["metrics"].get(name) for r in results) for name in MEAN_FIELDS}
+    if all("reward" in r for r in results):
+        summary["reward"] = {name: _mean(r["reward"][name] for r in results) for name in REWARD_FIELDS}
     reasons = Counter(r["metrics"]["finish_reason"] for r in results)
     summary["finish_reasons"] = {reason: count / len(results) for reason, count in sorted(reasons.items())}
     summary["tokens"] = {
