@@ -23,10 +23,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from unidoc_rl.atomic import atomic_write_json
+from unidoc_rl.trainer.local import CONFIG_DIR, TINY_POLICY
 
 logger = logging.getLogger("unidoc_rl.eval")
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-TINY_POLICY = "tiny"
 
 
 def compose_eval_config(
@@ -159,13 +158,13 @@ async def evaluate(args) -> dict:
     urls = parse_search_urls(args.search_url, args.merged_corpus, benchmarks)
     if args.index_dir:
         corpus_check(samples, args.index_dir)
-    model_path = args.model_path or args.tokenizer_path
-    if model_path == TINY_POLICY:
+    if TINY_POLICY in (args.model_path, args.tokenizer_path):
         from unidoc_rl.testing.tiny_models import tiny_policy_path
 
-        model_path = str(tiny_policy_path())
-        args.model_path = model_path if args.model_path else None
-        args.tokenizer_path = model_path if args.tokenizer_path else None
+        tiny = str(tiny_policy_path())
+        args.model_path = tiny if args.model_path == TINY_POLICY else args.model_path
+        args.tokenizer_path = tiny if args.tokenizer_path == TINY_POLICY else args.tokenizer_path
+    model_path = args.model_path or args.tokenizer_path
     config = compose_eval_config(model_path, args.override, args.experiment, args.temperature, args.top_p)
     llm_client, processor = build_policy(args, config)
     scorer = EpisodeScorer(reward_settings(config, args.judge_url, args.judge_backend, args.judge_model))

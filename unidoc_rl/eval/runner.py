@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -53,8 +54,6 @@ def read_results(path: Path) -> list[dict]:
     """Complete result lines, first occurrence of each key kept (a trailing partial line is ignored)."""
     if not path.exists():
         return []
-    import json
-
     results, seen = [], set()
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
