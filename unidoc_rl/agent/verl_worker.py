@@ -22,6 +22,10 @@ verl's plus `ProjectWorkerMixin`, whose overrides hold on either path:
   only to learn that M-RoPE positions follow the token ids, and `get_rope_index` (a Python loop over token groups)
   then yields one position per attended token on all three axes; the mixin fills both in directly. Both workers
   call these two methods with the same arguments (the V1 worker with unpadded rows).
+- Weight versions: verl's V1 trainer reads each trajectory's `min_global_steps`/`max_global_steps` (the policy
+  versions that generated it, stamped by the rollout server on every `TokenOutput`) from the agent loop's
+  `extra_fields`, and fails on a trajectory without them. The mixin records the versions of every generate call a
+  trajectory makes and fills both in when the agent loop did not.
 - The legacy worker pads each trajectory's prompt, response and mask through `tokenizer.pad` (about 1 ms a call);
   the mixin writes the same tensors directly. The V1 worker does not pad, so this applies to the legacy path and
   the in-process worker of the local trainer only.
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import types
 import warnings
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +94,37 @@ def rope_processor(model_path: str | Path):
     return processor
 
 
+_trajectory_versions: ContextVar[list[int] | None] = ContextVar("unidoc_trajectory_versions", default=None)
+VERSION_KEYS = ("min_global_steps", "max_global_steps")
+
+
+class VersionRecordingClient:
+    """The worker's LLM client, noting the weight versions of the outputs a trajectory receives."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+    async def generate(self, *args, **kwargs):
+        output = await self.client.generate(*args, **kwargs)
+        versions = _trajectory_versions.get()
+        extra = getattr(output, "extra_fields", None) or {}
+        if versions is not None:
+            versions.extend(int(extra[key]) for key in VERSION_KEYS if extra.get(key) is not None)
+        return output
+
+
+def stamp_versions(output, versions: list[int]) -> None:
+    """Fill in an agent-loop output's weight-version span where the agent loop left it out."""
+    if not versions:
+        return
+    for item in output if isinstance(output, list) else [output]:
+        item.extra_fields.setdefault("min_global_steps", min(versions))
+        item.extra_fields.setdefault("max_global_steps", max(versions))
+
+
 def install_processor(worker: AgentLoopWorker, processor=None) -> None:
     """Give a worker whose processor verl could not build (no torchvision) the project's, M-RoPE bound."""
     processor = processor or rope_processor(worker.config.actor_rollout_ref.model.path)
@@ -105,6 +141,7 @@ class ProjectWorkerMixin:
             super().__init__(*args, **kwargs)
         if processor is not None or self.processor is None:
             install_processor(self, processor)
+        self.llm_client = VersionRecordingClient(self.llm_client)
         self._reusable_loops: dict[str, Any] = {}
 
     def _build_agent_loop(self, agent_name: str):
@@ -140,7 +177,12 @@ class ProjectWorkerMixin:
             name="agent_loop",
             trace=trace,
         ):
-            output = await self._agent_loop(agent_name).run(sampling_params, **kwargs)
+            versions = _trajectory_versions.set([])
+            try:
+                output = await self._agent_loop(agent_name).run(sampling_params, **kwargs)
+                stamp_versions(output, _trajectory_versions.get())
+            finally:
+                _trajectory_versions.reset(versions)
             return await self._agent_loop_postprocess(output, trajectory["validate"], **kwargs)
 
     def _pad_token_ids(
