@@ -314,6 +314,17 @@ def test_v1_rollout_through_ray_router_search_and_reward_workers(
         scores = data["rm_scores"][position]
         assert float(scores[-1]) == pytest.approx(expected_score) and float(scores[:-1].abs().sum()) == 0.0
 
+    # What the unidoc_sync trainer adds to verl's metrics for this step.
+    from unidoc_rl.verl_plugin.metrics import rollout_metrics
+    from unidoc_rl.verl_plugin.trainer import column_values
+
+    metrics = rollout_metrics(column_values(data["extra_fields"], len(keys)))
+    assert metrics["unidoc/reward/answer"] == 0.5 and metrics["unidoc/reward/crop"] == 0.5
+    assert metrics["unidoc/reward/format"] == 1.0 and metrics["unidoc/reward/judge_fallback"] == 0.0
+    assert metrics["unidoc/agent/turns"] == 4.0 and metrics["unidoc/agent/crop_rate"] == 1.0
+    assert metrics["unidoc/agent/answered"] == 1.0 and metrics["unidoc/agent/searches"] == 1.0
+    assert metrics["unidoc/agent/invalid_actions"] == 0.0 and metrics["unidoc/agent/search_failures"] == 0.0
+
     from unidoc_rl.judge.prompt import extract_sections
 
     judged = {extract_sections(request.prompt)["candidate"] for request in judge.requests}
