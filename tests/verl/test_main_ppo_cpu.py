@@ -109,6 +109,7 @@ def value(text: str) -> float:
     return float(re.sub(r"^np\.float\d+\((.*)\)$", r"\1", text))
 
 
+@pytest.mark.timeout(1500)
 def test_train_sh_trains_validates_checkpoints_and_resumes_on_cpu(services):
     root = services["root"]
     steps, _, seconds = train(services)
