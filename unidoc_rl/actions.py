@@ -3,8 +3,11 @@
 Grammar (DESIGN §2): an optional `<think>…</think>`, then exactly one of `<search>query</search>`,
 `<select>i</select>`, `<bbox>[x1,y1,x2,y2]</bbox>` (or a list of such boxes), `<answer>text</answer>`.
 
-Tolerant of: tag case, whitespace inside tags and around arguments, free text before or after the action.
-Strict about: argument syntax (an integer index, four finite numbers per box, non-empty text), a missing
+Tolerant of: opening-tag case and inner whitespace, whitespace around arguments, free text before or after the
+action. A closing tag is one of `CLOSING_FORMS` (lower, upper or title case; `</tag>`, `</tag >` or `</ tag>`):
+the same strings are the engine's stop strings, so generation ends exactly where the parser finds the action's
+end, and `first_closing_end` finds it for engines that ignore stop strings.
+Strict about: argument syntax (an ASCII-digit index, four finite numbers per box, non-empty text), a missing
 closing tag, and an action tag nested inside another action's argument. `parse_action` never raises.
 
 Checks that need episode context (an index within the candidate list, a box inside the page) belong to the
@@ -20,8 +23,17 @@ from enum import StrEnum
 from unidoc_rl.episode import ActionKind
 
 ACTION_TAGS: tuple[str, ...] = ("search", "select", "bbox", "answer")
-STOP_STRINGS: tuple[str, ...] = tuple(f"</{tag}>" for tag in ACTION_TAGS)
-"""Generation of one turn stops at the closing tag of the first action."""
+
+
+def _closing_forms(tag: str) -> tuple[str, ...]:
+    names = dict.fromkeys((tag, tag.upper(), tag.title()))
+    return tuple(form for name in names for form in (f"</{name}>", f"</{name} >", f"</ {name}>"))
+
+
+CLOSING_FORMS: dict[str, tuple[str, ...]] = {tag: _closing_forms(tag) for tag in ACTION_TAGS}
+"""Every closing tag the parser accepts, per action tag."""
+STOP_STRINGS: tuple[str, ...] = tuple(form for forms in CLOSING_FORMS.values() for form in forms)
+"""Generation of one turn stops at the closing tag of the first action: exactly the accepted closing forms."""
 
 Box = tuple[float, float, float, float]
 
@@ -39,6 +51,10 @@ class InvalidReason(StrEnum):
     INDEX_OUT_OF_RANGE = "index_out_of_range"
     NO_FOCUS_PAGE = "no_focus_page"
     DEGENERATE_BOX = "degenerate_box"
+    BOX_OUTSIDE_PAGE = "box_outside_page"
+    NON_FINITE_BOX = "non_finite_box"
+    CROP_FAILED = "crop_failed"
+    """The boxes mapped onto the page but the crop could not be made (reported, never raised)."""
 
 
 @dataclass(frozen=True)
@@ -77,16 +93,21 @@ Action = SearchAction | SelectAction | BBoxAction | AnswerAction | InvalidAction
 _THINK_BLOCK = re.compile(r"<\s*think\s*>.*?<\s*/\s*think\s*>", re.IGNORECASE | re.DOTALL)
 _OPEN_TAG = re.compile(r"<\s*(search|select|bbox|answer)\s*>", re.IGNORECASE)
 _ANY_ACTION_TAG = re.compile(r"<\s*/?\s*(search|select|bbox|answer)\s*>", re.IGNORECASE)
-_INDEX = re.compile(r"\d{1,6}")
-_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
+_INDEX = re.compile(r"[0-9]{1,6}")
+_NUMBER = r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
 _BOX = rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]"
 _ONE_BOX = re.compile(_BOX)
 _BOX_LIST = re.compile(rf"\[\s*{_BOX}(?:\s*,\s*{_BOX})*\s*\]")
 _MAX_DETAIL = 80
 
 
-def _closing_tag(tag: str) -> re.Pattern[str]:
-    return re.compile(rf"<\s*/\s*{tag}\s*>", re.IGNORECASE)
+_CLOSING = {tag: re.compile("|".join(re.escape(form) for form in forms)) for tag, forms in CLOSING_FORMS.items()}
+
+
+def first_closing_end(text: str) -> int | None:
+    """End offset of the earliest accepted closing tag in `text` (of any action), or None."""
+    ends = [match.end() for pattern in _CLOSING.values() if (match := pattern.search(text))]
+    return min(ends) if ends else None
 
 
 def _clip(text: str) -> str:
@@ -116,7 +137,7 @@ def parse_action(text: str, max_boxes: int = 4) -> Action:
     if opening is None:
         return InvalidAction(InvalidReason.NO_ACTION, "no <search>, <select>, <bbox> or <answer> tag found")
     tag = opening.group(1).lower()
-    closing = _closing_tag(tag).search(body, opening.end())
+    closing = _CLOSING[tag].search(body, opening.end())
     if closing is None:
         return InvalidAction(InvalidReason.UNCLOSED_TAG, f"<{tag}> is not closed with </{tag}>")
     argument = body[opening.end() : closing.start()]

@@ -12,15 +12,22 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from unidoc_rl.actions import InvalidAction, InvalidReason
-from unidoc_rl.episode import ActionKind, CropStep, EpisodeRecord, FinishReason, SearchStep
+from unidoc_rl.episode import ActionKind, CropStep, EpisodeRecord, FinishReason, SearchStep, TurnStep
 from unidoc_rl.vision import (
     BoxError,
+    BoxProblem,
     CoordinateConvention,
     MappedBox,
     PixelBudget,
     model_box_to_raw,
     to_display,
 )
+
+_BOX_REASONS = {
+    BoxProblem.DEGENERATE: InvalidReason.DEGENERATE_BOX,
+    BoxProblem.OUTSIDE: InvalidReason.BOX_OUTSIDE_PAGE,
+    BoxProblem.NON_FINITE: InvalidReason.NON_FINITE_BOX,
+}
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,8 @@ class EpisodeState:
     record: EpisodeRecord = field(default_factory=EpisodeRecord)
     candidates: list[PageView] = field(default_factory=list)
     """The latest candidate list, as shown (Image 0..n-1)."""
+    candidates_search: int = -1
+    """Index of the search step the candidate list came from (a failed search leaves it unchanged)."""
     focus: PageView | None = None
     focus_search: int = -1
     """Index of the search step the focus page came from (crops are recorded there)."""
@@ -102,13 +111,31 @@ class EpisodeState:
         self.turns += 1
         self.record.num_turns = self.turns
 
+    def record_turn(self, text: str, kind: ActionKind, forced: bool = False) -> None:
+        """The turn the model just wrote (its effects are recorded by the record_* calls that follow)."""
+        self.record.turns.append(TurnStep(text=text, action=kind, forced=forced))
+
+    def record_observation(self, text: str) -> None:
+        """The text of the observation shown after the latest turn."""
+        if self.record.turns:
+            self.record.turns[-1].observation = text
+
+    def record_action(self, kind: ActionKind) -> None:
+        """An action whose observation the model never saw: its kind counts, its effects do not."""
+        self.record.actions.append(kind)
+
     def record_invalid(self, invalid: InvalidAction) -> None:
         self.record.actions.append(ActionKind.INVALID)
         self.record.invalid_reasons.append(invalid.reason.value)
+        if self.record.turns:
+            turn = self.record.turns[-1]
+            turn.action = ActionKind.INVALID
+            turn.detail = f"{invalid.reason.value}: {invalid.detail}"
 
-    def record_answer(self, text: str) -> None:
+    def record_answer(self, text: str, forced: bool = False) -> None:
         self.record.actions.append(ActionKind.ANSWER)
         self.record.answer = text
+        self.record.forced_answer = forced
 
     # --- search --------------------------------------------------------------------------------------------
 
@@ -121,18 +148,31 @@ class EpisodeState:
                 fresh.append(page_id)
         return fresh[: self.limits.n_candidates]
 
-    def record_search(self, query: str, retrieved: list[str], pages: list[PageView]) -> None:
+    def record_search(
+        self, query: str, retrieved: list[str], pages: list[PageView], scores: list[float] | None = None
+    ) -> None:
         """A search whose new pages are shown as Image 0..n-1; candidate 0 becomes the focus page."""
         self.record.actions.append(ActionKind.SEARCH)
         self.record.searches.append(
-            SearchStep(query=query, retrieved=list(retrieved), candidates=[page.page_id for page in pages])
+            SearchStep(
+                query=query,
+                retrieved=list(retrieved),
+                candidates=[page.page_id for page in pages],
+                scores=list(scores or []),
+            )
         )
         self.candidates = list(pages)
+        self.candidates_search = len(self.record.searches) - 1
         if pages:
             self.focus = pages[0]
-            self.focus_search = len(self.record.searches) - 1
+            self.focus_search = self.candidates_search
         for page in pages:
-            self._show(page.page_id)
+            self._show(page)
+
+    def record_failed_search(self, query: str, error: str) -> None:
+        """A search the service could not answer: no candidates; the previous candidate list and focus stay."""
+        self.record.actions.append(ActionKind.SEARCH)
+        self.record.searches.append(SearchStep(query=query, retrieved=[], candidates=[], failed=True, error=error))
 
     # --- select --------------------------------------------------------------------------------------------
 
@@ -148,10 +188,10 @@ class EpisodeState:
 
     def record_select(self, page: PageView) -> None:
         self.record.actions.append(ActionKind.SELECT)
-        self.record.searches[-1].selected = page.page_id
+        self.record.searches[self.candidates_search].selected = page.page_id
         self.focus = page
-        self.focus_search = len(self.record.searches) - 1
-        self._show(page.page_id)
+        self.focus_search = self.candidates_search
+        self._show(page)
 
     # --- crop ----------------------------------------------------------------------------------------------
 
@@ -171,23 +211,26 @@ class EpisodeState:
                     )
                 )
             except BoxError as error:
-                return InvalidAction(InvalidReason.DEGENERATE_BOX, str(error))
+                return InvalidAction(_BOX_REASONS[error.problem], str(error))
         return mapped
 
-    def record_crop(self, mapped: list[MappedBox]) -> None:
+    def record_crop(self, mapped: list[MappedBox], zoom: Image.Image) -> None:
         self.record.actions.append(ActionKind.BBOX)
         self.record.searches[self.focus_search].crops.append(
             CropStep(
                 page_id=self.focus.page_id,
                 boxes_display=[box.display for box in mapped],
                 boxes_norm1000=[box.norm1000 for box in mapped],
+                boxes_raw=[box.raw for box in mapped],
+                zoom_size=zoom.size,
             )
         )
         self.images_shown += 1
 
     # --- internals -----------------------------------------------------------------------------------------
 
-    def _show(self, page_id: str) -> None:
+    def _show(self, page: PageView) -> None:
         self.images_shown += 1
-        if page_id not in self.record.shown_page_ids:
-            self.record.shown_page_ids.append(page_id)
+        if page.page_id not in self.record.shown_page_ids:
+            self.record.shown_page_ids.append(page.page_id)
+            self.record.page_sizes[page.page_id] = {"raw": page.raw_size, "display": page.display_size}

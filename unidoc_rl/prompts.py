@@ -38,14 +38,25 @@ def system_prompt(convention: CoordinateConvention = CoordinateConvention.ABSOLU
     )
 
 
+QUESTION_PREFIX = "Question: "
+
+
+def question_message(query: str) -> dict[str, Any]:
+    """The user turn that asks the question (all an RL sample's prompt carries; the agent adds the system prompt)."""
+    return {"role": "user", "content": QUESTION_PREFIX + query}
+
+
+def question_of(messages: list[dict[str, Any]]) -> str:
+    """The question of a prompt: its last user turn, without the question prefix."""
+    text = next((message_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
+    return text.removeprefix(QUESTION_PREFIX)
+
+
 def prompt_messages(
     query: str, convention: CoordinateConvention = CoordinateConvention.ABSOLUTE, n_candidates: int = 3
 ) -> list[dict[str, Any]]:
-    """The chat prompt for one question (the `raw_prompt` of an RL sample)."""
-    return [
-        {"role": "system", "content": system_prompt(convention, n_candidates)},
-        {"role": "user", "content": f"Question: {query}"},
-    ]
+    """The whole chat prompt for one question, as the agent renders it for these settings."""
+    return [{"role": "system", "content": system_prompt(convention, n_candidates)}, question_message(query)]
 
 
 def _user(parts: list[dict[str, Any]], note: str | None) -> dict[str, Any]:
@@ -54,11 +65,16 @@ def _user(parts: list[dict[str, Any]], note: str | None) -> dict[str, Any]:
     return {"role": "user", "content": parts}
 
 
-def search_results(query: str, pages: list[Image.Image], note: str | None = None) -> dict[str, Any]:
+def search_results(
+    query: str, pages: list[Image.Image], note: str | None = None, unshowable: int = 0
+) -> dict[str, Any]:
+    """The candidates of one search; `unshowable` counts retrieved new pages that could not be displayed."""
     parts: list[dict[str, Any]] = [{"type": "text", "text": f"Results for: {query}"}]
     for index, image in enumerate(pages):
         parts.append({"type": "text", "text": f"\nImage {index}: "})
         parts.append({"type": "image", "image": image})
+    if unshowable:
+        parts.append({"type": "text", "text": f"\n{unshowable} more result(s) could not be displayed."})
     return _user(parts, note)
 
 
@@ -81,6 +97,14 @@ def error(message: str, note: str | None = None) -> dict[str, Any]:
 
 def invalid_action(reason: str, detail: str, note: str | None = None) -> dict[str, Any]:
     return error(f"Invalid action ({reason}): {detail}.", note)
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """A rendered turn as text, each image as `<image>` (the episode record's and the SFT data's view of it)."""
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(part["text"] if part["type"] == "text" else "<image>" for part in content)
 
 
 def final_answer_request(reason: str) -> dict[str, Any]:

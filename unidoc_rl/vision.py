@@ -26,6 +26,10 @@ Size = tuple[int, int]
 
 PATCH_FACTOR = 28
 """Qwen2/2.5-VL: patch 14 × spatial merge 2."""
+MAX_ASPECT_RATIO = 200
+"""`smart_resize` refuses images whose longer side exceeds this many times the shorter one."""
+MAX_ZOOM_ASPECT = 100
+"""A zoomed crop is padded to at most this aspect ratio (less where the pixel budget is small: `max_zoom_aspect`)."""
 
 
 class CoordinateConvention(StrEnum):
@@ -46,8 +50,18 @@ class PixelBudget:
             raise ValueError(f"factor must be positive, got {self.factor}")
 
 
+class BoxProblem(StrEnum):
+    NON_FINITE = "non_finite"
+    DEGENERATE = "degenerate"
+    OUTSIDE = "outside"
+
+
 class BoxError(ValueError):
-    """A box that cannot be cropped (degenerate, outside the page, not finite)."""
+    """A box that cannot be cropped; `problem` says why (degenerate, outside the page, not finite)."""
+
+    def __init__(self, message: str, problem: BoxProblem = BoxProblem.DEGENERATE):
+        super().__init__(message)
+        self.problem = problem
 
 
 def smart_resize(
@@ -55,8 +69,8 @@ def smart_resize(
 ) -> tuple[int, int]:
     """(height, width) with sides multiples of `factor` and area in [min_pixels, max_pixels]; Qwen2-VL's rule."""
     ratio = max(height, width) / min(height, width)
-    if ratio > 200:
-        raise ValueError(f"absolute aspect ratio must be smaller than 200, got {ratio}")
+    if ratio > MAX_ASPECT_RATIO:
+        raise ValueError(f"absolute aspect ratio must be smaller than {MAX_ASPECT_RATIO}, got {ratio:g}")
     new_height = round(height / factor) * factor
     new_width = round(width / factor) * factor
     if new_height * new_width > max_pixels:
@@ -78,9 +92,16 @@ def display_size(raw_size: Size, budget: PixelBudget) -> Size:
 
 
 def to_display(image: Image.Image, budget: PixelBudget) -> Image.Image:
-    """The image resized to its display size (RGB), so the processor's own resize leaves it unchanged."""
-    image = image.convert("RGB")
+    """The image resized to its display size (RGB), so the processor's own resize leaves it unchanged.
+
+    Raises ValueError for an image that has no such size: beyond `smart_resize`'s aspect ratio, or so thin that
+    its shorter side would fall below one patch within the budget (the processor would then resize it again, and
+    boxes would be read in a frame the model never saw).
+    """
     size = display_size(image.size, budget)
+    if display_size(size, budget) != size:
+        raise ValueError(f"a {image.width}x{image.height} image has no stable display size within {budget}")
+    image = image.convert("RGB")
     return image if image.size == size else image.resize(size, Image.Resampling.BICUBIC)
 
 
@@ -157,13 +178,13 @@ def model_box_to_raw(
     could resolve on the displayed page.
     """
     if not all(math.isfinite(value) for value in box):
-        raise BoxError(f"box {box} has a non-finite coordinate")
+        raise BoxError(f"box {box} has a non-finite coordinate", BoxProblem.NON_FINITE)
     if box[2] <= box[0] or box[3] <= box[1]:
         raise BoxError(f"box {_fmt(box)} is degenerate: need x1 < x2 and y1 < y2")
     frame = (1000, 1000) if convention is CoordinateConvention.NORM1000 else display
     clamped = clamp_box(box, frame)
     if clamped[2] <= clamped[0] or clamped[3] <= clamped[1]:
-        raise BoxError(f"box {_fmt(box)} lies outside the image ({frame[0]}x{frame[1]})")
+        raise BoxError(f"box {_fmt(box)} lies outside the image ({frame[0]}x{frame[1]})", BoxProblem.OUTSIDE)
     display_box = scale_box(clamped, frame, display)
     crop_box = display_to_raw(enforce_min_size(display_box, display, min_crop_side), display, raw)
     norm_box = to_norm1000(display_to_raw(display_box, display, raw), raw)
@@ -195,6 +216,22 @@ def stitch_vertically(images: list[Image.Image], background: str = "white") -> I
     return canvas
 
 
+def max_zoom_aspect(budget: PixelBudget) -> float:
+    """The widest aspect ratio a zoom may have: its shorter side stays at least two patches at the budget's area."""
+    return min(MAX_ZOOM_ASPECT, budget.max_pixels / (2 * budget.factor**2))
+
+
+def pad_to_aspect(image: Image.Image, max_ratio: float = MAX_ZOOM_ASPECT, background: str = "white") -> Image.Image:
+    """Pad the shorter side (content centred) so the longer side is at most `max_ratio` times the shorter."""
+    width, height = image.size
+    if max(width, height) <= max_ratio * min(width, height):
+        return image
+    size = (width, math.ceil(width / max_ratio)) if width > height else (math.ceil(height / max_ratio), height)
+    canvas = Image.new("RGB", size, background)
+    canvas.paste(image, ((size[0] - width) // 2, (size[1] - height) // 2))
+    return canvas
+
+
 def zoom_size(size: Size, budget: PixelBudget) -> Size:
     """Scale `size` so its area fills the display budget's `max_pixels`, then snap with `smart_resize`."""
     width, height = size
@@ -203,12 +240,14 @@ def zoom_size(size: Size, budget: PixelBudget) -> Size:
 
 
 def crop_and_zoom(image: Image.Image, raw_boxes: list[Box], budget: PixelBudget) -> Image.Image:
-    """Crop each box from the raw page, stitch the crops vertically, and re-encode at the display budget."""
+    """Crop each box from the raw page, stitch the crops vertically, and re-encode at the display budget.
+
+    A stitched crop thinner than `max_zoom_aspect` allows (a one-pixel line, several tall narrow boxes) is padded
+    with white around it rather than refused, so every box that maps onto the page yields a zoom, at a size the
+    processor leaves unchanged.
+    """
     if not raw_boxes:
         raise BoxError("no boxes to crop")
     stitched = stitch_vertically([crop_region(image.convert("RGB"), box) for box in raw_boxes])
-    try:
-        size = zoom_size(stitched.size, budget)
-    except ValueError as error:
-        raise BoxError(f"cannot zoom a {stitched.width}x{stitched.height} crop: {error}") from error
-    return stitched.resize(size, Image.Resampling.BICUBIC)
+    stitched = pad_to_aspect(stitched, max_zoom_aspect(budget))
+    return stitched.resize(zoom_size(stitched.size, budget), Image.Resampling.BICUBIC)

@@ -2,6 +2,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from unidoc_rl.actions import (
+    CLOSING_FORMS,
     STOP_STRINGS,
     AnswerAction,
     BBoxAction,
@@ -9,6 +10,7 @@ from unidoc_rl.actions import (
     InvalidReason,
     SearchAction,
     SelectAction,
+    first_closing_end,
     parse_action,
 )
 from unidoc_rl.episode import ActionKind
@@ -24,7 +26,8 @@ def test_each_action_with_think_and_surrounding_text():
         ((0.0, 0.0, 5.0, 5.0), (1.5, 2.0, 3.0, 4.0))
     )
     assert parse_action("<think>x</think><answer> 42 million </answer>") == AnswerAction("42 million")
-    assert parse_action("< answer >yes</ answer >").kind is ActionKind.ANSWER
+    assert parse_action("< answer >yes</ answer>").kind is ActionKind.ANSWER
+    assert parse_action("<Search>q</Search >") == SearchAction("q")
 
 
 def test_first_action_wins_and_actions_inside_think_are_ignored():
@@ -54,8 +57,24 @@ def test_invalid_reasons():
         assert parsed.kind is ActionKind.INVALID
 
 
-def test_stop_strings_are_the_closing_tags():
-    assert STOP_STRINGS == ("</search>", "</select>", "</bbox>", "</answer>")
+def test_every_stop_string_closes_its_action_and_nothing_else_does():
+    for tag, forms in CLOSING_FORMS.items():
+        opening = {"search": "<search>q", "select": "<select>1", "bbox": "<bbox>[1,2,3,4]", "answer": "<answer>a"}[tag]
+        for form in forms:
+            assert form in STOP_STRINGS
+            assert parse_action(opening + form).kind is ActionKind(tag), form
+            assert first_closing_end(opening + form + " <answer>b</answer>") == len(opening + form)
+    assert set(STOP_STRINGS) == {form for forms in CLOSING_FORMS.values() for form in forms}
+    for unaccepted in ("</search  >", "</sEarch>", "< /search>", "</ search >"):
+        assert parse_action("<search>q" + unaccepted).reason is InvalidReason.UNCLOSED_TAG, unaccepted
+        assert first_closing_end("<search>q" + unaccepted) is None, unaccepted
+
+
+def test_select_and_boxes_take_ascii_digits_only():
+    assert parse_action("<select>\u0663</select>").reason is InvalidReason.BAD_INDEX  # Arabic-Indic three
+    assert parse_action("<select>\uff13</select>").reason is InvalidReason.BAD_INDEX  # fullwidth three
+    assert parse_action("<bbox>[1,2,3,\u0664]</bbox>").reason is InvalidReason.BAD_BOX
+    assert parse_action("<select>3</select>") == SelectAction(3)
 
 
 @given(st.text())

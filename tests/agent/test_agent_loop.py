@@ -11,6 +11,7 @@ from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as qwen_smart_resize
 
 from unidoc_rl import prompts
+from unidoc_rl.actions import STOP_STRINGS
 from unidoc_rl.episode import ActionKind, FinishReason
 
 QUESTION = "What is the revenue?"
@@ -91,7 +92,7 @@ async def test_search_select_crop_answer_is_token_exact(kit, policy_path, proces
         assert full[: len(call.prompt_ids)] == call.prompt_ids
         assert all(a is b for a, b in zip(call.images, final_images, strict=False))
         assert call.prompt_ids.count(image_pad) == sum(image_token_count(image) for image in call.images)
-        assert call.sampling_params["stop"] == ["</search>", "</select>", "</bbox>", "</answer>"]
+        assert call.sampling_params["stop"] == list(STOP_STRINGS)
         assert call.sampling_params["logit_bias"] == {image_pad: -100.0, video_pad: -100.0}
     assert [image.size for image in final_images[:4]] == [display] * 4
     assert np.array_equal(np.asarray(final_images[0]), np.asarray(pages["report_2"].resize(display, Image.BICUBIC)))
@@ -199,11 +200,14 @@ async def test_turn_budget_ends_the_episode(kit, policy_path, processor, static_
     episode = kit.episode_of(output)
     assert episode.finish_reason is FinishReason.MAX_TURNS and episode.answer is None
     assert len(client.calls) == 3 and episode.num_turns == 3
-    assert [step.candidates for step in episode.searches] == [["report_2", "report_1", "report_3"], ["report_5"], []]
+    # The last search is an action (format counts it) but the model never saw its results: no step, no pages.
+    assert episode.actions == [ActionKind.SEARCH] * 3
+    assert [step.candidates for step in episode.searches] == [["report_2", "report_1", "report_3"], ["report_5"]]
+    assert episode.shown_page_ids == ["report_2", "report_1", "report_3", "report_5"]
     last_prompt = processor.tokenizer.decode(client.calls[2].prompt_ids)
     assert last_prompt.endswith(prompts.LAST_TURN_NOTE + "<|im_end|>\n<|im_start|>assistant\n")
     assert prompts.LAST_TURN_NOTE not in processor.tokenizer.decode(client.calls[1].prompt_ids)
-    # The last search is recorded, but no turn would read its results: the sequence ends with the last action.
+    # No turn would read the last search's results: the sequence ends with the last action.
     row = kit.unpadded(output)
     assert processor.tokenizer.decode(row["response"]).endswith("<search>nothing</search><|im_end|>")
     assert row["mask"][-1] == 0 and row["mask"][-2] == 1
@@ -248,9 +252,10 @@ async def test_search_failure_is_an_observation(kit, policy_path, processor, sta
     output = await kit.run_worker(config, client, kit.question_batch([QUESTION]), processor)
     episode = kit.episode_of(output)
     assert episode.finish_reason is FinishReason.ANSWERED and episode.answer == "unknown"
-    assert [(s.query, s.retrieved, s.candidates) for s in episode.searches] == [("revenue", [], [])]
+    assert [(s.query, s.retrieved, s.candidates, s.failed) for s in episode.searches] == [("revenue", [], [], True)]
+    assert episode.searches[0].error == "ConnectionError: search service unreachable"
     assert output.non_tensor_batch["agent_metrics"][0]["search_errors"] == 1
-    assert "Search failed (ConnectionError): search service unreachable" in processor.tokenizer.decode(
+    assert "Search failed (ConnectionError: search service unreachable)" in processor.tokenizer.decode(
         client.calls[1].prompt_ids
     )
 

@@ -8,6 +8,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_res
 
 from unidoc_rl.vision import (
     BoxError,
+    BoxProblem,
     CoordinateConvention,
     PixelBudget,
     clamp_box,
@@ -16,6 +17,7 @@ from unidoc_rl.vision import (
     enforce_min_size,
     from_norm1000,
     model_box_to_raw,
+    pad_to_aspect,
     smart_resize,
     stitch_vertically,
     to_display,
@@ -94,9 +96,62 @@ def test_degenerate_or_outside_boxes_are_errors(box):
         model_box_to_raw(box, CoordinateConvention.ABSOLUTE, display=(532, 756), raw=(1240, 1754))
 
 
-@given(st.tuples(*[st.floats(0, 1000, allow_nan=False)] * 4))
-def test_norm1000_round_trip(box):
-    assert from_norm1000(to_norm1000(box, (640, 480)), (640, 480)) == pytest.approx(box)
+def test_norm1000_frames_on_a_non_square_page():
+    assert to_norm1000((64, 120, 320, 480), (640, 480)) == pytest.approx((100, 250, 500, 1000))
+    assert from_norm1000((100, 250, 500, 1000), (640, 480)) == pytest.approx((64, 120, 320, 480))
+    # A norm1000 box the model writes is read in the displayed page's frame, then lands on the raw page.
+    mapped = model_box_to_raw(
+        (100, 250, 500, 750), CoordinateConvention.NORM1000, display=(532, 756), raw=(1240, 1754), min_crop_side=0
+    )
+    assert mapped.display == pytest.approx((53.2, 189, 266, 567))
+    assert mapped.raw == pytest.approx((124, 438.5, 620, 1315.5))
+    assert mapped.norm1000 == pytest.approx((100, 250, 500, 750))
+
+
+def test_box_errors_say_why():
+    problems = {
+        (10, 10, 5, 20): BoxProblem.DEGENERATE,
+        (600, 10, 700, 20): BoxProblem.OUTSIDE,
+        (0, 0, math.inf, 5): BoxProblem.NON_FINITE,
+    }
+    for box, problem in problems.items():
+        with pytest.raises(BoxError) as raised:
+            model_box_to_raw(box, CoordinateConvention.ABSOLUTE, display=(532, 756), raw=(1240, 1754))
+        assert raised.value.problem is problem
+
+
+def test_thin_or_many_narrow_crops_are_padded_into_a_zoom():
+    budget = PixelBudget(8 * 28 * 28, 64 * 28 * 28)
+    tall = Image.new("RGB", (300, 6000), "black")
+    # Four narrow full-height boxes stitch into 3 x 24000 pixels: beyond smart_resize's aspect ratio.
+    zoom = crop_and_zoom(tall, [(x, 0, x + 3, 6000) for x in (0, 50, 100, 150)], budget)
+    assert zoom.width * zoom.height <= budget.max_pixels and display_size(zoom.size, budget) == zoom.size
+    middle = zoom.height // 2
+    assert zoom.getpixel((0, middle)) == (255, 255, 255)  # the padding, either side of the centred crop
+    assert zoom.getpixel((zoom.width // 2, middle))[0] < 250
+    # A half-pixel-high box with no minimum crop side is a one-pixel line across the page.
+    line = crop_and_zoom(Image.new("RGB", (800, 600), "black"), [(0, 10, 800, 10.5)], budget)
+    assert line.width > line.height and display_size(line.size, budget) == line.size
+
+
+def test_a_page_without_a_stable_display_size_is_refused():
+    budget = PixelBudget(8 * 28 * 28, 64 * 28 * 28)
+    # Ratio 100: within smart_resize's limit, but its shorter side would be below one patch at this budget, so
+    # the processor would resize the "display" image once more.
+    with pytest.raises(ValueError, match="no stable display size"):
+        to_display(Image.new("RGB", (40, 4000)), budget)
+    with pytest.raises(ValueError, match="aspect ratio"):
+        to_display(Image.new("RGB", (3, 700)), budget)
+    wide = to_display(Image.new("RGB", (4000, 200)), budget)
+    assert display_size(wide.size, budget) == wide.size
+
+
+def test_pad_to_aspect_keeps_content_centred():
+    padded = pad_to_aspect(Image.new("RGB", (1000, 2), "red"), max_ratio=100)
+    assert padded.size == (1000, 10)
+    assert padded.getpixel((500, 4)) == (255, 0, 0) and padded.getpixel((500, 0)) == (255, 255, 255)
+    same = Image.new("RGB", (300, 4))
+    assert pad_to_aspect(same, max_ratio=100) is same
 
 
 def test_crop_and_zoom_fills_the_budget_and_keeps_content():

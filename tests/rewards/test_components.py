@@ -6,9 +6,11 @@ import math
 
 import pytest
 
-from unidoc_rl.episode import ActionKind, CropStep, EpisodeRecord, FinishReason, SearchStep
+from unidoc_rl.episode import ActionKind, CropStep, EpisodeRecord, FinishReason, SearchStep, TurnStep
 from unidoc_rl.rewards.components import (
     FormatRule,
+    NdcgIdeal,
+    answered,
     box_iou,
     crop_score,
     format_score,
@@ -150,16 +152,58 @@ def _tag_text() -> str:
 
 def test_format_ignores_tags_in_observations_and_invalid_turns():
     # Reference defect: the re-prompt after an invalid action lists every tag, and a regex over the decoded
-    # trajectory counted them as actions. Here only the recorded action kinds count.
+    # trajectory counted them as actions. This episode searched and selected but never answered; its invalid turn
+    # and the observations quote `<answer>42 million</answer>`. Only the recorded kinds count: format 0.5 (UniDoc)
+    # and 0 (VRAG); counting the quoted tag as an answer would give 1.0 for both.
+    quoted = f"Invalid action (no_action): use one of {_tag_text()}. Example: <answer>42 million</answer>"
     episode = EpisodeRecord(
-        searches=[],
-        actions=[INV, INV, INV],
-        invalid_reasons=[f"no action found; use one of {_tag_text()}"] * 3,
+        searches=[SearchStep("q", ["d_1", "d_2"], ["d_1", "d_2"], selected="d_1")],
+        actions=[A, S, INV],
+        invalid_reasons=["no_action"],
+        turns=[
+            TurnStep("<search>q</search>", A, observation="Results for: q <answer>42 million</answer>"),
+            TurnStep("<select>0</select>", S, observation="Selected Image 0: <image>"),
+            TurnStep("I will answer", INV, detail="no_action: no tag", observation=quoted),
+        ],
         finish_reason=FinishReason.MAX_TURNS,
     )
-    assert format_score(episode, FormatRule.UNIDOC) == 0.0
-    assert format_score(episode, FormatRule.VRAG) == 0.0
-    assert format_score(episode, FormatRule.UNIDOC, max_invalid_actions=10) == 0.0
+    assert format_score(episode, FormatRule.UNIDOC, max_invalid_actions=1) == 0.5
+    assert format_score(episode, FormatRule.VRAG, max_invalid_actions=1) == 0.0
+    assert not answered(episode)
+
+
+def test_ndcg_ideal_counts_every_gold_page_unless_set_to_the_ranked_length():
+    # Three gold pages, one retrieved at rank 0: the evidence never retrieved costs under the default.
+    ranked, gold = ["g_1"], ["g_1", "g_2", "g_3"]
+    assert ndcg(ranked, gold) == pytest.approx(1 / (1 + INV_LOG3 + 0.5))
+    assert ndcg(ranked, gold, NdcgIdeal.ALL_GOLD) == pytest.approx(0.469279, abs=1e-6)
+    assert ndcg(ranked, gold, NdcgIdeal.RANKED_LENGTH) == 1.0
+    episode = EpisodeRecord(searches=[SearchStep("q", ["g_1", "x_1"], ["g_1", "x_1"])])
+    truth = GroundTruth.from_dict(
+        {"query": "q", "reference_answer": "a", "gold_pages": [{"page_id": page_id} for page_id in gold]}
+    )
+    assert retrieval_score(episode, truth) == pytest.approx(1 / (1 + INV_LOG3 + 0.5))
+    assert retrieval_score(episode, truth, "ranked_length") == pytest.approx(1 / (1 + INV_LOG3))
+
+
+def test_iou_of_exactly_one_half_matches():
+    assert box_iou((0, 0, 100, 100), (0, 0, 100, 50)) == 0.5
+    assert matched_box_f1([(0, 0, 100, 100)], [(0, 0, 100, 50)]) == 1.0
+    assert matched_box_f1([(0, 0, 100, 100)], [(0, 0, 100, 49.9)]) == 0.0
+
+
+def test_failed_searches_are_left_out_of_retrieval_and_selection():
+    truth = GroundTruth.from_dict({"query": "q", "reference_answer": "a", "gold_pages": [{"page_id": "g_1"}]})
+    good = SearchStep("q", ["x_1", "g_1"], ["x_1", "g_1"], selected="g_1")
+    failed = SearchStep("q", [], [], failed=True, error="ConnectError: refused")
+    with_failure = EpisodeRecord(searches=[failed, good], actions=[A, A, S])
+    without = EpisodeRecord(searches=[good], actions=[A, S])
+    assert selection_score(with_failure, truth) == selection_score(without, truth) == 1.0
+    assert retrieval_score(with_failure, truth) == retrieval_score(without, truth) == pytest.approx(INV_LOG3)
+    assert with_failure.search_failures == 1
+    # A search that answered with nothing new to show is still a miss.
+    empty = SearchStep("q2", ["g_1"], [])
+    assert selection_score(EpisodeRecord(searches=[good, empty], actions=[A, S, A]), truth) == 0.5
 
 
 def test_format_rules_per_action_sequence(answered_episode):

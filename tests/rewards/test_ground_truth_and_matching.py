@@ -63,8 +63,60 @@ def test_bad_ground_truth_is_rejected_with_a_message(ground_truth, message):
         GroundTruth.from_dict(ground_truth)
 
 
+MATCHING_PAIRS = [
+    ("3,000", "3000"),
+    ("3.0", "3"),
+    ("3.50", "3.5"),
+    ("0.5", ".5"),
+    ("1,234,567", "1234567"),
+    ("$1,234.50", "1234.5"),
+    ("42%", "42 %"),
+    ("12.5 %", "12.5%"),
+    ("-2.50", "-2.5"),
+    ("U.S.", "US"),
+    ("e-mail", "email"),
+    ("The United States", "united states"),
+    ("an apple", "Apple"),
+    ("  42   Million. ", "42 million"),
+    ("Paris!", "paris"),
+    ("O'Neil", "ONeil"),
+    ("(a) north", "North"),
+    ("Ｆｕｌｌｗｉｄｔｈ", "fullwidth"),
+    ("3 000", "3 000"),
+    ("April 3, 2023", "april 3 2023"),
+    ("7,500 MW", "7500 mw"),
+    ("v1.2", "v12"),
+]
+NON_MATCHING_PAIRS = [
+    ("3,000", "300"),
+    ("3.05", "3.5"),
+    ("-2", "2"),
+    ("42", "43"),
+    ("1,234", "12,340"),
+    ("north", "south"),
+    ("0.5", "5"),
+    ("100%", "10%"),
+    ("Apple Inc", "Apple"),
+    ("US", "UK"),
+]
+
+
+@pytest.mark.parametrize(("a", "b"), MATCHING_PAIRS)
+def test_exact_match_equivalences_hold_both_ways(a, b):
+    assert exact_match(a, b) == exact_match(b, a) == 1.0
+
+
+@pytest.mark.parametrize(("a", "b"), NON_MATCHING_PAIRS)
+def test_exact_match_differences_hold_both_ways(a, b):
+    assert exact_match(a, b) == exact_match(b, a) == 0.0
+
+
 def test_normalized_exact_match_and_anls():
-    assert normalize_answer("  The  Revenue: $42,000! ") == "revenue 42 000"
+    assert normalize_answer("  The  Revenue: $42,000! ") == "revenue 42000"
+    assert normalize_answer("-2.50 m and 3.0") == "-2.5 m and 3"
+    # ANLS as DocVQA defines it: case and surrounding whitespace ignored, punctuation kept.
+    assert anls("  42 MILLION ", "42 million") == 1.0
+    assert anls("42 million.", "42 million") == pytest.approx(1 - 1 / 11)
     assert exact_match("42 Million.", "42 million") == 1.0
     assert exact_match("41 million", "42 million") == 0.0
     assert anls("42 millon", "42 million") == pytest.approx(0.9)  # one deletion over 10 characters

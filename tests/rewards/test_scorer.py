@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from unidoc_rl.episode import ActionKind, EpisodeRecord
+from unidoc_rl.episode import ActionKind, EpisodeRecord, FinishReason, SearchStep, TurnStep
 from unidoc_rl.rewards.presets import get_preset
 from unidoc_rl.rewards.scorer import EpisodeScorer
 from unidoc_rl.rewards.settings import RewardSettings
@@ -71,16 +71,42 @@ async def test_judge_scores_answer_through_scripted_endpoint(answered_episode, u
     await scorer.aclose()
 
 
-async def test_only_the_final_answer_reaches_the_judge(truth, judge_server, unanswered_episode):
-    # Reference defect: the system prompt's example `<answer>...</answer>` was taken as the answer. The scorer reads
-    # only the recorded final answer: with none, the answer component is 0 and no text is judged, even when the
-    # example answer would have been judged correct.
-    unanswered_episode.actions.append(ActionKind.INVALID)
-    unanswered_episode.invalid_reasons.append("Example: <answer>42 million</answer>")
-    scorer = EpisodeScorer(judge_settings(judge_server))
-    result = await scorer.score(unanswered_episode, truth)
-    assert result.answer == 0.0 and result.score == 0.0 and not result.judge_called
-    assert judge_server.requests == []
+async def test_only_the_final_answer_reaches_the_judge(truth, judge_server, answered_episode):
+    # Reference defect: the first `<answer>…</answer>` in the decoded trajectory was judged, and the system prompt's
+    # example or an error observation quoting one came first. Here an observation and an invalid turn quote the
+    # correct answer while the episode's own final answer is wrong: only "17 million" reaches the judge.
+    answered_episode.answer = "17 million"
+    answered_episode.actions.insert(3, ActionKind.INVALID)
+    answered_episode.invalid_reasons.append("no_action")
+    answered_episode.turns = [
+        TurnStep(
+            "<search>revenue 2020</search>", ActionKind.SEARCH, observation="Example: <answer>42 million</answer>"
+        ),
+        TurnStep("<answer>42 million", ActionKind.INVALID, detail="unclosed_tag: <answer> is not closed"),
+        TurnStep("<answer>17 million</answer>", ActionKind.ANSWER),
+    ]
+    settings = RewardSettings.from_mapping(
+        {"preset": "unidoc", "max_invalid_actions": 1, "judge": {"base_url": judge_server.base_url, "timeout_s": 2.0}}
+    )
+    scorer = EpisodeScorer(settings)
+    result = await scorer.score(answered_episode, truth)
+    assert result.judge_called and result.format == 1.0 and result.answer == 0.0
+    assert result.score == pytest.approx(0.1 * (NDCG_ANSWERED + 3))
+    (request,) = judge_server.requests
+    assert "<candidate>\n17 million\n</candidate>" in request.prompt and "42 million</candidate>" not in request.prompt
+    await scorer.aclose()
+
+
+async def test_search_failures_and_forced_answers_are_reported(answered_episode, truth):
+    answered_episode.searches.insert(0, SearchStep("revenue", [], [], failed=True, error="TimeoutError"))
+    answered_episode.actions.insert(0, ActionKind.SEARCH)
+    answered_episode.forced_answer = True
+    answered_episode.finish_reason = FinishReason.MAX_IMAGES
+    result = await EpisodeScorer(RewardSettings(answer_scorer="exact_match")).score(answered_episode, truth)
+    assert result.metrics()["search_failures"] == 1.0 and result.metrics()["forced_answer"] == 1.0
+    # The failed search is not a selection miss, and the forced answer is judged as an answer.
+    assert (result.format, result.selection, result.answer) == (1.0, 1.0, 1.0)
+    assert result.score == pytest.approx(0.6 + 0.1 * (NDCG_ANSWERED + 3))
 
 
 async def test_weights_come_from_config(answered_episode, truth):
@@ -127,6 +153,8 @@ async def test_metrics_have_fixed_keys(answered_episode, truth):
         "judge_called",
         "judge_fallback",
         "judge_cached",
+        "search_failures",
+        "forced_answer",
     ]
     assert all(isinstance(value, float) for value in metrics.values())
     empty = await EpisodeScorer(RewardSettings(answer_scorer="anls")).score(EpisodeRecord(), truth)

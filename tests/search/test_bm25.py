@@ -18,9 +18,10 @@ def test_sample_questions_rank_their_reference_page_first(sample_corpus: Path):
     results = searcher.search([s["query"] for s in samples], 3)
     for sample, hits in zip(samples, results, strict=True):
         meta = sample["meta_info"]
-        gold = f"{Path(meta['file_name']).stem}_{meta['reference_page'][0]}"
-        assert hits[0].page_id == gold, (sample["query"], [h.page_id for h in hits])
-        assert hits[0].image_file == str((sample_corpus / "pages" / f"{gold}.png").resolve())
+        gold = [f"{Path(meta['file_name']).stem}_{page}" for page in meta["reference_page"]]
+        # A multi-hop question names one of its pages; the other is found through what that page says.
+        assert hits[0].page_id in gold, (sample["query"], [h.page_id for h in hits])
+        assert hits[0].image_file == str((sample_corpus / "pages" / f"{hits[0].page_id}.png").resolve())
         assert hits[0].score > hits[1].score
 
 

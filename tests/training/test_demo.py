@@ -24,6 +24,7 @@ def test_demo_trains_the_tiny_policy_against_the_live_search_service(tmp_path):
         assert episode["actions"] == ["invalid"] * 4
         assert trajectory["reward"] == 0.0 and trajectory["components"]["format"] == 0.0
         assert trajectory["components"]["judge_called"] == 0.0
+        assert episode["question"] and trajectory["reference_answer"]
     assert summary["last_step"] == {
         "reward": 0.0,
         "turns": 4.0,

@@ -26,20 +26,13 @@ from PIL import Image
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
 
 from unidoc_rl import prompts
-from unidoc_rl.actions import (
-    STOP_STRINGS,
-    AnswerAction,
-    BBoxAction,
-    InvalidAction,
-    SearchAction,
-    SelectAction,
-    parse_action,
-)
-from unidoc_rl.agent.search import SearchBackend, resolve_backend
+from unidoc_rl.actions import STOP_STRINGS, Action, AnswerAction, first_closing_end, parse_action
+from unidoc_rl.agent.search import resolve_backend
 from unidoc_rl.agent_settings import AgentSettings
-from unidoc_rl.episode import EpisodeRecord, FinishReason
-from unidoc_rl.episode_state import EpisodeState, PageView
-from unidoc_rl.vision import PixelBudget, crop_and_zoom
+from unidoc_rl.environment import AgentEnvironment, Observation
+from unidoc_rl.episode import ActionKind, EpisodeRecord, FinishReason
+from unidoc_rl.episode_state import EpisodeState
+from unidoc_rl.vision import PixelBudget
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +56,8 @@ class _Tokens:
     user_turns: int = 0
 
 
-@dataclass(frozen=True)
-class _Observation:
-    message: dict[str, Any]
-    images: list[Image.Image]
-    reports_invalid: bool = False
-    """An error observation for an invalid action (already in the record)."""
+class PromptMismatchError(ValueError):
+    """A dataset row's system prompt disagrees with the agent settings."""
 
 
 @register("unidoc_agent")
@@ -115,16 +104,14 @@ class UniDocAgentLoop(AgentLoopBase):
             raise
 
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> AgentLoopOutput:
-        messages = list(kwargs["raw_prompt"])
-        _require_text_prompt(messages)
-        state = EpisodeState(limits=self.settings.limits, budget=self.budget, convention=self.settings.convention)
-        state.record.uid = _sample_uid(kwargs)
-        metrics: dict[str, float] = {"generate_sequences": 0.0, "tool_calls": 0.0}
-        counters = {"search_errors": 0, "forced_answer_turns": 0}
-        request_id = uuid4().hex
+        messages = self._prompt(kwargs["raw_prompt"])
         backend = resolve_backend(
             self.settings.search_url, timeout=self.settings.search_timeout, retries=self.settings.search_retries
         )
+        environment = AgentEnvironment(self.settings, self.budget, backend)
+        state = environment.new_state(uid=_sample_uid(kwargs), question=prompts.question_of(messages))
+        metrics: dict[str, float] = {"generate_sequences": 0.0, "tool_calls": 0.0}
+        request_id = uuid4().hex
 
         prompt_ids = await self._render_prompt(messages)
         want_logprobs = bool(sampling_params.get("logprobs"))
@@ -141,26 +128,49 @@ class UniDocAgentLoop(AgentLoopBase):
                 state.record_answer(action.text)
                 state.finish(FinishReason.ANSWERED)
                 break
+            last_turn = state.turns_left <= 0
             started = time.perf_counter()
-            observation, commit, budget_reason = await self._observe(action, state, backend, counters)
+            step = await environment.step(state, action, render=not last_turn)
             metrics["tool_calls"] += time.perf_counter() - started
-            if budget_reason is not None:
-                state.record.actions.append(action.kind)
-                await self._final_answer(tokens, state, budget_reason, sampling_params, request_id, metrics, counters)
+            if step.budget_reason is not None:
+                step.commit()
+                await self._final_answer(tokens, state, step.budget_reason, sampling_params, request_id, metrics)
                 break
-            if state.turns_left <= 0:
-                # No assistant turn would read the observation: the action counts, its rendering is skipped.
-                commit()
+            if last_turn:
+                # No assistant turn would read the observation: the action counts by kind, without effects.
+                step.commit()
                 state.finish(FinishReason.MAX_TURNS)
                 break
-            if not await self._append_observation(tokens, observation):
-                if not observation.reports_invalid:
-                    state.record.actions.append(action.kind)
+            if not await self._append_observation(tokens, step.observation):
+                if not step.observation.reports_invalid:
+                    state.record_action(action.kind)
                 state.finish(FinishReason.MAX_MODEL_LEN)
                 break
-            commit()
+            state.record_observation(step.observation.text)
+            step.commit()
 
-        return self._output(tokens, state.record, metrics, counters)
+        return self._output(tokens, state.record, metrics)
+
+    def _prompt(self, raw_prompt) -> list[dict[str, Any]]:
+        """The chat prompt with the system prompt rendered from this loop's own settings.
+
+        The prompt's only source of truth is the `unidoc_agent` settings (coordinate convention, candidates per
+        search): a dataset row carries just the question, and a row whose system prompt says anything else is
+        refused rather than trained on with boxes read in another frame than the model was told.
+        """
+        messages = list(raw_prompt)
+        _require_text_prompt(messages)
+        system = prompts.system_prompt(self.settings.convention, self.settings.limits.n_candidates)
+        if messages and messages[0].get("role") == "system":
+            if prompts.message_text(messages[0]) != system:
+                raise PromptMismatchError(
+                    "the dataset's system prompt differs from the one these unidoc_agent settings render "
+                    f"(convention={self.settings.convention.value}, n_candidates={self.settings.limits.n_candidates})"
+                    "; rebuild the data with `python -m unidoc_rl.data.prepare` (rows then carry only the "
+                    "question) or make the settings match"
+                )
+            return messages
+        return [{"role": "system", "content": system}, *messages]
 
     # --- one assistant turn --------------------------------------------------------------------------------
 
@@ -203,7 +213,8 @@ class UniDocAgentLoop(AgentLoopBase):
         sampling_params: dict[str, Any],
         request_id: str,
         metrics: dict[str, float],
-    ) -> SearchAction | SelectAction | BBoxAction | AnswerAction | InvalidAction | None:
+        forced: bool = False,
+    ) -> Action | None:
         """Generate and append one turn; returns its parsed action, or None when the episode had to end."""
         generated = await self._generate(tokens, sampling_params, request_id, metrics)
         if generated is None:
@@ -212,14 +223,15 @@ class UniDocAgentLoop(AgentLoopBase):
         token_ids, logprobs = generated
         state.begin_turn()
         if not token_ids:
+            state.record_turn("", ActionKind.INVALID, forced=forced)
+            state.record.turns[-1].detail = "no_action: the turn is empty"
             state.finish(FinishReason.NO_ACTION)
             return None
         await self._append_assistant(tokens, token_ids, logprobs)
         text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
         tokens.last_assistant = {"role": "assistant", "content": text}
         action = parse_action(text, max_boxes=self.settings.limits.max_boxes)
-        if isinstance(action, InvalidAction):
-            state.record_invalid(action)
+        state.record_turn(text, action.kind, forced=forced)
         return action
 
     async def _append_assistant(self, tokens: _Tokens, token_ids: list[int], logprobs: list[float] | None) -> None:
@@ -238,70 +250,9 @@ class UniDocAgentLoop(AgentLoopBase):
             if tokens.logprobs is not None:
                 tokens.logprobs.append(0.0)
 
-    # --- observations --------------------------------------------------------------------------------------
+    # --- observations ---------------------------------------------------------------------------------------
 
-    def _note(self, state: EpisodeState) -> str | None:
-        """Warn the model when its next turn is the last one."""
-        return prompts.LAST_TURN_NOTE if self.settings.force_final_answer and state.turns_left == 1 else None
-
-    async def _observe(self, action, state: EpisodeState, backend: SearchBackend, counters: dict[str, int]):
-        """(observation, commit, budget_reason): `commit` records the action in the state once it is shown."""
-        note = self._note(state)
-        if isinstance(action, InvalidAction):
-            message = prompts.invalid_action(action.reason.value, action.detail, note)
-            return _Observation(message, [], reports_invalid=True), _noop, None
-        if state.images_left <= 0:
-            return None, _noop, FinishReason.MAX_IMAGES
-        if isinstance(action, SearchAction):
-            return await self._search(action, state, backend, counters, note)
-        if isinstance(action, SelectAction):
-            page = state.resolve_select(action.index)
-            if isinstance(page, InvalidAction):
-                return self._invalid(state, page, note)
-            message = prompts.selected_page(action.index, page.display, note)
-            return _Observation(message, [page.display]), lambda: state.record_select(page), None
-        mapped = state.resolve_crop(action.boxes)
-        if isinstance(mapped, InvalidAction):
-            return self._invalid(state, mapped, note)
-        focus = state.focus
-        crop = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: crop_and_zoom(focus.raw, [box.raw for box in mapped], self.budget)
-        )
-        return _Observation(prompts.cropped_region(crop, note), [crop]), lambda: state.record_crop(mapped), None
-
-    def _invalid(self, state: EpisodeState, invalid: InvalidAction, note: str | None):
-        state.record_invalid(invalid)
-        message = prompts.invalid_action(invalid.reason.value, invalid.detail, note)
-        return _Observation(message, [], reports_invalid=True), _noop, None
-
-    async def _search(self, action: SearchAction, state, backend: SearchBackend, counters, note):
-        try:
-            (hits,) = await backend.search([action.query], top_k=self.settings.search_top_k)
-            retrieved = [hit.page_id for hit in hits]
-            fresh = state.new_page_ids(retrieved)[: state.images_left]
-            by_id = {hit.page_id: hit for hit in hits}
-            raws = await asyncio.gather(*(backend.load_image(by_id[page_id]) for page_id in fresh))
-        except Exception as error:  # noqa: BLE001 - any search failure becomes an observation, never a crash
-            counters["search_errors"] += 1
-            logger.warning("search for %r failed: %s", action.query, error)
-
-            def commit_failed_search() -> None:
-                state.record_search(action.query, [], [])
-
-            message = prompts.error(f"Search failed ({type(error).__name__}): {error}"[:200], note)
-            return _Observation(message, []), commit_failed_search, None
-        pages = await asyncio.get_running_loop().run_in_executor(
-            None,
-            lambda: [PageView.from_raw(page_id, raw, self.budget) for page_id, raw in zip(fresh, raws, strict=True)],
-        )
-        if pages:
-            message = prompts.search_results(action.query, [page.display for page in pages], note)
-        else:
-            message = prompts.no_new_pages(action.query, note)
-        observation = _Observation(message, [page.display for page in pages])
-        return observation, lambda: state.record_search(action.query, retrieved, pages), None
-
-    async def _append_observation(self, tokens: _Tokens, observation: _Observation) -> bool:
+    async def _append_observation(self, tokens: _Tokens, observation: Observation) -> bool:
         """Append an observation turn with mask 0; False (and nothing appended) if the next turn would not fit."""
         previous = [tokens.last_assistant]
         merged, mask, aligned = await self.ct_merge_context_msg(
@@ -317,26 +268,30 @@ class UniDocAgentLoop(AgentLoopBase):
         tokens.user_turns += 1
         return True
 
-    async def _final_answer(self, tokens, state, reason: FinishReason, sampling_params, request_id, metrics, counters):
-        """End on a spent budget, after one last request for an answer when turns and context allow it."""
+    async def _final_answer(self, tokens, state, reason: FinishReason, sampling_params, request_id, metrics):
+        """End on a spent budget, after one last request for an answer when turns and context allow it.
+
+        A valid answer in that turn is the episode's answer (marked forced; the finish reason names the budget).
+        Any other reply is "did not answer": kept as a forced turn, not counted as an action or invalid action.
+        """
         if self.settings.force_final_answer and state.turns_left > 0:
-            request = _Observation(prompts.final_answer_request(reason.value), [])
+            request = Observation(prompts.final_answer_request(reason.value), [])
             if await self._append_observation(tokens, request):
-                counters["forced_answer_turns"] += 1
-                action = await self._assistant_turn(tokens, state, sampling_params, request_id, metrics)
+                state.record_observation(request.text)
+                action = await self._assistant_turn(tokens, state, sampling_params, request_id, metrics, forced=True)
                 if isinstance(action, AnswerAction):
-                    state.record_answer(action.text)
-                elif action is not None and not isinstance(action, InvalidAction):
-                    state.record.actions.append(action.kind)
+                    state.record_answer(action.text, forced=True)
         state.finish(reason)
 
     # --- output --------------------------------------------------------------------------------------------
 
-    def _output(self, tokens: _Tokens, record: EpisodeRecord, metrics, counters) -> AgentLoopOutput:
+    def _output(self, tokens: _Tokens, record: EpisodeRecord, metrics) -> AgentLoopOutput:
         prompt_ids = tokens.ids[: tokens.prompt_length]
         response_ids = tokens.ids[tokens.prompt_length :]
         agent_metrics = {
-            **counters,
+            "forced_answer_turns": sum(turn.forced for turn in record.turns),
+            "forced_answers": int(record.forced_answer),
+            "search_errors": record.search_failures,
             "turns": record.num_turns,
             "images": len(tokens.images),
             "invalid_actions": record.invalid_actions,
@@ -359,10 +314,6 @@ class UniDocAgentLoop(AgentLoopBase):
         )
 
 
-def _noop() -> None:
-    return None
-
-
 def _require_text_prompt(messages: list[dict[str, Any]]) -> None:
     for message in messages:
         content = message.get("content")
@@ -377,20 +328,18 @@ def _sample_uid(kwargs: dict[str, Any]) -> str:
 
 
 def _first_action_end(tokenizer, token_ids: list[int]) -> int:
-    """Length of the shortest prefix that contains a closing action tag (all of it when there is none).
+    """Length of the shortest prefix that contains an accepted closing tag (all of it when there is none).
 
     Engines that honour stop strings already end there; this guards against ones that do not, so the turn
     never carries a second action. Containment grows with the prefix, so a binary search needs O(log n) decodes.
     """
-    text = tokenizer.decode(token_ids, skip_special_tokens=False)
-    if not any(stop in text for stop in STOP_STRINGS):
+    if first_closing_end(tokenizer.decode(token_ids, skip_special_tokens=False)) is None:
         return len(token_ids)
     low, high = 1, len(token_ids)
     while low < high:
         middle = (low + high) // 2
-        prefix = tokenizer.decode(token_ids[:middle], skip_special_tokens=False)
-        if any(stop in prefix for stop in STOP_STRINGS):
-            high = middle
-        else:
+        if first_closing_end(tokenizer.decode(token_ids[:middle], skip_special_tokens=False)) is None:
             low = middle + 1
+        else:
+            high = middle
     return low

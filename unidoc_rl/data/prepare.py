@@ -2,8 +2,8 @@
 
     python -m unidoc_rl.data.prepare --samples examples/samples.json --out_dir data/rl --index_dir index/
 
-Each row carries the chat prompt (`prompt`, built by the agent's prompt module so rollout and SFT agree), the
-`data_source`, the agent loop to run (`agent_name`), and the ground truth the reward reads
+Each row carries the chat prompt (`prompt`: the question turn only; the agent loop adds the system prompt from its
+own settings), the `data_source`, the agent loop to run (`agent_name`), and the ground truth the reward reads
 (`reward_model.ground_truth`, see `unidoc_rl.rewards.ground_truth`). verl's default dataset class fits these rows
 as they are: the prompt is text-only, page images arrive through the search tool during the episode.
 
@@ -25,9 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from unidoc_rl.atomic import atomic_write
-from unidoc_rl.prompts import prompt_messages
+from unidoc_rl.prompts import question_message
 from unidoc_rl.rewards.ground_truth import GroundTruth, GroundTruthError
-from unidoc_rl.vision import CoordinateConvention
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +86,14 @@ def ground_truth_of(sample: dict) -> GroundTruth:
     return GroundTruth.from_dict(row)
 
 
-def to_row(sample: dict, truth: GroundTruth, data_source: str, split: str, index: int, convention) -> dict:
+def to_row(sample: dict, truth: GroundTruth, data_source: str, split: str, index: int) -> dict:
     meta = sample["meta_info"]
     return {
         "data_source": data_source,
         "agent_name": AGENT_NAME,
-        "prompt": prompt_messages(sample["query"], convention),
+        # The question only: the agent loop renders the system prompt from its own settings (coordinate
+        # convention, candidates per search), so data and rollout cannot describe different frames.
+        "prompt": [question_message(sample["query"])],
         "ability": ABILITY,
         "reward_model": {"style": "model", "ground_truth": truth.to_dict()},
         "extra_info": {
@@ -163,13 +164,12 @@ def prepare(
     val_size: int | float = 0.1,
     seed: int = 0,
     known_page_ids: set[str] | None = None,
-    convention: CoordinateConvention = CoordinateConvention.ABSOLUTE,
 ) -> PreparedSplit:
     truths = validate(samples, known_page_ids)
     train_idx, val_idx = split_samples(samples, val_size, seed)
 
     def rows(indices: Iterable[int], split: str) -> list[dict]:
-        return [to_row(samples[i], truths[i], data_source, split, i, convention) for i in indices]
+        return [to_row(samples[i], truths[i], data_source, split, i) for i in indices]
 
     return PreparedSplit(train=rows(train_idx, "train"), val=rows(val_idx, "val"))
 
@@ -195,12 +195,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--index_dir", type=Path, default=None, help="search index to check reference pages against (recommended)"
     )
-    parser.add_argument(
-        "--coordinates",
-        choices=[c.value for c in CoordinateConvention],
-        default=CoordinateConvention.ABSOLUTE.value,
-        help="box convention the system prompt describes: absolute (Qwen2.5-VL) or norm1000 (Qwen3-VL style)",
-    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -214,7 +208,6 @@ def main(argv: list[str] | None = None) -> None:
             val_size=val_size,
             seed=args.seed,
             known_page_ids=known,
-            convention=CoordinateConvention(args.coordinates),
         )
     except SampleValidationError as error:
         raise SystemExit(str(error)) from None

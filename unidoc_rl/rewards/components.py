@@ -21,10 +21,18 @@ class FormatRule(StrEnum):
     """1.0: searched and answered; else 0."""
 
 
+class NdcgIdeal(StrEnum):
+    ALL_GOLD = "all_gold"
+    """The ideal ranking holds every gold page: gold evidence that was never retrieved costs."""
+    RANKED_LENGTH = "ranked_length"
+    """NDCG@k over the ranked length k: the ideal holds min(#gold, k) gold pages."""
+
+
 def answered(episode: EpisodeRecord) -> bool:
-    """The episode ended on a valid `<answer>` action with non-empty text."""
+    """The episode ended on a valid `<answer>` with non-empty text, in a turn of its own or in the final turn
+    forced by a spent budget."""
     return (
-        episode.finish_reason is FinishReason.ANSWERED
+        (episode.finish_reason is FinishReason.ANSWERED or episode.forced_answer)
         and bool(episode.actions)
         and episode.actions[-1] is ActionKind.ANSWER
         and episode.answer is not None
@@ -50,6 +58,11 @@ def format_score(episode: EpisodeRecord, rule: FormatRule | str, max_invalid_act
     return 0.0
 
 
+def answered_searches(episode: EpisodeRecord) -> list[SearchStep]:
+    """The searches the service answered; failed ones are reported in their own metric, not scored as misses."""
+    return [step for step in episode.searches if not step.failed]
+
+
 def interleave_candidates(searches: Sequence[SearchStep]) -> list[str]:
     """Candidates of all searches merged by rank (rank 0 of every search, then rank 1, ...), first occurrence kept."""
     ranked: list[str] = []
@@ -63,18 +76,18 @@ def interleave_candidates(searches: Sequence[SearchStep]) -> list[str]:
     return ranked
 
 
-def ndcg(ranked_ids: Sequence[str], gold_ids: Sequence[str]) -> float:
-    """Binary-relevance NDCG over the whole ranked list; ids are compared as whole strings."""
+def ndcg(ranked_ids: Sequence[str], gold_ids: Sequence[str], ideal: NdcgIdeal | str = NdcgIdeal.ALL_GOLD) -> float:
+    """Binary-relevance NDCG of the ranked list; ids are compared as whole strings. `ideal` picks the ideal DCG."""
     gold = set(gold_ids)
     if not ranked_ids or not gold:
         return 0.0
     dcg = sum(1.0 / math.log2(rank + 2) for rank, page_id in enumerate(ranked_ids) if page_id in gold)
-    ideal = sum(1.0 / math.log2(rank + 2) for rank in range(min(len(gold), len(ranked_ids))))
-    return dcg / ideal
+    ideal_hits = len(gold) if NdcgIdeal(ideal) is NdcgIdeal.ALL_GOLD else min(len(gold), len(ranked_ids))
+    return dcg / sum(1.0 / math.log2(rank + 2) for rank in range(ideal_hits))
 
 
-def retrieval_score(episode: EpisodeRecord, truth: GroundTruth) -> float:
-    return ndcg(interleave_candidates(episode.searches), truth.gold_page_ids)
+def retrieval_score(episode: EpisodeRecord, truth: GroundTruth, ideal: NdcgIdeal | str = NdcgIdeal.ALL_GOLD) -> float:
+    return ndcg(interleave_candidates(answered_searches(episode)), truth.gold_page_ids, ideal)
 
 
 def focus_page(step: SearchStep) -> str | None:
@@ -85,18 +98,19 @@ def focus_page(step: SearchStep) -> str | None:
 
 
 def selection_score(episode: EpisodeRecord, truth: GroundTruth) -> float:
-    """Mean over searches: 1 when the focus page is the first gold page among the candidates, or, when no gold page
-    was among them, the top-1 candidate."""
-    if not episode.searches:
+    """Mean over answered searches: 1 when the focus page is the first gold page among the candidates, or, when no
+    gold page was among them, the top-1 candidate. A search that showed nothing new counts as a miss."""
+    searches = answered_searches(episode)
+    if not searches:
         return 0.0
     gold = set(truth.gold_page_ids)
     hits = 0
-    for step in episode.searches:
+    for step in searches:
         if not step.candidates:
             continue
         target = next((page_id for page_id in step.candidates if page_id in gold), step.candidates[0])
         hits += focus_page(step) == target
-    return hits / len(episode.searches)
+    return hits / len(searches)
 
 
 def box_iou(a: Box, b: Box) -> float:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from unidoc_rl.episode import EpisodeRecord
 from unidoc_rl.judge.client import ResilientJudge, build_judge
 from unidoc_rl.rewards.answer_match import rule_based_score
-from unidoc_rl.rewards.components import crop_score, format_score, retrieval_score, selection_score
+from unidoc_rl.rewards.components import answered, crop_score, format_score, retrieval_score, selection_score
 from unidoc_rl.rewards.ground_truth import GroundTruth
 from unidoc_rl.rewards.settings import AnswerScorer, RewardSettings
 
@@ -23,6 +23,10 @@ class RewardBreakdown:
     judge_called: bool
     judge_fallback: bool
     judge_cached: bool
+    search_failures: int = 0
+    """Searches the service failed (left out of retrieval and selection)."""
+    forced_answer: bool = False
+    """The answer came in a forced final turn."""
 
     def metrics(self) -> dict[str, float]:
         """Every component as a float, with the same keys for every trajectory (verl stacks them per key)."""
@@ -42,11 +46,11 @@ class EpisodeScorer:
 
     async def score(self, episode: EpisodeRecord, truth: GroundTruth) -> RewardBreakdown:
         fmt = format_score(episode, self.preset.format_rule, self.settings.max_invalid_actions)
-        retrieval = retrieval_score(episode, truth)
+        retrieval = retrieval_score(episode, truth, self.settings.ndcg_ideal)
         selection = selection_score(episode, truth)
         crop = crop_score(episode, truth, self.settings.crop_iou_threshold)
         answer, called, fallback, cached = 0.0, False, False, False
-        if fmt >= self.preset.answer_gate and episode.answer is not None:
+        if fmt >= self.preset.answer_gate and answered(episode):
             if self.judge is None:
                 answer = rule_based_score(episode.answer, truth.reference_answer, self.settings.answer_scorer.value)
             else:
@@ -64,6 +68,8 @@ class EpisodeScorer:
             judge_called=called,
             judge_fallback=fallback,
             judge_cached=cached,
+            search_failures=episode.search_failures,
+            forced_answer=episode.forced_answer and answered(episode),
         )
 
     async def aclose(self) -> None:

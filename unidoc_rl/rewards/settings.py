@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
 from unidoc_rl.judge.settings import JudgeSettings
+from unidoc_rl.rewards.components import NdcgIdeal
 from unidoc_rl.rewards.presets import RewardPreset, get_preset
 from unidoc_rl.settings_keys import reject_unknown_keys
 
@@ -25,10 +26,13 @@ class RewardSettings:
     answer_scorer: AnswerScorer = AnswerScorer.JUDGE
     max_invalid_actions: int = 0
     crop_iou_threshold: float = 0.5
+    ndcg_ideal: NdcgIdeal = NdcgIdeal.ALL_GOLD
+    """Ideal DCG of the retrieval reward: `all_gold` (every gold page; missed evidence costs) or `ranked_length`."""
     judge: JudgeSettings = field(default_factory=JudgeSettings)
 
     def __post_init__(self):
         object.__setattr__(self, "answer_scorer", AnswerScorer(self.answer_scorer))
+        object.__setattr__(self, "ndcg_ideal", NdcgIdeal(self.ndcg_ideal))
         if self.max_invalid_actions < 0:
             raise ValueError(f"max_invalid_actions must be >= 0, got {self.max_invalid_actions}")
         if not 0.0 < self.crop_iou_threshold <= 1.0:

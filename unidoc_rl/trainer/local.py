@@ -361,6 +361,7 @@ class LocalTrainer:
                     "group": groups[row],
                     "reward": float(scores[row]),
                     "components": components[row],
+                    "reference_answer": _reference_answer(output, row),
                     "episode": episode.to_dict(),
                 }
                 for row, episode in enumerate(episodes)
@@ -448,3 +449,11 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _reference_answer(output: DataProto, row: int) -> str | None:
+    """The row's reference answer, for the trajectory log (the viewer shows it beside the model's)."""
+    reward_model = output.non_tensor_batch.get("reward_model")
+    if reward_model is None:
+        return None
+    return (reward_model[row].get("ground_truth") or {}).get("reference_answer")
