@@ -14,8 +14,12 @@
  * "avx2" needs AVX2/FMA/F16C); the NEON kernel is compiled only on aarch64, where NEON is part of the base
  * architecture. Elsewhere `kernels()` is empty and search uses the torch path.
  */
+/* MAXSIM_KERNELS_ONLY: the kernels without the Python module (tests/search/kernel_check.c builds them that way for
+ * another architecture and runs them under an emulator). */
+#ifndef MAXSIM_KERNELS_ONLY
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#endif
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -299,6 +303,7 @@ static void score_pages(const kernel_isa *isa, const float *query_t, int64_t vec
     }
 }
 
+#ifndef MAXSIM_KERNELS_ONLY
 static PyObject *kernel_kernels(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
@@ -428,3 +433,4 @@ static struct PyModuleDef kernel_module = {
 };
 
 PyMODINIT_FUNC PyInit__kernel(void) { return PyModule_Create(&kernel_module); }
+#endif

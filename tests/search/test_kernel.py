@@ -3,6 +3,10 @@ torch. On x86-64 with AVX2 (every CI machine here) at least the AVX2 kernel runs
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -17,6 +21,7 @@ from search_engine.maxsim import (
 )
 
 needs_kernel = pytest.mark.skipif(not kernel_available(), reason="fused kernel not built or the CPU runs none")
+KERNEL_CHECK = Path(__file__).with_name("kernel_check.c")
 # Every kernel the CPU runs, not only the one chosen by default (an AVX-512 machine also runs the AVX2 kernel).
 KERNELS = available_kernels() or ("none",)
 
@@ -118,3 +123,31 @@ def test_automatic_choice_uses_the_kernel_for_resident_copies_only():
         for residency in ("fp16", "fp32", "mmap")
     }
     assert chosen == {"fp16": kernel_available(), "fp32": kernel_available(), "mmap": False}
+
+
+def _build_and_run_check(compiler: str, tmp_path: Path, runner: list[str], extra: list[str]) -> str:
+    binary = tmp_path / "kernel_check"
+    subprocess.run([compiler, "-O3", *extra, "-o", str(binary), str(KERNEL_CHECK), "-lm"], check=True)
+    done = subprocess.run([*runner, str(binary)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_kernels_standalone_equal_the_definition_natively(tmp_path: Path):
+    # The kernels without Python (the build the aarch64 check below uses), on this machine's own compiler.
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler")
+    out = _build_and_run_check(compiler, tmp_path, [], [])
+    names = [line.split()[0] for line in out.splitlines()]
+    assert names == list(available_kernels()) and all(line.endswith(" 0") for line in out.splitlines()), out
+
+
+def test_neon_kernel_equals_the_definition_under_qemu(tmp_path: Path):
+    # No Arm machine here: the NEON kernel is cross-compiled and run under user-mode emulation where the tools are
+    # installed (apt: gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user).
+    compiler, emulator = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
+    if compiler is None or emulator is None:
+        pytest.skip("aarch64 cross compiler or qemu-aarch64 not installed")
+    out = _build_and_run_check(compiler, tmp_path, [emulator], ["-static"])
+    assert out.strip() == "neon max_abs_error 0", out
