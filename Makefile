@@ -50,8 +50,9 @@ test: $(STAMP) $(SFT_STAMP) browser
 browser:
 	@test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
-# Renders and indexes the sample corpus, serves search on loopback, trains the tiny policy for a few GRPO steps.
-demo: $(STAMP)
+# The whole pipeline on the CPU default: index and serve the sample corpus, teacher trajectories, SFT in
+# LLaMA-Factory's environment, evaluation, GRPO, evaluation, viewer sites, one table (unidoc_rl/demo.py).
+demo: $(STAMP) $(SFT_STAMP)
 	$(BIN)/python -m unidoc_rl.demo --fresh --out_dir outputs/demo
 
 lint: $(STAMP)
