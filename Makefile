@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= search,train,dev
 REQUIREMENTS := setup.py pyproject.toml constraints.txt requirements_search.txt requirements_train.txt \
-	requirements_dev.txt requirements_nodeps.txt
+	requirements_dev.txt requirements_nodeps.txt search_engine/_kernel.c
 PYTEST_ARGS ?=
 # The SFT environment (LLaMA-Factory 0.9.5; its pins clash with verl's): torch first, llamafactory --no-deps,
 # then the packages its `train` imports (requirements_sft.txt). See LLaMA-Factory/README.md.
