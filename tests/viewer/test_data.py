@@ -235,3 +235,21 @@ def test_local_trainer_line_with_reference_answer_only():
     from unidoc_rl.viewer.query import order_components
 
     assert order_components(row.components) == ["format", "answer"]
+
+
+def test_summary_rows_read_the_evaluation_harness_summary():
+    summary = {
+        "overall": {"episodes": 4, "accuracy": {"mean": 0.75, "ci95": [0.5, 1.0]}},
+        "benchmarks": {
+            "slidevqa": {
+                "all": {"episodes": 4, "accuracy": {"mean": 0.75, "ci95": [0.5, 1.0]}},
+                "categories": {
+                    "query_type": {"multi-hop": {"episodes": 2, "accuracy": {"mean": 0.5, "ci95": [0.0, 1.0]}}}
+                },
+            }
+        },
+    }
+    rows = {row.label: row for row in summary_rows(summary)}
+    assert (rows["overall"].accuracy, rows["overall"].low, rows["overall"].high) == (0.75, 0.5, 1.0)
+    multi_hop = next(row for label, row in rows.items() if label.endswith("multi-hop"))
+    assert (multi_hop.accuracy, multi_hop.count) == (0.5, 2)

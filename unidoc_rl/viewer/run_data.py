@@ -128,7 +128,10 @@ def _interval(stats: dict) -> tuple[float, float] | None:
 def _rows(node, path: list[str], out: list[tuple[list[str], dict]]) -> None:
     if isinstance(node, dict):
         accuracy = node.get("accuracy", node.get("acc"))
-        if isinstance(accuracy, int | float) and not isinstance(accuracy, bool):
+        if isinstance(accuracy, dict) and isinstance(accuracy.get("mean"), int | float):
+            # The evaluation harness's shape: {"accuracy": {"mean": m, "ci95": [low, high]}, ...}.
+            out.append((path, {**node, "accuracy": accuracy["mean"], "ci95": accuracy.get("ci95")}))
+        elif isinstance(accuracy, int | float) and not isinstance(accuracy, bool):
             out.append((path, node))
         for key, value in node.items():
             if isinstance(value, dict | list):
