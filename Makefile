@@ -16,7 +16,7 @@ SFT_VENV := .venv-sft
 SFT_STAMP := $(SFT_VENV)/.installed
 LLAMAFACTORY_SPEC ?= llamafactory==0.9.5
 
-.PHONY: install sft-env test demo lint corpus tiny-models clean-venv
+.PHONY: install sft-env test demo lint corpus tiny-models clean-venv browser
 
 install: $(STAMP)
 
@@ -43,11 +43,16 @@ $(SFT_STAMP): $(SFT_VENV)/bin/python requirements_sft.txt constraints.txt
 
 sft-env: $(SFT_STAMP)
 
-test: $(STAMP) $(SFT_STAMP)
+test: $(STAMP) $(SFT_STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Renders and indexes the sample corpus, serves search on loopback, trains the tiny policy for a few GRPO steps.
-demo: $(STAMP)
+# Debian's Chromium for the viewer's browser tests (Playwright drives it; its own browser download is not used).
+browser:
+	@test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
+# The whole pipeline on the CPU default: index and serve the sample corpus, teacher trajectories, SFT in
+# LLaMA-Factory's environment, evaluation, GRPO, evaluation, viewer sites, one table (unidoc_rl/demo.py).
+demo: $(STAMP) $(SFT_STAMP)
 	$(BIN)/python -m unidoc_rl.demo --fresh --out_dir outputs/demo
 
 lint: $(STAMP)

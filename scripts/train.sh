@@ -5,6 +5,11 @@
 #   SEARCH_URL=http://10.0.0.5:8001 JUDGE_URL=http://10.0.0.6:8000/v1 N_GPUS=8 NNODES=1 \
 #   bash scripts/train.sh trainer.total_epochs=2 actor_rollout_ref.rollout.n=8
 #
+# On a machine without GPUs, VERL_PLATFORM=cpu runs the same trainer on CPU with the project's plugin
+# (configs/experiment/cpu.yaml; MODEL_PATH=tiny is the offline tiny policy):
+#
+#   VERL_PLATFORM=cpu MODEL_PATH=tiny TRAIN_FILE=... VAL_FILE=... SEARCH_URL=... JUDGE_URL=... bash scripts/train.sh
+#
 # Every argument is passed through to Hydra as an override. DRY_RUN=1 prints the composed config instead of training.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,14 +19,28 @@ cd "$(dirname "$0")/.."
 : "${VAL_FILE:?set VAL_FILE to the validation parquet}"
 : "${SEARCH_URL:?set SEARCH_URL to the search service, e.g. http://127.0.0.1:8001}"
 : "${JUDGE_URL:?set JUDGE_URL to an OpenAI-compatible judge endpoint, e.g. http://127.0.0.1:8000/v1}"
-N_GPUS="${N_GPUS:-8}"
-NNODES="${NNODES:-1}"
 JUDGE_MODEL="${JUDGE_MODEL:-judge}"
 PYTHON="${PYTHON:-python}"
+experiment=()
+if [[ "${VERL_PLATFORM:-}" == "cpu" ]]; then
+  experiment=("+experiment=cpu")
+  N_GPUS="${N_GPUS:-1}"
+fi
+N_GPUS="${N_GPUS:-8}"
+NNODES="${NNODES:-1}"
+if [[ "$MODEL_PATH" == "tiny" ]]; then
+  MODEL_PATH="$("$PYTHON" -c "from unidoc_rl.testing.tiny_models import tiny_policy_path; print(tiny_policy_path())")"
+fi
+
+# verl loads the project's plugin on import, here and (through the runtime_env in configs/unidoc_grpo.yaml) in every
+# Ray process; this checkout's code comes first on the path of both.
+export VERL_USE_EXTERNAL_MODULES="unidoc_rl.verl_plugin${VERL_USE_EXTERNAL_MODULES:+,$VERL_USE_EXTERNAL_MODULES}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 hydra_args=(
   --config-path "$PWD/configs"
   --config-name unidoc_grpo
+  "${experiment[@]}"
   "actor_rollout_ref.model.path=$MODEL_PATH"
   "data.train_files=$TRAIN_FILE"
   "data.val_files=$VAL_FILE"

@@ -24,7 +24,8 @@ def test_demo_trains_the_tiny_policy_against_the_live_search_service(tmp_path):
         assert episode["actions"] == ["invalid"] * 4
         assert trajectory["reward"] == 0.0 and trajectory["components"]["format"] == 0.0
         assert trajectory["components"]["judge_called"] == 0.0
-        assert episode["question"] and trajectory["reference_answer"]
+        assert episode["question"] and trajectory["ground_truth"]["reference_answer"]
+        assert trajectory["ground_truth"]["gold_pages"][0]["page_id"]
     assert summary["last_step"] == {
         "reward": 0.0,
         "turns": 4.0,

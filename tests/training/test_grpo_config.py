@@ -82,15 +82,37 @@ def test_project_extensions_are_named_and_loadable(composed, repo_root):
 
     assert issubclass(get_class(entry._target_), AgentLoopBase)
 
+
+@pytest.mark.parametrize(
+    ("use_v1", "manager_name", "worker_name"),
+    [
+        (None, "UniDocAgentLoopManagerTQ", "UniDocAgentLoopWorkerTQ"),
+        (False, "UniDocLegacyAgentLoopManager", "UniDocAgentLoopWorker"),
+    ],
+)
+def test_the_manager_class_builds_the_manager_of_the_configured_trainer(composed, use_v1, manager_name, worker_name):
     from verl.experimental.agent_loop.agent_loop import AgentLoopManager
+    from verl.trainer.ppo.v1 import AgentLoopManagerTQ, AgentLoopWorkerTQ
     from verl.utils.import_utils import load_class_from_fqn
 
-    from unidoc_rl.agent.verl_worker import UniDocAgentLoopWorker
+    from unidoc_rl.agent import verl_worker
 
-    manager_class = load_class_from_fqn(composed.actor_rollout_ref.rollout.agent.agent_loop_manager_class)
-    assert issubclass(manager_class, AgentLoopManager)
-    manager = manager_class(composed, llm_client=None)
-    assert manager.agent_loop_workers_class.__ray_actor_class__ is UniDocAgentLoopWorker
+    config = composed.copy()
+    if use_v1 is not None:
+        config.trainer.use_v1 = use_v1
+    else:
+        assert config.trainer.use_v1 is True  # verl's default trainer is the one train.sh runs
+    selector = load_class_from_fqn(config.actor_rollout_ref.rollout.agent.agent_loop_manager_class)
+    assert selector is verl_worker.UniDocAgentLoopManager
+    manager_class = selector.manager_class(config)
+    assert manager_class is getattr(verl_worker, manager_name)
+    assert issubclass(manager_class, AgentLoopManagerTQ if use_v1 is None else AgentLoopManager)
+    manager = manager_class(config, llm_client=None)
+    worker_class = manager.agent_loop_workers_class.__ray_actor_class__
+    assert worker_class is getattr(verl_worker, worker_name)
+    assert issubclass(worker_class, verl_worker.ProjectWorkerMixin)
+    if use_v1 is None:
+        assert issubclass(worker_class, AgentLoopWorkerTQ.__ray_actor_class__)
 
 
 def test_sections_validate_against_verls_config_classes(composed):

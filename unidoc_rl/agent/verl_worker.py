@@ -1,29 +1,43 @@
-"""The project's verl agent-loop worker, and running it in-process (local trainer, tests, benchmarks, demo).
+"""The project's verl agent-loop workers and managers, and running a worker in-process (local trainer, tests, demo).
 
-`UniDocAgentLoopWorker` is verl's `AgentLoopWorker` without per-trajectory costs measured to dominate CPU rollouts
-of short turns (together about 40 ms per trajectory):
+verl 0.9.1 has two trainers, and each drives its own worker class:
 
+- the V1 trainer (`trainer.use_v1=true`, verl's default) calls `AgentLoopManagerTQ.generate_sequences` with a
+  `TensorDict` and reads finished trajectories from TransferQueue, written by `AgentLoopWorkerTQ`;
+- the legacy trainer (`trainer.use_v1=false`) calls `AgentLoopManager.generate_sequences` with a `DataProto` and
+  gets a padded `DataProto` back from `AgentLoopWorker`.
+
+`UniDocAgentLoopManager` (the value of `rollout.agent.agent_loop_manager_class`) builds whichever of the two the
+configured trainer drives, with `UniDocAgentLoopWorkerTQ` or `UniDocAgentLoopWorker` respectively. Both workers are
+verl's plus `ProjectWorkerMixin`, whose overrides hold on either path:
+
+- Processor: verl's `hf_processor` builds the processor with `AutoProcessor`, which fails without torchvision
+  (CPU machines); the worker then has no processor and cannot handle images. The mixin installs the project's
+  torchvision-free processor in the worker's constructor (so in every Ray worker, not only in-process) and binds
+  the model's M-RoPE `get_rope_index` to it, as verl does for the stock class. With torchvision, verl's is kept.
 - verl builds a new agent loop through `hydra.utils.instantiate` for every trajectory. Agent loops that declare
-  `reusable = True` (they keep no per-episode state on the instance) are built once per worker and name.
-- verl re-runs the processor over the decoded text of every finished trajectory to collect multi-modal inputs.
-  For a Qwen2/2.5-VL trajectory without images, videos or audio it yields nothing but a placeholder that tells verl to
-  derive M-RoPE positions from the token ids; the worker supplies that placeholder directly.
-- For such a trajectory of a Qwen2-VL/Qwen2.5-VL model, `get_rope_index` (a Python loop over token groups)
-  reduces to one position per attended token on all three M-RoPE axes; the worker fills that in directly.
-- verl pads each trajectory's prompt, response and mask through `tokenizer.pad` (about 1 ms a call); the worker
-  writes the same tensors directly.
+  `reusable = True` (they keep no per-episode state on the instance) are built once per worker and name; the
+  UniDoc loop also renders a group's shared prompt once through this.
+- For a Qwen2/2.5-VL trajectory without images, videos or audio, verl re-runs the processor over the decoded text
+  only to learn that M-RoPE positions follow the token ids, and `get_rope_index` (a Python loop over token groups)
+  then yields one position per attended token on all three axes; the mixin fills both in directly. Both workers
+  call these two methods with the same arguments (the V1 worker with unpadded rows).
+- Weight versions: verl's V1 trainer reads each trajectory's `min_global_steps`/`max_global_steps` (the policy
+  versions that generated it, stamped by the rollout server on every `TokenOutput`) from the agent loop's
+  `extra_fields`, and fails on a trajectory without them. The mixin records the versions of every generate call a
+  trajectory makes and fills both in when the agent loop did not.
+- The legacy worker pads each trajectory's prompt, response and mask through `tokenizer.pad` (about 1 ms a call);
+  the mixin writes the same tensors directly. The V1 worker does not pad, so this applies to the legacy path and
+  the in-process worker of the local trainer only.
 
-`UniDocAgentLoopManager` makes verl's trainer start these workers (`rollout.agent.agent_loop_manager_class`).
-
-verl's `hf_processor` builds the processor with `AutoProcessor`, which fails without torchvision (CPU machines):
-the worker then has no processor and cannot handle images. `build_agent_loop_worker` installs the project's
-torchvision-free processor instead and binds the model's M-RoPE `get_rope_index` to it, as verl does for the
-stock class. With torchvision present, verl's own processor is kept.
+Every override is tested equal to verl's own output (tests/agent/test_verl_worker.py, tests/verl/).
 """
 
 from __future__ import annotations
 
 import types
+import warnings
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +52,7 @@ from verl.experimental.agent_loop.agent_loop import (
     ToolListWrap,
     _agent_loop_registry,
 )
+from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
 from verl.utils.rollout_trace import rollout_trace_attr
 
 import unidoc_rl.agent.agent_loop  # noqa: F401  (registers "unidoc_agent")
@@ -79,9 +94,54 @@ def rope_processor(model_path: str | Path):
     return processor
 
 
-class UniDocAgentLoopWorker(AgentLoopWorker):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+_trajectory_versions: ContextVar[list[int] | None] = ContextVar("unidoc_trajectory_versions", default=None)
+VERSION_KEYS = ("min_global_steps", "max_global_steps")
+
+
+class VersionRecordingClient:
+    """The worker's LLM client, noting the weight versions of the outputs a trajectory receives."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+    async def generate(self, *args, **kwargs):
+        output = await self.client.generate(*args, **kwargs)
+        versions = _trajectory_versions.get()
+        extra = getattr(output, "extra_fields", None) or {}
+        if versions is not None:
+            versions.extend(int(extra[key]) for key in VERSION_KEYS if extra.get(key) is not None)
+        return output
+
+
+def stamp_versions(output, versions: list[int]) -> None:
+    """Fill in an agent-loop output's weight-version span where the agent loop left it out."""
+    if not versions:
+        return
+    for item in output if isinstance(output, list) else [output]:
+        item.extra_fields.setdefault("min_global_steps", min(versions))
+        item.extra_fields.setdefault("max_global_steps", max(versions))
+
+
+def install_processor(worker: AgentLoopWorker, processor=None) -> None:
+    """Give a worker whose processor verl could not build (no torchvision) the project's, M-RoPE bound."""
+    processor = processor or rope_processor(worker.config.actor_rollout_ref.model.path)
+    worker.processor = processor
+    worker.model_config.processor = processor
+
+
+class ProjectWorkerMixin:
+    """The project's overrides of verl's agent-loop worker; mixed into the legacy and the V1 (TransferQueue) one."""
+
+    def __init__(self, *args, processor=None, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Failed to create processor")
+            super().__init__(*args, **kwargs)
+        if processor is not None or self.processor is None:
+            install_processor(self, processor)
+        self.llm_client = VersionRecordingClient(self.llm_client)
         self._reusable_loops: dict[str, Any] = {}
 
     def _build_agent_loop(self, agent_name: str):
@@ -117,7 +177,12 @@ class UniDocAgentLoopWorker(AgentLoopWorker):
             name="agent_loop",
             trace=trace,
         ):
-            output = await self._agent_loop(agent_name).run(sampling_params, **kwargs)
+            versions = _trajectory_versions.set([])
+            try:
+                output = await self._agent_loop(agent_name).run(sampling_params, **kwargs)
+                stamp_versions(output, _trajectory_versions.get())
+            finally:
+                _trajectory_versions.reset(versions)
             return await self._agent_loop_postprocess(output, trajectory["validate"], **kwargs)
 
     def _pad_token_ids(
@@ -176,25 +241,59 @@ class UniDocAgentLoopWorker(AgentLoopWorker):
         return not any(bool((input_ids == token).any()) for token in media_ids if token is not None)
 
 
-class UniDocAgentLoopManager(AgentLoopManager):
-    """verl's agent-loop manager, starting `UniDocAgentLoopWorker`s."""
+class UniDocAgentLoopWorker(ProjectWorkerMixin, AgentLoopWorker):
+    """verl's legacy (DataProto) agent-loop worker with the project's overrides; also the in-process worker."""
+
+
+class UniDocAgentLoopWorkerTQ(ProjectWorkerMixin, AgentLoopWorkerTQ.__ray_actor_class__):
+    """verl's V1 agent-loop worker (writes trajectories to TransferQueue) with the project's overrides."""
+
+
+class UniDocLegacyAgentLoopManager(AgentLoopManager):
+    """verl's legacy agent-loop manager, starting `UniDocAgentLoopWorker`s."""
 
     def __init__(self, *args, **kwargs):
         self.agent_loop_workers_class = ray.remote(UniDocAgentLoopWorker)
         super().__init__(*args, **kwargs)
 
 
+class UniDocAgentLoopManagerTQ(AgentLoopManagerTQ):
+    """verl's V1 agent-loop manager, starting `UniDocAgentLoopWorkerTQ`s."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.agent_loop_workers_class = ray.remote(UniDocAgentLoopWorkerTQ)
+
+
+def uses_v1_trainer(config: DictConfig) -> bool:
+    """Whether `main_ppo` runs the V1 trainer for this config (`trainer.use_v1`, true when absent, as in verl)."""
+    return bool(OmegaConf.select(config, "trainer.use_v1", default=True))
+
+
+class UniDocAgentLoopManager:
+    """The value of `rollout.agent.agent_loop_manager_class`: both of verl's trainers load this class and call
+    `create(config=..., llm_client=..., teacher_client=..., reward_loop_worker_handles=...)`; it builds the manager
+    that the configured trainer drives (`trainer.use_v1`)."""
+
+    @staticmethod
+    def manager_class(config: DictConfig) -> type[AgentLoopManager]:
+        return UniDocAgentLoopManagerTQ if uses_v1_trainer(config) else UniDocLegacyAgentLoopManager
+
+    @classmethod
+    def create(cls, config: DictConfig, *args, **kwargs):
+        return cls.manager_class(config).create(config, *args, **kwargs)
+
+
 def build_agent_loop_worker(
     config: DictConfig, llm_client, processor=None, worker_class: type[AgentLoopWorker] = UniDocAgentLoopWorker
 ) -> AgentLoopWorker:
-    """An in-process agent-loop worker (by default the project's) whose processor handles images on this machine."""
-    import warnings
-
+    """An in-process agent-loop worker (by default the project's legacy one, which returns a DataProto) whose
+    processor handles images on this machine; `processor` saves loading one when the caller has it."""
+    if issubclass(worker_class, ProjectWorkerMixin):
+        return worker_class(config, llm_client, processor=processor)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Failed to create processor")
         worker = worker_class(config, llm_client)
     if worker.processor is None:
-        processor = processor or rope_processor(config.actor_rollout_ref.model.path)
-        worker.processor = processor
-        worker.model_config.processor = processor
+        install_processor(worker, processor)
     return worker

@@ -1,0 +1,115 @@
+"""The plugin's pieces that run without Ray: step metrics, weight-version stamping, the trl stand-in, the platform."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+from verl.experimental.agent_loop.agent_loop import AgentLoopOutput
+from verl.workers.rollout.replica import TokenOutput
+
+from unidoc_rl.agent.verl_worker import VersionRecordingClient, _trajectory_versions, stamp_versions
+from unidoc_rl.episode import ActionKind, CropStep, EpisodeRecord, SearchStep
+from unidoc_rl.verl_plugin.metrics import rollout_metrics
+
+
+def episode(turns: int, invalid: int, crops: int, answer: str | None, forced: bool, failed_searches: int):
+    searches = [SearchStep(query="q", retrieved=["a_1"], candidates=["a_1"])]
+    searches[0].crops = [CropStep(page_id="a_1", boxes_display=[[0, 0, 9, 9]], boxes_norm1000=[[0, 0, 9, 9]])] * crops
+    searches += [SearchStep(query="down", retrieved=[], candidates=[], failed=True) for _ in range(failed_searches)]
+    actions = [ActionKind.INVALID] * invalid + [ActionKind.SEARCH] * (turns - invalid)
+    return EpisodeRecord(
+        searches=searches, actions=actions, answer=answer, forced_answer=forced, num_turns=turns
+    ).to_dict()
+
+
+def test_rollout_metrics_average_components_and_episode_behaviour():
+    rows = [
+        {
+            "episode": episode(4, 1, 1, "845", False, 0),
+            "reward_extra_info": {"score": 0.9, "answer": 1.0, "crop": 1.0, "judge_fallback": 0.0},
+        },
+        {
+            "episode": episode(2, 0, 0, "12", True, 2),
+            "reward_extra_info": {"score": 0.1, "answer": 0.0, "crop": 0.0, "judge_fallback": 1.0},
+        },
+        # Another agent loop's trajectory: a reward component but no episode record.
+        {"reward_extra_info": {"score": 0.5}},
+        None,
+    ]
+    metrics = rollout_metrics(rows)
+    assert metrics["unidoc/reward/score"] == pytest.approx(0.5)
+    assert metrics["unidoc/reward/answer"] == 0.5 and metrics["unidoc/reward/judge_fallback"] == 0.5
+    assert metrics["unidoc/agent/turns"] == 3.0
+    assert metrics["unidoc/agent/invalid_actions"] == 0.5
+    assert metrics["unidoc/agent/crop_rate"] == 0.5
+    assert metrics["unidoc/agent/answered"] == 1.0 and metrics["unidoc/agent/forced_answers"] == 0.5
+    assert metrics["unidoc/agent/searches"] == 2.0 and metrics["unidoc/agent/search_failures"] == 1.0
+    assert rollout_metrics([]) == {}
+
+
+class VersionedServer:
+    def __init__(self, versions):
+        self.versions = iter(versions)
+
+    async def generate(self, request_id, **kwargs):
+        version = next(self.versions)
+        extra = {} if version is None else {"min_global_steps": version, "max_global_steps": version}
+        return TokenOutput(token_ids=[1], extra_fields=extra)
+
+
+def loop_output(**extra) -> AgentLoopOutput:
+    return AgentLoopOutput(prompt_ids=[1], response_ids=[2], response_mask=[1], metrics={}, extra_fields=extra)
+
+
+async def test_a_trajectory_gets_the_span_of_weight_versions_that_generated_it():
+    client = VersionRecordingClient(VersionedServer([3, 4, None, 5]))
+
+    async def trajectory(calls: int):
+        token = _trajectory_versions.set([])
+        try:
+            for _ in range(calls):
+                await client.generate("r", prompt_ids=[1], sampling_params={})
+            return list(_trajectory_versions.get())
+        finally:
+            _trajectory_versions.reset(token)
+
+    first, second = await asyncio.gather(trajectory(2), trajectory(2))
+    assert sorted(first + second) == [3, 3, 4, 4, 5, 5]  # each trajectory sees only its own calls
+    output = loop_output()
+    stamp_versions(output, [4, 3, 5])
+    assert (output.extra_fields["min_global_steps"], output.extra_fields["max_global_steps"]) == (3, 5)
+    own = loop_output(min_global_steps=1, max_global_steps=2)
+    stamp_versions([own], [7])
+    assert (own.extra_fields["min_global_steps"], own.extra_fields["max_global_steps"]) == (1, 2)
+    untouched = loop_output()
+    stamp_versions(untouched, [])
+    assert "min_global_steps" not in untouched.extra_fields
+
+
+def test_trl_stand_in_gives_verl_the_class_it_patches_where_trl_lacks_it():
+    # Importing the plugin installs the stand-in (verl imports the plugin the same way, before any model load).
+    code = (
+        "import trl; import unidoc_rl.verl_plugin; "
+        "from trl.experimental.ppo import AutoModelForCausalLMWithValueHead as A; "
+        "print(getattr(trl, 'AutoModelForCausalLMWithValueHead', None) is None, A.__module__)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["True", "unidoc_rl.verl_plugin.trl_compat"]
+
+
+def test_cpu_platform_is_selected_only_by_name():
+    code = (
+        "import os; os.environ['VERL_PLATFORM'] = 'cpu'; "
+        "from unidoc_rl.verl_plugin import platform as p; p.register_platform(); "
+        "from verl.utils.device import get_device_name, get_nccl_backend, get_device_id, get_resource_name; "
+        "import torch; x = torch.ones(2).to(get_device_id()); "
+        "detected = p.PlatformCPU().is_platform_available(); "
+        "print(get_device_name(), get_nccl_backend(), x.device, get_resource_name(), detected)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["cpu", "gloo", "cpu", "GPU", "False"]

@@ -1,0 +1,40 @@
+"""verl's synchronous V1 trainer with the project's per-step metrics, selected by `trainer.v1.trainer_mode`.
+
+`trainer.v1.trainer_mode=unidoc_sync` runs verl's `PPOTrainerSync` unchanged (the same replay buffer, DAPO group
+filtering, weight sync) and adds, every training step, the reward components and agent metrics of the step's
+trajectories (unidoc_rl/verl_plugin/metrics.py) to what verl logs. verl compares the mode name with its own in many
+places, so the trainer hands verl its own name ("sync") before verl reads the config.
+"""
+
+from __future__ import annotations
+
+import transfer_queue as tq
+from omegaconf import DictConfig, open_dict
+from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
+
+from unidoc_rl.verl_plugin.metrics import rollout_metrics
+
+TRAINER_MODE = "unidoc_sync"
+VERL_MODE = "sync"
+
+
+@register_trainer(TRAINER_MODE)
+class UniDocSyncTrainer(PPOTrainerSync):
+    def __init__(self, config: DictConfig):
+        with open_dict(config):
+            config.trainer.v1.trainer_mode = VERL_MODE
+        super().__init__(config)
+
+    def step(self, metrics: dict, timing_raw: dict):
+        batch = super().step(metrics, timing_raw)
+        keys = [key for key, tag in zip(batch.keys, batch.tags, strict=True) if not tag.get("is_padding", False)]
+        if keys:
+            data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=["uid", "extra_fields"])
+            metrics.update(rollout_metrics(column_values(data["extra_fields"], len(keys))))
+        return batch
+
+
+def column_values(column, length: int) -> list:
+    """A non-tensor TransferQueue column as plain Python values (a stack, or a list of wrapped values)."""
+    values = column.tolist() if hasattr(column, "tolist") else [column[index] for index in range(length)]
+    return [getattr(value, "data", value) for value in values]
