@@ -43,8 +43,9 @@ _PLAN = (
 )
 _RERANK = (
     "The images are candidate document pages retrieved for a question, shown as Image 0, Image 1, ... in this "
-    'order. Reply with only a JSON object {"think": "<why, naming pages by their content, not by image number>", '
-    '"best": <index of the image most likely to answer the question>}.'
+    "order, each with its page id and its rank in the search results. Reply with only a JSON object "
+    '{"think": "<why, naming pages by their content, not by image number>", "best": <index of the image most '
+    "likely to answer the question>}."
 )
 _REGION = (
     "The page is shown with its layout blocks outlined in red and numbered. Decide whether answering the question "
@@ -109,7 +110,10 @@ class Teacher:
     ) -> tuple[int, str]:
         """(position, reasoning) the teacher picks when the candidates `pages` are shown in `order`."""
         shown = [pages[index] for index in order]
-        lines = "\n".join(f"Image {position}: page {page_id}" for position, (page_id, _) in enumerate(shown))
+        lines = "\n".join(
+            f"Image {position}: page {pages[index][0]} (search rank {index + 1})"
+            for position, index in enumerate(order)
+        )
         message = user_message(f"Question: {question}\n{lines}", [image for _, image in shown])
         reply = await self.vlm.complete_json(
             [_system("rerank", _RERANK), message], {"think": str, "best": int}, stats, "rerank"

@@ -29,6 +29,8 @@ from unidoc_rl.prompts import question_message
 from unidoc_rl.testing.tiny_models import tiny_policy_path
 
 CPU_CONFIG = "LLaMA-Factory/examples/train_full/qwen2_5vl_full_sft_cpu.yaml"
+SFT_SAMPLES = 16
+"""Trajectories trained on (3 epochs, one per step)."""
 FROZEN_PREFIXES = ("visual.",)
 """The vision tower, with the merger (Qwen2.5-VL's projector) inside it."""
 
@@ -61,20 +63,21 @@ def sft_checkpoint(oracle_run, sft_python, repo_root, tmp_path_factory):
     command = [
         sft_python, "LLaMA-Factory/launch.py", "train", CPU_CONFIG,
         f"model_name_or_path={tiny_policy_path()}", f"dataset_dir={data_dir}", f"output_dir={output_dir}",
-        "learning_rate=1.0e-2",
+        "learning_rate=1.0e-2", f"max_samples={SFT_SAMPLES}",
     ]  # fmt: skip
     done = subprocess.run(command, cwd=repo_root, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     return output_dir
 
 
-def teacher_nll(model_path, oracle_run) -> float:
-    """Mean negative log-likelihood of the teacher's assistant tokens, over every trajectory."""
+def teacher_nll(model_path, oracle_run, count: int) -> float:
+    """Mean negative log-likelihood of the teacher's assistant tokens over the first `count` trajectories (the ones
+    LLaMA-Factory's `max_samples` trained on: the converter keeps the output's order)."""
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path).eval()
     processor = load_policy_processor(model_path)
     image_pad = model.config.image_token_id
-    total, count = 0.0, 0
-    for line in oracle_run.lines.values():
+    total, tokens = 0.0, 0
+    for line in list(oracle_run.lines.values())[:count]:
         images = [Image.open(oracle_run.output.parent / path).convert("RGB") for path in line["images"]]
         chat = []
         for message in line["messages"]:
@@ -98,15 +101,15 @@ def teacher_nll(model_path, oracle_run) -> float:
                 end = sequence.index(processor.tokenizer.convert_tokens_to_ids("<|im_end|>"), start + len(start_ids))
                 targets[start + len(start_ids) - 1 : end] = True  # the assistant's text and its <|im_end|>
         total -= float(logprobs[targets].sum())
-        count += int(targets.sum())
-    return total / count
+        tokens += int(targets.sum())
+    return total / tokens
 
 
 @pytest.mark.slow
 def test_sft_trains_the_language_model_only_and_learns_the_trajectories(sft_checkpoint, oracle_run):
     log = [json.loads(line) for line in (sft_checkpoint / "trainer_log.jsonl").read_text().splitlines()]
     losses = [entry["loss"] for entry in log if "loss" in entry]
-    assert len(losses) == 3 * len(oracle_run.lines)  # 3 epochs, one trajectory per step
+    assert len(losses) == 3 * SFT_SAMPLES  # 3 epochs, one trajectory per step
     assert losses[-1] < losses[0] - 2.0
 
     base = load_file(tiny_policy_path() / "model.safetensors")
@@ -122,7 +125,8 @@ def test_sft_trains_the_language_model_only_and_learns_the_trajectories(sft_chec
     assert (
         json.loads((sft_checkpoint / "processor_config.json").read_text())["processor_class"] == "Qwen2_5_VLProcessor"
     )
-    assert teacher_nll(sft_checkpoint, oracle_run) < teacher_nll(tiny_policy_path(), oracle_run) - 2.0
+    tuned_nll = teacher_nll(sft_checkpoint, oracle_run, SFT_SAMPLES)
+    assert tuned_nll < teacher_nll(tiny_policy_path(), oracle_run, SFT_SAMPLES) - 2.0
 
 
 def rollout(model_path, search_url, questions: list[str]):

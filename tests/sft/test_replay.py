@@ -124,4 +124,6 @@ async def test_replayed_episodes_score_as_the_teacher_did(oracle_run, replay):
         assert got == expected
         assert (got.format, got.selection, got.answer) == (1.0, 1.0, 1.0)
         assert got.crop == 1.0  # crop F1 1.0 where a crop is required, and no crop elsewhere
-        assert bool(replayed.crops) == truth.requires_crop(truth.gold_page_ids[0])
+        assert [crop.page_id for crop in replayed.crops] == [
+            page for page in replayed.selected_page_ids if truth.requires_crop(page)
+        ]

@@ -175,3 +175,23 @@ def test_the_reference_command_with_a_mineru_layout_parser(samples, search_url, 
     assert lines["nw-asia-2023"]["stages"]["layout"] == {"calls": 1, "retries": 0, "failure": None}
     sizes = lines["nw-asia-2023"]["episode"]["page_sizes"]["northwind_annual_report_2023_2"]
     assert 200_704 <= sizes["display"][0] * sizes["display"][1] <= 401_408
+
+
+def test_unusable_inputs_stop_before_any_request(samples, tmp_path, cli_args):
+    duplicated = tmp_path / "dup.json"
+    duplicated.write_text(json.dumps([samples[0], samples[0]]))
+    output = tmp_path / "out.jsonl"
+    with pytest.raises(SystemExit, match=r"uids must be unique.*repeated: \['nw-dividend'\]"):
+        main(cli_args("http://127.0.0.1:9", "http://127.0.0.1:9/v1", tmp_path, output, duplicated))
+    with pytest.raises(SystemExit, match="must hold a JSON list"):
+        (tmp_path / "obj.json").write_text("{}")
+        main(cli_args("http://127.0.0.1:9", "http://127.0.0.1:9/v1", tmp_path, output, tmp_path / "obj.json"))
+    agent_config = tmp_path / "agent.yaml"
+    agent_config.write_text("unidoc_agent:\n  min_pixels: null\n  max_pixels: null\n")
+    args = cli_args(
+        "http://127.0.0.1:9", "http://127.0.0.1:9/v1", tmp_path, output, None, "--agent-config", str(agent_config)
+    )
+    args = [arg for arg in args if arg not in {"--min-pixels", "6272", "--max-pixels", "50176"}]
+    with pytest.raises(SystemExit, match="give --min-pixels and --max-pixels"):
+        main(args)
+    assert not output.exists()

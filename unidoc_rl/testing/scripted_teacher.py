@@ -6,9 +6,10 @@ teacher looks the question up among the samples it was given and answers as an o
 
 - plan: search with the question itself; decide: answer with the reference once a gold page was read, else
   search again with the question and the document's name, and when it must answer without evidence, say so;
-- rerank: the gold page among the shown ones, else the first shown; region: crop the gold box where the sample
-  says a crop is required (with the blocks that overlap it), else no crop; read: the reference answer on a gold
-  page, "nothing" elsewhere; judge: normalized exact match of the rendered judge prompt's candidate and reference.
+- rerank: the best-ranked gold page among the shown ones, else the best-ranked one; region: crop the gold box
+  where the sample says a crop is required (with the blocks that overlap it), else no crop; read: the reference
+  answer on a gold page, "nothing" elsewhere; judge: normalized exact match of the judge prompt's candidate and
+  reference.
 
 Deterministic: replies depend only on the request. Fault switches (`TeacherFaults`) inject, per uid and role,
 wrong pages, malformed JSON, HTTP 5xx and timeouts for the first `times` requests (all of them with `times=None`).
@@ -39,7 +40,7 @@ from unidoc_rl.testing.scripted_llm_server import ChatRequest, Reply, ScriptedLL
 FAULT_KINDS = ("malformed_json", "server_error", "timeout")
 _ROLE = re.compile(r"^Role: (\w+)\.", re.MULTILINE)
 _QUESTION = re.compile(r"^Question: (.*)$", re.MULTILINE)
-_IMAGE_PAGE = re.compile(r"^Image (\d+): page (\S+)$", re.MULTILINE)
+_IMAGE_PAGE = re.compile(r"^Image (\d+): page (\S+) \(search rank (\d+)\)$", re.MULTILINE)
 _PAGE = re.compile(r"^Page: (\S+)$", re.MULTILINE)
 _BLOCK = re.compile(r"^(\d+): \[([\d.]+), ([\d.]+), ([\d.]+), ([\d.]+)\]$", re.MULTILINE)
 _EVIDENCE_PAGE = re.compile(r"^- page (\S+): (.*)$", re.MULTILINE)
@@ -203,13 +204,13 @@ class ScriptedTeacher:
         return {"think": f"I need to find where the {sample.document} states this.", "search": sample.query}
 
     def _rerank(self, sample: GoldSample, text: str) -> dict:
-        shown = [page for _, page in sorted((int(i), page) for i, page in _IMAGE_PAGE.findall(text))]
-        wrong = sample.uid in self.faults.wrong_pages
-        if wrong:
-            others = sorted(page for page in shown if page not in sample.gold_pages)
-            target = others[0] if others else shown[0]
-        else:
-            target = next((page for page in shown if page in sample.gold_pages), shown[0])
+        listed = [(int(position), page, int(rank)) for position, page, rank in _IMAGE_PAGE.findall(text)]
+        shown = [page for _, page, _ in sorted(listed)]
+        by_rank = [page for _, page, _ in sorted(listed, key=lambda item: item[2])]
+        if sample.uid in self.faults.wrong_pages:
+            target = next((page for page in by_rank if page not in sample.gold_pages), by_rank[0])
+        else:  # the best-ranked gold page: the one the selection reward expects
+            target = next((page for page in by_rank if page in sample.gold_pages), by_rank[0])
         return {"think": "This page looks most relevant to the question.", "best": shown.index(target)}
 
     def _region(self, sample: GoldSample, text: str) -> dict:
