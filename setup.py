@@ -20,7 +20,7 @@ setup(
     python_requires=">=3.11,<3.13",
     packages=find_packages(include=["unidoc_rl*", "search_engine*", "synthetic_data*"]),
     include_package_data=True,
-    package_data={"unidoc_rl": ["**/*.yaml", "**/*.txt", "**/*.jinja"]},
+    package_data={"unidoc_rl": ["**/*.yaml", "**/*.txt", "**/*.jinja", "viewer/static/*.css"]},
     install_requires=[
         "torch>=2.6",
         "numpy>=1.26",

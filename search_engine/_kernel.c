@@ -1,108 +1,281 @@
 /*
- * Fused MaxSim kernel: for each page, the max over the page's vectors of <q_v, p_t> for every query vector v.
+ * Fused MaxSim kernels: for each page, the max over the page's vectors of <q_v, p_t> for every query vector v.
  *
  * Pages are stored as "panels": the page's T vectors in tiles of 16, each tile laid out [D][16] (16 consecutive
- * vectors' values of one dimension side by side), the last tile zero-padded. One AVX-512 register then holds one
- * dimension of 16 page vectors, and a block of up to MAX_ROWS query vectors is multiplied into MAX_ROWS
- * accumulators with broadcast FMAs, so a tile is read once per block straight from memory (software prefetch
- * two tiles ahead) and the products never leave the registers. Panels may be float32 or float16 (converted with
- * F16C on load; the values, and so the scores, are the same).
+ * vectors' values of one dimension side by side), the last tile zero-padded. For every dimension the kernel loads
+ * the tile's 16 values (one AVX-512 register, two AVX2 registers, four NEON registers) and multiplies them into
+ * the accumulators of a block of query vectors with broadcast FMAs, so a tile is read once per block straight
+ * from memory (software prefetch two tiles ahead) and the products never leave the registers: each block keeps a
+ * running max per query vector and lane. Panels may be float32 or float16 (converted on load: F16C on x86-64,
+ * FCVTL on aarch64; the values, and so the scores, are the same).
  *
- * Built as an optional extension: the AVX-512 code is compiled with a function-level target attribute and only
- * called when the CPU reports AVX-512F, F16C and FMA (`supported()`); everything else uses the torch path.
+ * One build serves every CPU of its architecture: the x86-64 kernels are compiled with function-level target
+ * attributes and chosen at run time from what the CPU reports (`kernels()`: "avx512" needs AVX-512F/FMA/F16C,
+ * "avx2" needs AVX2/FMA/F16C); the NEON kernel is compiled only on aarch64, where NEON is part of the base
+ * architecture. Elsewhere `kernels()` is empty and search uses the torch path.
  */
+/* MAXSIM_KERNELS_ONLY: the kernels without the Python module (tests/search/kernel_check.c builds them that way for
+ * another architecture and runs them under an emulator). */
+#ifndef MAXSIM_KERNELS_ONLY
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#endif
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
 #define LANES 16
-#define MAX_ROWS 14
 /* Tiles between the one being computed and the one being prefetched. */
-#ifndef PREFETCH_TILES
 #define PREFETCH_TILES 2
-/* Up to this many query blocks, tiles are the outer loop (one read of each tile from memory); beyond, blocks. */
-#define TILE_OUTER_MAX_BLOCKS 4
-#endif
+
+/* rows query vectors (query_t[d * stride + r], r < rows) against one tile; lanes >= valid are padding and never
+ * update the running maxima best[r * 16 + lane]. */
+typedef void (*block_fn)(int rows, int fp16, const float *query_t, int64_t stride, int64_t dim, const void *tile,
+                         int valid, float *best);
+
+typedef struct {
+    const char *name;
+    /* Query vectors per block: as many accumulators as the register file holds besides the tile's values. */
+    int max_rows;
+    /* Up to this many blocks, tiles are the outer loop (each tile read from memory once, reused by every block from
+     * L1); beyond (large batches), blocks are: the page then sits in L2 and the block's query values in L1. */
+    int tile_outer_max_blocks;
+    block_fn block;
+    int (*supported)(void);
+} kernel_isa;
+
+#define ROWS_CASE(prefix, n)                                                                                      \
+    case n:                                                                                                       \
+        if (fp16)                                                                                                 \
+            prefix##_tile(n, 1, query_t, stride, dim, tile, valid, best);                                         \
+        else                                                                                                      \
+            prefix##_tile(n, 0, query_t, stride, dim, tile, valid, best);                                         \
+        break;
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define HAVE_AVX512_PATH 1
+#define HAVE_X86_KERNELS 1
 #include <immintrin.h>
 
-#define KERNEL_TARGET __attribute__((target("avx512f,f16c,fma")))
+/* ---- AVX-512F + FMA + F16C: one register per dimension of a tile, up to 14 query vectors per block. ---- */
+#define AVX512_TARGET __attribute__((target("avx512f,f16c,fma")))
+#define AVX512_ROWS 14
 
-static inline __attribute__((always_inline)) KERNEL_TARGET __m512 load_lanes(const void *base, int64_t index,
-                                                                               const int fp16) {
+static inline __attribute__((always_inline)) AVX512_TARGET __m512 avx512_lanes(const void *base, int64_t index,
+                                                                                const int fp16) {
     if (fp16) {
         return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)base + index)));
     }
     return _mm512_loadu_ps((const float *)base + index);
 }
 
-/* Rows [0, rows) of the query block (query_t points at its first column; query_t[d * stride + r]) against one
- * tile of 16 page vectors; the lanes in `valid` update the running maxima best[r] (16 lanes each). */
-static inline __attribute__((always_inline)) KERNEL_TARGET void block_tile(const int rows, const int fp16,
-                                                                         const float *query_t, int64_t stride,
-                                                                         int64_t dim, const void *tile,
-                                                                         __mmask16 valid, float *best) {
-    __m512 acc[MAX_ROWS];
+static inline __attribute__((always_inline)) AVX512_TARGET void avx512_tile(const int rows, const int fp16,
+                                                                            const float *query_t, int64_t stride,
+                                                                            int64_t dim, const void *tile,
+                                                                            int valid, float *best) {
+    __m512 acc[AVX512_ROWS];
     const int64_t element_size = fp16 ? 2 : 4;
     const char *ahead = (const char *)tile + PREFETCH_TILES * dim * LANES * element_size;
 #pragma GCC unroll 16
     for (int r = 0; r < rows; r++) acc[r] = _mm512_setzero_ps();
     for (int64_t d = 0; d < dim; d++) {
         _mm_prefetch(ahead + d * LANES * element_size, _MM_HINT_T0);
-        const __m512 lanes = load_lanes(tile, d * LANES, fp16);
+        const __m512 lanes = avx512_lanes(tile, d * LANES, fp16);
         const float *q = query_t + d * stride;
 #pragma GCC unroll 16
         for (int r = 0; r < rows; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(q[r]), lanes, acc[r]);
     }
+    const __mmask16 mask = (__mmask16)((1u << valid) - 1u);
 #pragma GCC unroll 16
     for (int r = 0; r < rows; r++) {
         const __m512 current = _mm512_loadu_ps(best + r * LANES);
-        _mm512_storeu_ps(best + r * LANES, _mm512_mask_max_ps(current, valid, current, acc[r]));
+        _mm512_storeu_ps(best + r * LANES, _mm512_mask_max_ps(current, mask, current, acc[r]));
     }
 }
 
-#define ROWS_CASE(n)                                                                                              \
-    case n:                                                                                                       \
-        if (fp16)                                                                                                 \
-            block_tile(n, 1, query_t, stride, dim, tile, valid, best);                                            \
-        else                                                                                                      \
-            block_tile(n, 0, query_t, stride, dim, tile, valid, best);                                            \
-        break;
-
-static KERNEL_TARGET void block_dispatch(int rows, int fp16, const float *query_t, int64_t stride, int64_t dim,
-                                         const void *tile, __mmask16 valid, float *best) {
+static AVX512_TARGET void avx512_block(int rows, int fp16, const float *query_t, int64_t stride, int64_t dim,
+                                       const void *tile, int valid, float *best) {
     switch (rows) {
-        ROWS_CASE(1)
-        ROWS_CASE(2)
-        ROWS_CASE(3)
-        ROWS_CASE(4)
-        ROWS_CASE(5)
-        ROWS_CASE(6)
-        ROWS_CASE(7)
-        ROWS_CASE(8)
-        ROWS_CASE(9)
-        ROWS_CASE(10)
-        ROWS_CASE(11)
-        ROWS_CASE(12)
-        ROWS_CASE(13)
-        ROWS_CASE(14)
+        ROWS_CASE(avx512, 1)
+        ROWS_CASE(avx512, 2)
+        ROWS_CASE(avx512, 3)
+        ROWS_CASE(avx512, 4)
+        ROWS_CASE(avx512, 5)
+        ROWS_CASE(avx512, 6)
+        ROWS_CASE(avx512, 7)
+        ROWS_CASE(avx512, 8)
+        ROWS_CASE(avx512, 9)
+        ROWS_CASE(avx512, 10)
+        ROWS_CASE(avx512, 11)
+        ROWS_CASE(avx512, 12)
+        ROWS_CASE(avx512, 13)
+        ROWS_CASE(avx512, 14)
     }
 }
+
+static int avx512_supported(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
+
+/* ---- AVX2 + FMA + F16C: a tile is taken in two halves of 8 lanes (one register per dimension), up to 13 query
+ * vectors per block (13 accumulators + the half tile + a broadcast of the 16 ymm registers). Halves rather than
+ * two registers per dimension leave room for twice the rows, so one fp16 conversion feeds 13 FMAs instead of 6.
+ * ---- */
+#define AVX2_TARGET __attribute__((target("avx2,f16c,fma")))
+#define AVX2_ROWS 13
+
+static inline __attribute__((always_inline)) AVX2_TARGET __m256 avx2_lanes(const void *base, int64_t index,
+                                                                            const int fp16) {
+    if (fp16) {
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + index)));
+    }
+    return _mm256_loadu_ps((const float *)base + index);
+}
+
+static inline __attribute__((always_inline)) AVX2_TARGET void avx2_tile(const int rows, const int fp16,
+                                                                        const float *query_t, int64_t stride,
+                                                                        int64_t dim, const void *tile, int valid,
+                                                                        float *best) {
+    const int64_t element_size = fp16 ? 2 : 4;
+    const char *ahead = (const char *)tile + PREFETCH_TILES * dim * LANES * element_size;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 minus_inf = _mm256_set1_ps(-INFINITY);
+    for (int half = 0; half < LANES; half += 8) {
+        __m256 acc[AVX2_ROWS];
+#pragma GCC unroll 16
+        for (int r = 0; r < rows; r++) acc[r] = _mm256_setzero_ps();
+        for (int64_t d = 0; d < dim; d++) {
+            if (half == 0) _mm_prefetch(ahead + d * LANES * element_size, _MM_HINT_T0);
+            const __m256 lanes = avx2_lanes(tile, d * LANES + half, fp16);
+            const float *q = query_t + d * stride;
+#pragma GCC unroll 16
+            for (int r = 0; r < rows; r++) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(q + r), lanes, acc[r]);
+        }
+        const __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(valid - half), lane));
+#pragma GCC unroll 16
+        for (int r = 0; r < rows; r++) {
+            float *out = best + r * LANES + half;
+            _mm256_storeu_ps(out, _mm256_max_ps(_mm256_loadu_ps(out), _mm256_blendv_ps(minus_inf, acc[r], keep)));
+        }
+    }
+}
+
+static AVX2_TARGET void avx2_block(int rows, int fp16, const float *query_t, int64_t stride, int64_t dim,
+                                   const void *tile, int valid, float *best) {
+    switch (rows) {
+        ROWS_CASE(avx2, 1)
+        ROWS_CASE(avx2, 2)
+        ROWS_CASE(avx2, 3)
+        ROWS_CASE(avx2, 4)
+        ROWS_CASE(avx2, 5)
+        ROWS_CASE(avx2, 6)
+        ROWS_CASE(avx2, 7)
+        ROWS_CASE(avx2, 8)
+        ROWS_CASE(avx2, 9)
+        ROWS_CASE(avx2, 10)
+        ROWS_CASE(avx2, 11)
+        ROWS_CASE(avx2, 12)
+        ROWS_CASE(avx2, 13)
+    }
+}
+
+static int avx2_supported(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
+
+static const kernel_isa KERNELS[] = {
+    {"avx512", AVX512_ROWS, 4, avx512_block, avx512_supported},
+    {"avx2", AVX2_ROWS, 4, avx2_block, avx2_supported},
+};
+#define NUM_KERNELS 2
+
+#elif defined(__aarch64__)
+#define HAVE_NEON_KERNEL 1
+#include <arm_neon.h>
+
+/* ---- NEON (base aarch64): four 4-lane registers per dimension of a tile, up to 6 query vectors per block
+ * (24 accumulators + 4 tile registers of the 32 vector registers). ---- */
+#define NEON_ROWS 6
+
+static inline __attribute__((always_inline)) void neon_tile(const int rows, const int fp16, const float *query_t,
+                                                            int64_t stride, int64_t dim, const void *tile,
+                                                            int valid, float *best) {
+    float32x4_t acc[NEON_ROWS][4];
+    const int64_t element_size = fp16 ? 2 : 4;
+    const char *ahead = (const char *)tile + PREFETCH_TILES * dim * LANES * element_size;
+#pragma GCC unroll 8
+    for (int r = 0; r < rows; r++) {
+        for (int k = 0; k < 4; k++) acc[r][k] = vdupq_n_f32(0.0f);
+    }
+    for (int64_t d = 0; d < dim; d++) {
+        __builtin_prefetch(ahead + d * LANES * element_size, 0, 3);
+        float32x4_t lanes[4];
+        if (fp16) {
+            const float16_t *h = (const float16_t *)tile + d * LANES;
+            const float16x8_t first = vld1q_f16(h), second = vld1q_f16(h + 8);
+            lanes[0] = vcvt_f32_f16(vget_low_f16(first));
+            lanes[1] = vcvt_high_f32_f16(first);
+            lanes[2] = vcvt_f32_f16(vget_low_f16(second));
+            lanes[3] = vcvt_high_f32_f16(second);
+        } else {
+            const float *f = (const float *)tile + d * LANES;
+            for (int k = 0; k < 4; k++) lanes[k] = vld1q_f32(f + 4 * k);
+        }
+        const float *q = query_t + d * stride;
+#pragma GCC unroll 8
+        for (int r = 0; r < rows; r++) {
+            for (int k = 0; k < 4; k++) acc[r][k] = vfmaq_n_f32(acc[r][k], lanes[k], q[r]);
+        }
+    }
+    const int32_t index[4] = {0, 1, 2, 3};
+    const int32x4_t lane = vld1q_s32(index);
+#pragma GCC unroll 8
+    for (int r = 0; r < rows; r++) {
+        for (int k = 0; k < 4; k++) {
+            float *out = best + r * LANES + 4 * k;
+            const uint32x4_t keep = vcltq_s32(lane, vdupq_n_s32(valid - 4 * k));
+            const float32x4_t current = vld1q_f32(out);
+            vst1q_f32(out, vbslq_f32(keep, vmaxq_f32(current, acc[r][k]), current));
+        }
+    }
+}
+
+static void neon_block(int rows, int fp16, const float *query_t, int64_t stride, int64_t dim, const void *tile,
+                       int valid, float *best) {
+    switch (rows) {
+        ROWS_CASE(neon, 1)
+        ROWS_CASE(neon, 2)
+        ROWS_CASE(neon, 3)
+        ROWS_CASE(neon, 4)
+        ROWS_CASE(neon, 5)
+        ROWS_CASE(neon, 6)
+    }
+}
+
+static int neon_supported(void) { return 1; }
+
+static const kernel_isa KERNELS[] = {
+    {"neon", NEON_ROWS, 8, neon_block, neon_supported},
+};
+#define NUM_KERNELS 1
+
+#else
+static const kernel_isa KERNELS[] = {{NULL, 0, 0, NULL, NULL}};
+#define NUM_KERNELS 0
+#endif
 
 /* All query vectors against pages [0, num_pages): maxes[p * vectors + v]. Query vectors are split into blocks of
- * balanced size (25 vectors: 13 + 12, so each keeps enough independent FMAs in flight), each packed [D][rows]
- * into `packed` (vectors * dim floats). With few blocks every tile is read from memory once and used by all blocks
- * while it sits in L1; with many (large batches) each block sweeps the whole page, which then sits in L2, while
- * the block's query values stay in L1. `best` holds vectors * 16 floats of running maxima. */
-static KERNEL_TARGET void score_pages(const float *query_t, int64_t vectors, int64_t dim, const void *panels,
-                                      int fp16, const int64_t *offsets, const int64_t *lengths, int64_t num_pages,
-                                      float *maxes, float *packed, float *best) {
-    const int64_t blocks = (vectors + MAX_ROWS - 1) / MAX_ROWS;
+ * balanced size (25 vectors with 13 or 14 rows: 13 + 12; with 6 rows: 5 x 5, so each keeps enough independent FMAs in
+ * flight), each packed [D][rows] into `packed` (vectors * dim floats); `best` holds vectors * 16 floats of running
+ * maxima. */
+static void score_pages(const kernel_isa *isa, const float *query_t, int64_t vectors, int64_t dim,
+                        const void *panels, int fp16, const int64_t *offsets, const int64_t *lengths,
+                        int64_t num_pages, float *maxes, float *packed, float *best) {
+    const int64_t blocks = (vectors + isa->max_rows - 1) / isa->max_rows;
     const int64_t element_size = fp16 ? 2 : 4;
+    const int64_t tile_bytes = dim * LANES * element_size;
+    const int tile_outer = blocks <= isa->tile_outer_max_blocks;
     for (int64_t b = 0; b < blocks; b++) {
         const int64_t start = b * vectors / blocks, rows = (b + 1) * vectors / blocks - start;
         for (int64_t d = 0; d < dim; d++) {
@@ -113,35 +286,71 @@ static KERNEL_TARGET void score_pages(const float *query_t, int64_t vectors, int
         const int64_t tiles = (lengths[p] + LANES - 1) / LANES;
         const int tail = (int)(lengths[p] - (tiles - 1) * LANES);
         const char *page = (const char *)panels + offsets[p] * element_size;
-        const int64_t tile_bytes = dim * LANES * element_size;
-        const int tile_outer = blocks <= TILE_OUTER_MAX_BLOCKS;
         for (int64_t i = 0; i < vectors * LANES; i++) best[i] = -INFINITY;
         for (int64_t outer = 0; outer < (tile_outer ? tiles : blocks); outer++) {
             for (int64_t inner = 0; inner < (tile_outer ? blocks : tiles); inner++) {
                 const int64_t t = tile_outer ? outer : inner, b = tile_outer ? inner : outer;
                 const int64_t start = b * vectors / blocks, rows = (b + 1) * vectors / blocks - start;
-                const __mmask16 valid = t + 1 == tiles ? (__mmask16)((1u << tail) - 1u) : (__mmask16)0xFFFF;
-                block_dispatch((int)rows, fp16, packed + start * dim, rows, dim, page + t * tile_bytes, valid,
-                               best + start * LANES);
+                isa->block((int)rows, fp16, packed + start * dim, rows, dim, page + t * tile_bytes,
+                           t + 1 == tiles ? tail : LANES, best + start * LANES);
             }
         }
         for (int64_t v = 0; v < vectors; v++) {
-            maxes[p * vectors + v] = _mm512_reduce_max_ps(_mm512_loadu_ps(best + v * LANES));
+            float top = best[v * LANES];
+            for (int lane = 1; lane < LANES; lane++) top = fmaxf(top, best[v * LANES + lane]);
+            maxes[p * vectors + v] = top;
         }
     }
 }
-#endif
 
-static PyObject *kernel_supported(PyObject *self, PyObject *args) {
+#ifndef MAXSIM_KERNELS_ONLY
+static PyObject *kernel_kernels(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
-#ifdef HAVE_AVX512_PATH
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
-        Py_RETURN_TRUE;
+    PyObject *names = PyList_New(0);
+    if (names == NULL) return NULL;
+    for (int i = 0; i < NUM_KERNELS; i++) {
+        if (!KERNELS[i].supported()) continue;
+        PyObject *name = PyUnicode_FromString(KERNELS[i].name);
+        if (name == NULL || PyList_Append(names, name) < 0) {
+            Py_XDECREF(name);
+            Py_DECREF(names);
+            return NULL;
+        }
+        Py_DECREF(name);
     }
-#endif
-    Py_RETURN_FALSE;
+    PyObject *result = PyList_AsTuple(names);
+    Py_DECREF(names);
+    return result;
+}
+
+static PyObject *kernel_compiled(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    PyObject *names = PyTuple_New(NUM_KERNELS);
+    if (names == NULL) return NULL;
+    for (int i = 0; i < NUM_KERNELS; i++) {
+        PyObject *name = PyUnicode_FromString(KERNELS[i].name);
+        if (name == NULL) {
+            Py_DECREF(names);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(names, i, name);
+    }
+    return names;
+}
+
+/* The named kernel if this CPU runs it, else NULL with ValueError; the empty name picks the best one. */
+static const kernel_isa *find_kernel(const char *name) {
+    for (int i = 0; i < NUM_KERNELS; i++) {
+        if ((name[0] == '\0' || strcmp(name, KERNELS[i].name) == 0) && KERNELS[i].supported()) return &KERNELS[i];
+    }
+    if (name[0] == '\0') {
+        PyErr_SetString(PyExc_RuntimeError, "no fused MaxSim kernel runs on this CPU");
+    } else {
+        PyErr_Format(PyExc_ValueError, "fused MaxSim kernel '%s' is not compiled in or this CPU cannot run it", name);
+    }
+    return NULL;
 }
 
 static PyObject *kernel_score_panels(PyObject *self, PyObject *args) {
@@ -149,14 +358,18 @@ static PyObject *kernel_score_panels(PyObject *self, PyObject *args) {
     Py_buffer query_t, panels, offsets, lengths, maxes;
     Py_ssize_t vectors, dim;
     int fp16;
-    if (!PyArg_ParseTuple(args, "y*nny*py*y*w*", &query_t, &vectors, &dim, &panels, &fp16, &offsets, &lengths,
-                          &maxes)) {
+    const char *name = "";
+    if (!PyArg_ParseTuple(args, "y*nny*py*y*w*|s", &query_t, &vectors, &dim, &panels, &fp16, &offsets, &lengths,
+                          &maxes, &name)) {
         return NULL;
     }
     PyObject *result = NULL;
     const Py_ssize_t element_size = fp16 ? 2 : 4;
     const Py_ssize_t num_pages = offsets.len / (Py_ssize_t)sizeof(int64_t);
-    if (vectors < 1 || dim < 1 || query_t.len != vectors * dim * (Py_ssize_t)sizeof(float)) {
+    const kernel_isa *isa = find_kernel(name);
+    if (isa == NULL) {
+        /* error set */
+    } else if (vectors < 1 || dim < 1 || query_t.len != vectors * dim * (Py_ssize_t)sizeof(float)) {
         PyErr_SetString(PyExc_ValueError, "query_t must hold vectors * dim float32 values");
     } else if (lengths.len != offsets.len || maxes.len != num_pages * vectors * (Py_ssize_t)sizeof(float)) {
         PyErr_SetString(PyExc_ValueError, "offsets, lengths and maxes disagree on the number of pages");
@@ -172,21 +385,17 @@ static PyObject *kernel_score_panels(PyObject *self, PyObject *args) {
             }
         }
         if (!PyErr_Occurred()) {
-#ifdef HAVE_AVX512_PATH
             float *scratch = PyMem_RawMalloc((size_t)vectors * (LANES + dim) * sizeof(float));
             if (scratch == NULL) {
                 PyErr_NoMemory();
             } else {
-                Py_BEGIN_ALLOW_THREADS score_pages((const float *)query_t.buf, vectors, dim, panels.buf, fp16,
+                Py_BEGIN_ALLOW_THREADS score_pages(isa, (const float *)query_t.buf, vectors, dim, panels.buf, fp16,
                                                    offset, length, num_pages, (float *)maxes.buf, scratch,
                                                    scratch + vectors * dim);
                 Py_END_ALLOW_THREADS PyMem_RawFree(scratch);
                 result = Py_None;
                 Py_INCREF(result);
             }
-#else
-            PyErr_SetString(PyExc_RuntimeError, "the fused MaxSim kernel is not available on this platform");
-#endif
         }
     }
     PyBuffer_Release(&query_t);
@@ -197,18 +406,31 @@ static PyObject *kernel_score_panels(PyObject *self, PyObject *args) {
     return result;
 }
 
+static PyObject *kernel_supported(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    for (int i = 0; i < NUM_KERNELS; i++) {
+        if (KERNELS[i].supported()) Py_RETURN_TRUE;
+    }
+    Py_RETURN_FALSE;
+}
+
 static PyMethodDef kernel_methods[] = {
-    {"supported", kernel_supported, METH_NOARGS, "Whether this CPU can run the kernel (AVX-512F, FMA, F16C)."},
+    {"supported", kernel_supported, METH_NOARGS, "Whether any compiled-in kernel runs on this CPU."},
+    {"kernels", kernel_kernels, METH_NOARGS, "Names of the kernels this CPU runs, fastest first."},
+    {"compiled", kernel_compiled, METH_NOARGS, "Names of the kernels compiled into this build."},
     {"score_panels", kernel_score_panels, METH_VARARGS,
-     "score_panels(query_t, vectors, dim, panels, fp16, offsets, lengths, maxes): per page and query vector, "
-     "the max dot product over the page's vectors. query_t: float32 [dim, vectors]; panels: float32 or float16 "
-     "page panels; offsets, lengths: int64 per page (offset in elements); maxes: float32 [pages, vectors], "
-     "written. Releases the GIL."},
+     "score_panels(query_t, vectors, dim, panels, fp16, offsets, lengths, maxes, kernel=''): per page and query "
+     "vector, the max dot product over the page's vectors. query_t: float32 [dim, vectors]; panels: float32 or "
+     "float16 page panels; offsets, lengths: int64 per page (offset in elements); maxes: float32 [pages, vectors], "
+     "written. kernel: a name from kernels() ('' = the first). Releases the GIL."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef kernel_module = {
-    PyModuleDef_HEAD_INIT, "_kernel", "Fused AVX-512 MaxSim kernel over page panels.", -1, kernel_methods,
+    PyModuleDef_HEAD_INIT, "_kernel", "Fused MaxSim kernels (AVX-512, AVX2, NEON) over page panels.", -1,
+    kernel_methods,
 };
 
 PyMODINIT_FUNC PyInit__kernel(void) { return PyModule_Create(&kernel_module); }
+#endif

@@ -38,6 +38,7 @@ from search_engine.corpus import (  # noqa: E402
     discover_documents,
     render_document,
 )
+from search_engine.ivf import encode_shard  # noqa: E402
 from search_engine.manifest import (  # noqa: E402
     BACKENDS,
     STORES,
@@ -198,7 +199,9 @@ class _IndexWriter:
         starts = np.concatenate([[0], np.cumsum(shard.token_counts)]).astype(np.int64)
         page_vectors = [np.asarray(vectors[starts[i] : starts[i + 1]]) for i in kept]
         pooled = self._pool(page_vectors)
-        return write_vector_shard(self.config.index_dir, name, page_ids, page_vectors, pooled)
+        entry = write_vector_shard(self.config.index_dir, name, page_ids, page_vectors, pooled)
+        encode_shard(self.config.index_dir, self.manifest, entry, pooled)
+        return entry
 
     def _relink_documents(self) -> None:
         owner = {page_id: shard.name for shard in self.manifest.shards for page_id in shard.page_ids}
@@ -223,9 +226,10 @@ class _IndexWriter:
                 self.qdrant.upsert_pages(page_ids, stems, page_vectors)
                 shard = ShardEntry(name=name, page_ids=page_ids, token_counts=[v.shape[0] for v in page_vectors])
             else:
-                shard = write_vector_shard(
-                    self.config.index_dir, name, page_ids, page_vectors, self._pool(page_vectors)
-                )
+                pooled = self._pool(page_vectors)
+                shard = write_vector_shard(self.config.index_dir, name, page_ids, page_vectors, pooled)
+                # Coded against the index's codebook (if it has one), so the new pages join the inverted lists.
+                encode_shard(self.config.index_dir, self.manifest, shard, pooled)
         for doc in pending:
             doc.entry.shard = name
             self.manifest.documents.append(doc.entry)

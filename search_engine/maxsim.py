@@ -2,10 +2,11 @@
 
 score(q, p) = sum_i max_j <q_i, p_j> over the query's vectors i and the page's vectors j. Pages are stored back to
 back in fp16 token matrices (one per shard). Two kernels compute the per-page maxima:
-- the fused AVX-512 kernel (`search_engine._kernel`, an optional compiled extension, used when it is built and the
-  CPU has AVX-512F/FMA/F16C): pages are laid out as panels (tiles of 16 vectors, [D][16] each); every tile is read
-  once, multiplied into register-resident dot products with all query vectors, and reduced to running maxima
-  without writing the products anywhere. Reading fp16 panels halves the bytes streamed from memory.
+- a fused kernel (`search_engine._kernel`, an optional compiled extension; one build holds an AVX-512F/FMA/F16C and
+  an AVX2/FMA/F16C kernel on x86-64, a NEON kernel on aarch64, and the fastest one the CPU runs is chosen at run
+  time): pages are laid out as panels (tiles of 16 vectors, [D][16] each); every tile is read once, multiplied
+  into register-resident dot products with all query vectors, and reduced to running maxima without writing the
+  products anywhere. Reading fp16 panels halves the bytes streamed from memory.
 - the torch path (everywhere else): runs of consecutive pages with the same vector count, one batched GEMM
   ([P, Lq, D] x [P, D, T]) per run of a few pages and a max over T into an L2-sized buffer.
 Worker threads each run single-threaded kernels on their own pages (both kernels release the GIL).
@@ -47,9 +48,14 @@ PRODUCT_BLOCK_FLOATS = 1 << 17
 CONVERT_BLOCK_TOKENS = 3200
 
 
+def available_kernels() -> tuple[str, ...]:
+    """Names of the fused kernels built here that this CPU runs, fastest first ("avx512", "avx2", "neon")."""
+    return () if _kernel is None else tuple(_kernel.kernels())
+
+
 def kernel_available() -> bool:
-    """Whether the fused AVX-512 kernel is built and this CPU can run it."""
-    return _kernel is not None and bool(_kernel.supported())
+    """Whether a fused kernel is built and this CPU can run it."""
+    return bool(available_kernels())
 
 
 DEFAULT_RESIDENCY = "fp16" if kernel_available() else "fp32"
@@ -185,7 +191,8 @@ class MaxSimScorer:
 
     `use_kernel`: None picks the fused kernel where it is available for a resident copy (with "mmap" residency the
     torch path is faster: re-laying pages out as panels on every call costs more than the kernel saves), False
-    forces the torch path, True requires the kernel (RuntimeError where it is not built or the CPU cannot run it)."""
+    forces the torch path, True requires the kernel (RuntimeError where it is not built or the CPU cannot run it).
+    `kernel` names which fused kernel to use (one of `available_kernels()`; None: the fastest)."""
 
     def __init__(
         self,
@@ -194,12 +201,20 @@ class MaxSimScorer:
         num_threads: int | None = None,
         residency: str = DEFAULT_RESIDENCY,
         use_kernel: bool | None = None,
+        kernel: str | None = None,
     ):
         if residency not in RESIDENCY_MODES:
             raise ValueError(f"residency must be one of {RESIDENCY_MODES}, got {residency!r}")
+        if kernel is not None and use_kernel is None:
+            use_kernel = True
         if use_kernel and not kernel_available():
             raise RuntimeError(
-                "the fused MaxSim kernel is not available here (extension not built, or no AVX-512F/FMA/F16C)"
+                "the fused MaxSim kernel is not available here (extension not built, or the CPU has none of "
+                "AVX-512F/FMA/F16C, AVX2/FMA/F16C, NEON)"
+            )
+        if kernel is not None and kernel not in available_kernels():
+            raise RuntimeError(
+                f"fused MaxSim kernel {kernel!r} is not available here (available: {available_kernels()})"
             )
         if len(shards) != len(token_counts):
             raise ValueError("one token-count array per shard is required")
@@ -214,6 +229,8 @@ class MaxSimScorer:
         self.dim = dims.pop() if dims else 0
         self.residency = residency
         self.uses_kernel = kernel_available() and residency != "mmap" if use_kernel is None else bool(use_kernel)
+        # The fused kernel in use ("" without one).
+        self.kernel = (kernel or available_kernels()[0]) if self.uses_kernel else ""
         self._page_shard, self._page_token_start, self._page_len = page_layout(token_counts)
         self.num_pages = len(self._page_len)
         self._runs = runs_of_pages(np.arange(self.num_pages), self._page_shard, self._page_token_start, self._page_len)
@@ -298,6 +315,7 @@ class MaxSimScorer:
                 self._panel_offset[pages],
                 self._page_len[pages],
                 maxes[first : first + len(pages)],
+                self.kernel,
             )
             return
         for run, row in runs:
@@ -314,6 +332,7 @@ class MaxSimScorer:
                 np.arange(run.num_pages, dtype=np.int64) * panel_size,
                 np.full(run.num_pages, run.page_len, dtype=np.int64),
                 maxes[row : row + run.num_pages],
+                self.kernel,
             )
 
     def _parallel(self, work, items: list[tuple[PageRun, int]]) -> None:

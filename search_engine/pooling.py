@@ -20,19 +20,24 @@ DEFAULT_ITERATIONS = 4
 _PAGES_PER_CHUNK = 128
 
 
-def kmeans_centroids(tokens: torch.Tensor, pool_size: int, iterations: int = DEFAULT_ITERATIONS) -> torch.Tensor:
+def kmeans_centroids(
+    tokens: torch.Tensor, pool_size: int, iterations: int = DEFAULT_ITERATIONS, lengths: torch.Tensor | None = None
+) -> torch.Tensor:
     """[n, T, D] float32 page vectors -> [n, pool_size, D] centroids (inner-product assignment), each at the mean
-    norm of the members it was computed from."""
+    norm of the members it was computed from. `lengths` [n]: pages shorter than T are zero-padded to T and only
+    their first lengths[i] vectors count (so pages of different lengths cluster in one batch)."""
     num_pages, length, dim = tokens.shape
-    seeds = torch.linspace(0, length - 1, pool_size).round().long()
-    centroids = tokens[:, seeds, :].clone()
+    if lengths is None:
+        lengths = torch.full((num_pages,), length)
+    fractions = torch.linspace(0, 1, pool_size)
+    seeds = (fractions.unsqueeze(0) * (lengths.unsqueeze(1) - 1)).round().long()
+    centroids = torch.gather(tokens, 1, seeds.unsqueeze(-1).expand(-1, -1, dim)).clone()
+    valid = (torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1)).to(tokens.dtype)
     norms = tokens.norm(dim=2)
     for _ in range(max(1, iterations)):
         assignment = torch.bmm(tokens, centroids.transpose(1, 2)).argmax(dim=2)
         sums = torch.zeros_like(centroids).scatter_add_(1, assignment.unsqueeze(-1).expand(-1, -1, dim), tokens)
-        counts = torch.zeros((num_pages, pool_size), dtype=tokens.dtype).scatter_add_(
-            1, assignment, torch.ones_like(norms)
-        )
+        counts = torch.zeros((num_pages, pool_size), dtype=tokens.dtype).scatter_add_(1, assignment, valid)
         norm_sums = torch.zeros((num_pages, pool_size), dtype=tokens.dtype).scatter_add_(1, assignment, norms)
         has_members = counts > 0
         means = sums / counts.clamp(min=1.0).unsqueeze(-1)
@@ -53,15 +58,16 @@ def pool_pages(
     dim = vectors.shape[1]
     pooled = np.empty((len(counts), pool_size, dim), dtype=np.float16)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    page = 0
     with torch.no_grad():
-        while page < len(counts):
-            length = int(counts[page])
-            stop = page + 1
-            while stop < len(counts) and stop - page < _PAGES_PER_CHUNK and counts[stop] == length:
-                stop += 1
-            rows = vectors[starts[page] : starts[page] + (stop - page) * length]
-            tokens = torch.from_numpy(np.asarray(rows, dtype=np.float32)).view(stop - page, length, dim)
-            pooled[page:stop] = kmeans_centroids(tokens, pool_size, iterations).numpy().astype(np.float16)
-            page = stop
+        # Chunks of pages of similar length (sorted), zero-padded to the chunk's longest: one batched k-means each.
+        order = np.argsort(counts, kind="stable")
+        for chunk_start in range(0, len(order), _PAGES_PER_CHUNK):
+            chunk = order[chunk_start : chunk_start + _PAGES_PER_CHUNK]
+            longest = int(counts[chunk].max())
+            tokens = torch.zeros((len(chunk), longest, dim))
+            for row, page in enumerate(chunk):
+                rows = vectors[starts[page] : starts[page] + counts[page]]
+                tokens[row, : counts[page]] = torch.from_numpy(np.asarray(rows, dtype=np.float32))
+            lengths = torch.from_numpy(counts[chunk])
+            pooled[chunk] = kmeans_centroids(tokens, pool_size, iterations, lengths).numpy().astype(np.float16)
     return pooled

@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool  # noqa: E402
 
 from search_engine.corpus import PAGES_DIRNAME  # noqa: E402
 from search_engine.ingestion import INDEX_DIRNAME  # noqa: E402
+from search_engine.ivf import DEFAULT_PREFILTER, DEFAULT_PROBE  # noqa: E402
 from search_engine.maxsim import DEFAULT_RESIDENCY, RESIDENCY_MODES  # noqa: E402
 from search_engine.searcher import Searcher, SearchSettings  # noqa: E402
 from search_engine.vector_index import DEFAULT_CANDIDATES  # noqa: E402
@@ -54,6 +55,8 @@ class ServiceConfig:
     model: str | None = None
     mode: str = "exact"
     candidates: int = DEFAULT_CANDIDATES
+    probe: int = DEFAULT_PROBE
+    prefilter: int = DEFAULT_PREFILTER
     residency: str = DEFAULT_RESIDENCY
     top_k: int = 10
     max_top_k: int = 100
@@ -158,7 +161,13 @@ def create_app(config: ServiceConfig, searcher: Searcher | None = None) -> FastA
             config.resolved_pages_dir(),
             backend=config.backend,
             model=config.model,
-            settings=SearchSettings(mode=config.mode, candidates=config.candidates, residency=config.residency),
+            settings=SearchSettings(
+                mode=config.mode,
+                candidates=config.candidates,
+                probe=config.probe,
+                prefilter=config.prefilter,
+                residency=config.residency,
+            ),
             encoder_options={"device": config.device},
         )
     app = FastAPI(title="UniDoc-RL search service", version="1.0")
@@ -244,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=defaults.model, help="query model (default: the index's model)")
     parser.add_argument("--mode", choices=("exact", "approx"), default=defaults.mode, help="MaxSim search mode")
     parser.add_argument("--candidates", type=int, default=defaults.candidates, help="approx shortlist per query")
+    parser.add_argument(
+        "--probe", type=int, default=defaults.probe, help="approx with inverted lists: centroids per query vector"
+    )
+    parser.add_argument(
+        "--prefilter", type=int, default=defaults.prefilter, help="approx with inverted lists: pages scored pooled"
+    )
     parser.add_argument(
         "--residency",
         choices=RESIDENCY_MODES,

@@ -18,6 +18,7 @@ import numpy as np
 
 from search_engine.bm25_index import Bm25Index
 from search_engine.corpus import PAGES_DIRNAME
+from search_engine.ivf import DEFAULT_PREFILTER, DEFAULT_PROBE
 from search_engine.manifest import Manifest, manifest_path, read_manifest
 from search_engine.maxsim import DEFAULT_RESIDENCY, RESIDENCY_MODES
 from search_engine.shards import load_texts
@@ -33,6 +34,9 @@ _OPEN_ATTEMPTS = 5
 class SearchSettings:
     mode: str = "exact"
     candidates: int = DEFAULT_CANDIDATES
+    # Inverted lists (indexes with a codebook, ivf.py): centroids probed per query vector, pages passed on.
+    probe: int = DEFAULT_PROBE
+    prefilter: int = DEFAULT_PREFILTER
     num_threads: int | None = None
     verify_checksums: bool = False
     residency: str = DEFAULT_RESIDENCY
@@ -44,6 +48,8 @@ class SearchSettings:
             raise ValueError(f"residency must be one of {RESIDENCY_MODES}, got {self.residency!r}")
         if self.candidates < 1:
             raise ValueError("candidates must be >= 1")
+        if self.probe < 1 or self.prefilter < 1:
+            raise ValueError("probe and prefilter must be >= 1")
 
 
 class IndexSnapshot:
@@ -100,7 +106,9 @@ class IndexSnapshot:
         if self._qdrant is not None:
             indices, scores = self._qdrant.search(embeddings, top_k, self.page_index)
         elif self.settings.mode == "approx":
-            indices, scores = self._vectors.approx(embeddings, top_k, self.settings.candidates)
+            indices, scores = self._vectors.approx(
+                embeddings, top_k, self.settings.candidates, self.settings.probe, self.settings.prefilter
+            )
         else:
             indices, scores = self._vectors.exact(embeddings, top_k)
         return self._hits(indices, scores)

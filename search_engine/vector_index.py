@@ -1,4 +1,9 @@
-"""Search over an embedded multi-vector index: exact MaxSim, or pooled first stage + exact rerank."""
+"""Search over an embedded multi-vector index: exact MaxSim, or an approximate first stage + exact rerank.
+
+Approximate search, per query: [centroid inverted lists over the pooled vectors (ivf.py), when the index has a
+codebook: the `prefilter` best pages] -> MaxSim against those pages' pooled centroids (all pages without lists) ->
+the `candidates` best -> exact MaxSim over their full vectors. Returned scores are always exact.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from search_engine.ivf import DEFAULT_PREFILTER, DEFAULT_PROBE, InvertedLists, open_lists
 from search_engine.manifest import Manifest
 from search_engine.maxsim import DEFAULT_RESIDENCY, MaxSimScorer, kernel_available, pad_queries, top_k
 from search_engine.shards import load_pooled, load_vectors
@@ -26,7 +32,10 @@ class EmbeddedVectorIndex:
         verify: bool = False,
         residency: str = DEFAULT_RESIDENCY,
         use_kernel: bool | None = None,
+        use_lists: bool = True,
     ):
+        """`use_lists=False` ignores the index's inverted lists (the approximate mode then scans every page's
+        pooled vectors)."""
         if manifest.dim is None:
             raise ValueError("a vector index needs the manifest's dim")
         self.dim = int(manifest.dim)
@@ -47,10 +56,18 @@ class EmbeddedVectorIndex:
                 residency="fp16" if kernel else "fp32",
                 use_kernel=kernel,
             )
+        self._lists: InvertedLists | None = None
+        if self._first_stage is not None and use_lists:
+            self._lists = open_lists(index_dir, manifest, verify)
 
     @property
     def resident_bytes(self) -> int:
-        return self._scorer.resident_bytes + (self._first_stage.resident_bytes if self._first_stage else 0)
+        first_stage = self._first_stage.resident_bytes if self._first_stage else 0
+        return self._scorer.resident_bytes + first_stage + (self._lists.resident_bytes if self._lists else 0)
+
+    @property
+    def has_lists(self) -> bool:
+        return self._lists is not None
 
     @property
     def supports_approx(self) -> bool:
@@ -60,21 +77,37 @@ class EmbeddedVectorIndex:
         return top_k(self._scorer.scores(pad_queries(queries)), k)
 
     def approx(
-        self, queries: list[np.ndarray], k: int, candidates: int = DEFAULT_CANDIDATES
+        self,
+        queries: list[np.ndarray],
+        k: int,
+        candidates: int = DEFAULT_CANDIDATES,
+        probe: int = DEFAULT_PROBE,
+        prefilter: int = DEFAULT_PREFILTER,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Shortlist `max(candidates, k)` pages per query by MaxSim against pooled centroids, rerank exactly."""
+        """Shortlist `max(candidates, k)` pages per query by MaxSim against pooled centroids (of the `prefilter`
+        best pages of the inverted lists, each query vector probing `probe` centroids, where the index has them),
+        rerank exactly."""
         if self._first_stage is None:
             raise ValueError("this index has no pooled vectors; re-ingest it with pooling enabled or use exact mode")
         batch = pad_queries(queries)
-        shortlist = self.shortlist(batch, max(candidates, k))
+        shortlist = self.shortlist(batch, max(candidates, k), probe, max(prefilter, candidates, k))
         union, inverse = np.unique(shortlist, return_inverse=True)
         union_scores = self._scorer.scores_of(batch, union)
         own = np.take_along_axis(union_scores, inverse.reshape(shortlist.shape), axis=1)
         order, scores = top_k(own, k)
         return np.take_along_axis(shortlist, order, axis=1), scores
 
-    def shortlist(self, batch: np.ndarray, size: int) -> np.ndarray:
+    def shortlist(
+        self, batch: np.ndarray, size: int, probe: int = DEFAULT_PROBE, prefilter: int = DEFAULT_PREFILTER
+    ) -> np.ndarray:
         """[B, Lq, D] padded queries -> [B, size] pages with the best MaxSim against their centroids."""
-        first_stage = torch.from_numpy(self._first_stage.scores(batch))
         size = min(size, self.num_pages)
-        return torch.topk(first_stage, size, dim=1).indices.numpy().astype(np.int64)
+        if self._lists is None:
+            first_stage = torch.from_numpy(self._first_stage.scores(batch))
+            return torch.topk(first_stage, size, dim=1).indices.numpy().astype(np.int64)
+        rows = []
+        for query in batch:
+            pages = self._lists.shortlist(query, probe, max(prefilter, size))
+            pooled = torch.from_numpy(self._first_stage.scores_of(query[None], pages)[0])
+            rows.append(pages[torch.topk(pooled, size).indices.numpy()])
+        return np.stack(rows).astype(np.int64)

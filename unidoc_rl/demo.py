@@ -1,15 +1,20 @@
-"""The main job end to end on the embedded default: CPU, tiny offline models, the bundled sample corpus.
+"""The whole pipeline end to end on the embedded default: CPU, tiny offline models, the bundled sample corpus.
 
-    make demo            (or: python -m unidoc_rl.demo --out_dir outputs/demo --steps 4)
+    make demo            (or: python -m unidoc_rl.demo --out_dir outputs/demo)
 
-1. builds the tiny Qwen2.5-VL policy (once, into .cache/),
-2. renders and indexes examples/corpus (bm25 over the PDF text layer),
-3. starts the search service on loopback,
-4. turns examples/samples.json into RL parquet, checked against the index,
-5. trains the policy for a few GRPO steps with the local trainer (verl agent loop, dense reward, verl's losses),
-6. prints a summary and leaves the checkpoint and the trajectory log under --out_dir.
+1. renders and indexes examples/corpus (bm25 over the PDF text layer) and serves search on loopback;
+2. synthesizes teacher trajectories for the training samples (synthetic_data/generate_cot_data.py against the
+   scripted teacher), exports them for LLaMA-Factory, and fine-tunes the tiny policy in LLaMA-Factory's own
+   environment (.venv-sft);
+3. evaluates the SFT checkpoint with the evaluation harness (held-out samples, and the training samples);
+4. trains the SFT checkpoint with GRPO (the local trainer: verl's agent loop, the dense reward, verl's losses),
+   answers judged by the scripted judge;
+5. evaluates the untrained policy and the GRPO checkpoint the same way, and builds the viewer's static sites;
+6. prints one table (the evaluation harness's own figures) and the paths of everything it wrote.
 
-The tiny policy has random weights: it proves the pipeline, not the method (expect rewards near 0).
+Every stage runs the command a researcher would run (`commands.sh` lists them) and leaves its output under
+--out_dir; a rerun skips or resumes the stages whose output is complete. All agent settings (budgets, pixel
+budget, convention) come from configs/experiment/demo_cpu.yaml, for synthesis, training and evaluation alike.
 """
 
 from __future__ import annotations
@@ -18,15 +23,31 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENT = "demo_cpu"
+AGENT_CONFIG = REPO_ROOT / "configs/experiment" / f"{EXPERIMENT}.yaml"
+TRAIN_SAMPLES = REPO_ROOT / "examples/samples_train.json"
+HELDOUT_SAMPLES = REPO_ROOT / "examples/samples_heldout.json"
+SFT_CONFIG = "LLaMA-Factory/examples/train_full/qwen2_5vl_full_sft_cpu.yaml"
+TABLE_COLUMNS = (
+    ("format", ("reward", "format")),
+    ("invalid rate", ("metrics", "invalid_rate")),
+    ("retrieval NDCG", ("metrics", "ndcg")),
+    ("selection", ("metrics", "selection")),
+    ("crop F1", ("metrics", "crop_f1")),
+    ("accuracy", ("accuracy", "mean")),
+    ("mean reward", ("reward", "score")),
+)
+"""Columns of the final table: (title, path into an evaluation's summary.json `overall`)."""
 logger = logging.getLogger("unidoc_rl.demo")
 
 
@@ -36,22 +57,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_ingestion(corpus: Path, index_dir: Path, pages_dir: Path) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "search_engine/ingestion.py"),
-            "--dataset_dir",
-            str(corpus),
-            "--index_dir",
-            str(index_dir),
-            "--pages_dir",
-            str(pages_dir),
-            "--backend",
-            "bm25",
-        ],
-        check=True,
-    )
+class Commands:
+    """Runs each stage's command as a subprocess and records it in commands.sh, so any stage can be rerun alone."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.write_text("#!/usr/bin/env bash\n# The commands `make demo` ran, in order (services on loopback ports).\n")
+
+    def run(self, command: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> None:
+        prefix = " ".join(f"{key}={shlex.quote(value)}" for key, value in (env or {}).items())
+        line = (prefix + " " if prefix else "") + shlex.join(command)
+        with open(self.path, "a") as handle:
+            handle.write(line + "\n")
+        logger.info("$ %s", line)
+        if log is None:
+            subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, **(env or {})}, check=True)
+            return
+        with open(log, "w") as handle:
+            done = subprocess.run(
+                command, cwd=REPO_ROOT, env={**os.environ, **(env or {})}, stdout=handle, stderr=subprocess.STDOUT
+            )
+        if done.returncode != 0:
+            raise SystemExit(f"{command[1]} failed ({done.returncode}); see {log}")
 
 
 @contextmanager
@@ -61,17 +88,9 @@ def search_service(index_dir: Path, pages_dir: Path, log_path: Path, timeout_s: 
 
     port = free_port()
     command = [
-        sys.executable,
-        str(REPO_ROOT / "search_engine/search_engine_api.py"),
-        "--index_dir",
-        str(index_dir),
-        "--pages_dir",
-        str(pages_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+        sys.executable, str(REPO_ROOT / "search_engine/search_engine_api.py"), "--index_dir", str(index_dir),
+        "--pages_dir", str(pages_dir), "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -96,33 +115,42 @@ def search_service(index_dir: Path, pages_dir: Path, log_path: Path, timeout_s: 
             process.wait(timeout=20)
 
 
-def summarize(history: list[dict], checkpoint: Path, log_dir: Path, seconds: float) -> dict:
-    reward_keys = sorted({k for step in history for k in step if k.startswith("train/reward")})
-    last = history[-1]
-    return {
-        "steps": len(history),
-        "seconds": round(seconds, 1),
-        "reward_mean_over_steps": {
-            key.removeprefix("train/"): round(sum(s.get(key, 0.0) for s in history) / len(history), 4)
-            for key in reward_keys
-        },
-        "last_step": {
-            key.removeprefix("train/"): round(last[key], 4)
-            for key in ("train/reward", "train/turns", "train/crop_rate", "train/invalid_actions", "train/answered")
-        },
-        "seconds_per_step": round(sum(s["timing/step_s"] for s in history) / len(history), 2),
-        "checkpoint": str(checkpoint),
-        "trajectory_log": str(log_dir / "trajectories.jsonl"),
-        "metrics_log": str(log_dir / "metrics.jsonl"),
-    }
+def sft_python() -> str:
+    python = REPO_ROOT / ".venv-sft/bin/python"
+    if not python.exists():
+        raise SystemExit("LLaMA-Factory's environment is missing: run `make sft-env` (make demo creates it)")
+    return str(python)
+
+
+def overall(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())["overall"]
+
+
+def table_row(summary: dict) -> dict[str, float | None]:
+    row = {}
+    for title, (section, key) in TABLE_COLUMNS:
+        value = (summary.get(section) or {}).get(key)
+        row[title] = None if value is None else round(float(value), 3)
+    return row
+
+
+def format_table(rows: dict[str, dict[str, float | None]]) -> str:
+    titles = [title for title, _ in TABLE_COLUMNS]
+    lines = ["| policy | " + " | ".join(titles) + " |", "|---" * (len(titles) + 1) + "|"]
+    for name, row in rows.items():
+        cells = ["—" if row[title] is None else f"{row[title]:.3f}" for title in titles]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out_dir", type=Path, default=REPO_ROOT / "outputs/demo", help="everything is written here")
+    parser.add_argument("--fresh", action="store_true", help="delete --out_dir first (otherwise stages resume)")
+    parser.add_argument("--sft-epochs", type=float, default=8.0, help="LLaMA-Factory epochs over the trajectories")
+    parser.add_argument("--sft-lr", type=float, default=1.0e-2, help="SFT learning rate (the tiny policy's)")
     parser.add_argument("--steps", type=int, default=4, help="GRPO steps")
-    parser.add_argument("--fresh", action="store_true", help="delete --out_dir first (otherwise training resumes)")
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the local trainer")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the GRPO trainer")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -132,52 +160,135 @@ def main(argv: list[str] | None = None) -> dict:
     if args.fresh:
         shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
+    commands = Commands(out / "commands.sh")
+    python = sys.executable
 
-    from unidoc_rl.data.prepare import main as prepare_main
+    from unidoc_rl.testing.scripted_llm_server import ScriptedLLMServer, exact_match_judge
+    from unidoc_rl.testing.scripted_teacher import ScriptedTeacher
     from unidoc_rl.testing.tiny_models import tiny_policy_path
-    from unidoc_rl.trainer.local import LocalTrainer, compose_config
 
-    logger.info("1/5 tiny policy: %s", tiny_policy_path())
-    logger.info("2/5 rendering and indexing %s", REPO_ROOT / "examples/corpus")
-    run_ingestion(REPO_ROOT / "examples/corpus", out / "index", out / "pages")
-    with search_service(out / "index", out / "pages", out / "search_service.log") as url:
-        logger.info("3/5 search service on %s", url)
-        prepare_main(
-            [
-                "--samples",
-                str(REPO_ROOT / "examples/samples.json"),
-                "--out_dir",
-                str(out / "data"),
-                "--index_dir",
-                str(out / "index"),
-                "--val_size",
-                "3",
-            ]
-        )
-        logger.info("4/5 RL parquet in %s", out / "data")
-        config = compose_config(
-            [
-                f"unidoc_agent.search_url={url}",
-                f"data.train_files={out / 'data/train.parquet'}",
-                f"data.val_files={out / 'data/val.parquet'}",
-                f"local_trainer.total_steps={args.steps}",
-                f"local_trainer.log_dir={out / 'logs'}",
-                f"local_trainer.checkpoint_dir={out / 'checkpoints'}",
-                *args.overrides,
-            ]
-        )
-        logger.info("5/5 training %d GRPO steps", args.steps)
-        trainer = LocalTrainer(config)
-        try:
-            history = trainer.fit()
-            checkpoint = trainer.save()
-        finally:
-            trainer.close()
-    if not history:
-        raise SystemExit(f"nothing to train: {out / 'checkpoints'} already holds step {args.steps} (use --fresh)")
-    summary = summarize(history, checkpoint, out / "logs", time.perf_counter() - started)
-    print(json.dumps(summary, indent=2))
+    tiny = str(tiny_policy_path())
+    logger.info("1/6 render and index %s; serve search", REPO_ROOT / "examples/corpus")
+    commands.run(
+        [python, "search_engine/ingestion.py", "--dataset_dir", str(REPO_ROOT / "examples/corpus"),
+         "--index_dir", str(out / "index"), "--pages_dir", str(out / "pages"), "--backend", "bm25"]
+    )  # fmt: skip
+    train_samples = json.loads(TRAIN_SAMPLES.read_text())
+    with ExitStack() as services:
+        search_url = services.enter_context(search_service(out / "index", out / "pages", out / "search_service.log"))
+        teacher = services.enter_context(ScriptedTeacher(train_samples))
+        judge = services.enter_context(ScriptedLLMServer(exact_match_judge()))
+
+        logger.info("2/6 teacher trajectories, LLaMA-Factory export, SFT of the tiny policy")
+        sft_dir = out / "sft"
+        teacher_out = sft_dir / "teacher.jsonl"
+        commands.run(
+            [python, "synthetic_data/generate_cot_data.py", "--data-path", str(TRAIN_SAMPLES),
+             "--output-path", str(teacher_out), "--search-engine-url", f"{search_url}/search",
+             "--llm-engine-url", teacher.base_url, "--vllm-engine-url", teacher.base_url,
+             "--enable-rerank", "--enable-crop", "--pdf-dir", str(REPO_ROOT / "examples/corpus"),
+             "--agent-config", str(AGENT_CONFIG), "--max-searches", "1", "--backoff", "0.05"]
+        )  # fmt: skip
+        data_dir = sft_dir / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO_ROOT / "LLaMA-Factory/data/dataset_info.json", data_dir)
+        commands.run(
+            [python, "synthetic_data/convert_to_llamafactory.py", "--input-path", str(teacher_out),
+             "--output-path", str(data_dir / "unidoc_sft.json")]
+        )  # fmt: skip
+        sft_checkpoint = sft_dir / "checkpoint"
+        if not (sft_checkpoint / "model.safetensors").exists():
+            offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                       "MPLCONFIGDIR": str(sft_dir / "mpl"), "PYTHONPATH": ""}  # fmt: skip
+            commands.run(
+                [sft_python(), "LLaMA-Factory/launch.py", "train", SFT_CONFIG, f"model_name_or_path={tiny}",
+                 f"dataset_dir={data_dir}", f"output_dir={sft_checkpoint}", f"num_train_epochs={args.sft_epochs}",
+                 f"learning_rate={args.sft_lr}"],
+                env=offline,
+                log=sft_dir / "llamafactory.log",
+            )  # fmt: skip
+
+        def evaluate(name: str, model: str, samples: Path) -> Path:
+            run_dir = out / "eval" / name
+            commands.run(
+                [python, "-m", "unidoc_rl.eval", "--samples", str(samples), "--search-url", search_url,
+                 "--index_dir", str(out / "index"), "--judge-url", judge.base_url, "--model-path", model,
+                 "--experiment", EXPERIMENT, "--out_dir", str(run_dir)]
+            )  # fmt: skip
+            return run_dir
+
+        logger.info("3/6 evaluate the SFT checkpoint")
+        runs = {"after SFT": evaluate("sft", str(sft_checkpoint), HELDOUT_SAMPLES)}
+        sft_on_train = evaluate("sft_train", str(sft_checkpoint), TRAIN_SAMPLES)
+
+        logger.info("4/6 GRPO from the SFT checkpoint (%d steps)", args.steps)
+        commands.run(
+            [python, "-m", "unidoc_rl.data.prepare", "--samples", str(TRAIN_SAMPLES), "--out_dir", str(out / "data"),
+             "--index_dir", str(out / "index"), "--val_size", "4"]
+        )  # fmt: skip
+        grpo_dir = out / "grpo"
+        commands.run(
+            [python, "-m", "unidoc_rl.trainer.local", f"+experiment={EXPERIMENT}",
+             f"actor_rollout_ref.model.path={sft_checkpoint}", f"unidoc_agent.search_url={search_url}",
+             f"reward.reward_kwargs.judge.base_url={judge.base_url}",
+             f"data.train_files={out / 'data/train.parquet'}", f"data.val_files={out / 'data/val.parquet'}",
+             f"local_trainer.total_steps={args.steps}", f"local_trainer.save_freq={args.steps}",
+             f"local_trainer.log_dir={grpo_dir / 'logs'}", f"local_trainer.checkpoint_dir={grpo_dir / 'checkpoints'}",
+             *args.overrides]
+        )  # fmt: skip
+        grpo_checkpoint = grpo_dir / "checkpoints" / f"global_step_{args.steps}" / "model"
+
+        logger.info("5/6 evaluate the untrained policy and the GRPO checkpoint; build the viewer")
+        runs = {"untrained": evaluate("untrained", tiny, HELDOUT_SAMPLES), **runs}
+        runs["after GRPO"] = evaluate("grpo", str(grpo_checkpoint), HELDOUT_SAMPLES)
+    sites = {}
+    for name, run_dir in {
+        "eval_sft": runs["after SFT"],
+        "eval_grpo": runs["after GRPO"],
+        "grpo": grpo_dir / "logs",
+    }.items():
+        sites[name] = out / "viewer" / name
+        commands.run(
+            [python, "-m", "unidoc_rl.viewer", str(run_dir), "--index-dir", str(out / "pages"), "--samples",
+             str(REPO_ROOT / "examples/samples.json"), "--out", str(sites[name])]
+        )  # fmt: skip
+
+    rows = {name: table_row(overall(run_dir)) for name, run_dir in runs.items()}
+    summary = {
+        "held_out": rows,
+        "sft_on_training_samples": table_row(overall(sft_on_train)),
+        "grpo_steps": _grpo_steps(grpo_dir / "logs" / "metrics.jsonl"),
+        "paths": {
+            "sft_checkpoint": str(sft_checkpoint),
+            "grpo_checkpoint": str(grpo_checkpoint),
+            "teacher_trajectories": str(teacher_out),
+            "training_logs": str(grpo_dir / "logs"),
+            "evaluations": {name: str(run_dir) for name, run_dir in runs.items()},
+            "viewer": {name: str(site / "index.html") for name, site in sites.items()},
+            "commands": str(commands.path),
+        },
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print("\nHeld-out samples (the evaluation harness's summary.json, overall):\n")
+    print(format_table(rows))
+    print("\nAfter SFT, on the training samples:\n")
+    print(format_table({"after SFT": summary["sft_on_training_samples"]}))
+    print("\n" + json.dumps(summary["paths"], indent=1))
+    print(f"\ndone in {summary['seconds']:.0f} s; summary: {out / 'summary.json'}")
     return summary
+
+
+def _grpo_steps(metrics_path: Path) -> list[dict]:
+    """Per GRPO step: mean reward, within-group reward spread, loss and gradient norm (from the trainer's log)."""
+    from unidoc_rl.jsonl import read_jsonl
+
+    keys = ("train/reward", "train/reward_std_within_groups", "actor/pg_loss", "actor/grad_norm")
+    return [
+        {"step": line["step"], **{key: line.get(key) for key in keys}}
+        for line in read_jsonl(metrics_path)
+        if "train/reward" in line
+    ]
 
 
 if __name__ == "__main__":

@@ -1,14 +1,29 @@
-"""The fused MaxSim kernel equals the float64 definition on awkward sizes, and the scorer falls back to torch."""
+"""Each fused MaxSim kernel this CPU runs equals the float64 definition on awkward sizes; the scorer falls back to
+torch. On x86-64 with AVX2 (every CI machine here) at least the AVX2 kernel runs, so these tests do not skip."""
 
 from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from search_engine import maxsim
-from search_engine.maxsim import PANEL_LANES, MaxSimScorer, kernel_available, maxsim_reference, pad_queries
+from search_engine.maxsim import (
+    PANEL_LANES,
+    MaxSimScorer,
+    available_kernels,
+    kernel_available,
+    maxsim_reference,
+    pad_queries,
+)
 
-needs_kernel = pytest.mark.skipif(not kernel_available(), reason="fused kernel not built or no AVX-512F/FMA/F16C")
+needs_kernel = pytest.mark.skipif(not kernel_available(), reason="fused kernel not built or the CPU runs none")
+KERNEL_CHECK = Path(__file__).with_name("kernel_check.c")
+# Every kernel the CPU runs, not only the one chosen by default (an AVX-512 machine also runs the AVX2 kernel).
+KERNELS = available_kernels() or ("none",)
 
 
 def _corpus(rng: np.random.Generator, lengths: list[int], dim: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -20,17 +35,32 @@ def _corpus(rng: np.random.Generator, lengths: list[int], dim: int) -> tuple[np.
 LENGTHS = [1, 15, 16, 17, 17, 17, 33, 100, 100, 47]
 
 
+def test_x86_64_machines_with_avx2_run_a_kernel():
+    import platform
+
+    flags = open("/proc/cpuinfo").read().split() if platform.machine() == "x86_64" else []
+    if not {"avx2", "fma", "f16c"} <= set(flags):
+        pytest.skip("not an x86-64 CPU with AVX2/FMA/F16C")
+    assert maxsim._kernel is not None, "the extension is not built: python setup.py build_ext --inplace"
+    assert "avx2" in available_kernels()
+    assert ("avx512" in available_kernels()) == ("avx512f" in flags)
+    assert set(available_kernels()) <= set(maxsim._kernel.compiled())
+
+
 @needs_kernel
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dim", [128, 40])
 @pytest.mark.parametrize("residency", ["fp16", "fp32", "mmap"])
-def test_kernel_equals_the_definition_for_odd_sizes(dim: int, residency: str):
+def test_kernel_equals_the_definition_for_odd_sizes(kernel: str, dim: int, residency: str):
     rng = np.random.default_rng(dim)
     shard, pages = _corpus(rng, LENGTHS, dim)
-    # 1..40 query vectors: one block, a full block of 14, uneven splits (15, 25, 29) and several blocks.
-    queries = [rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim) for n in (1, 7, 14, 15, 25, 29, 40)]
+    # 1..40 query vectors: one block, full blocks of 13 and 14, uneven splits (15, 25, 29) and several blocks.
+    sizes = (1, 7, 13, 14, 15, 25, 29, 40)
+    queries = [rng.standard_normal((n, dim)).astype(np.float32) / np.sqrt(dim) for n in sizes]
     expected = np.array([[maxsim_reference(q, p) for p in pages] for q in queries])
     for threads in (1, 2):
-        scorer = MaxSimScorer([shard], [LENGTHS], num_threads=threads, residency=residency, use_kernel=True)
+        scorer = MaxSimScorer([shard], [LENGTHS], num_threads=threads, residency=residency, kernel=kernel)
+        assert scorer.uses_kernel and scorer.kernel == kernel
         # One query per call (a single block or two) and all of them in one batch (more than 4 blocks).
         single = np.concatenate([scorer.scores(pad_queries([q])) for q in queries])
         np.testing.assert_allclose(single, expected, rtol=0, atol=1e-4)
@@ -40,14 +70,16 @@ def test_kernel_equals_the_definition_for_odd_sizes(dim: int, residency: str):
 
 
 @needs_kernel
-def test_kernel_and_torch_path_agree_with_negative_scores():
-    # All dot products negative: the zero-padded lanes of a page's last tile must never win the max.
+@pytest.mark.parametrize("kernel_name", KERNELS)
+def test_kernel_and_torch_path_agree_with_negative_scores(kernel_name: str):
+    # All dot products negative: the zero-padded lanes of a page's last tile must never win the max (page lengths
+    # with a tail of 5 lanes, in the first half of a tile, and 9, in the second).
     rng = np.random.default_rng(7)
-    shard, pages = _corpus(rng, [5, 21], 32)
+    shard, pages = _corpus(rng, [5, 25], 32)
     shard = np.abs(shard)
     query = -np.abs(rng.standard_normal((1, 3, 32)).astype(np.float32))
-    kernel = MaxSimScorer([shard], [[5, 21]], use_kernel=True).scores(query)
-    torch_path = MaxSimScorer([shard], [[5, 21]], use_kernel=False).scores(query)
+    kernel = MaxSimScorer([shard], [[5, 25]], kernel=kernel_name).scores(query)
+    torch_path = MaxSimScorer([shard], [[5, 25]], use_kernel=False).scores(query)
     expected = [maxsim_reference(query[0], shard[:5]), maxsim_reference(query[0], shard[5:])]
     assert max(expected) < 0
     np.testing.assert_allclose(kernel[0], expected, rtol=0, atol=1e-4)
@@ -65,6 +97,10 @@ def test_kernel_refuses_pages_outside_its_buffer():
         maxsim._kernel.score_panels(query_t, 2, dim, panels, True, np.zeros(1, np.int64), lengths, maxes)
     with pytest.raises(ValueError, match="offsets, lengths and maxes disagree"):
         maxsim._kernel.score_panels(query_t, 2, dim, panels, True, np.zeros(1, np.int64), lengths, maxes[:, :1])
+    with pytest.raises(ValueError, match="'sse9' is not compiled in"):
+        maxsim._kernel.score_panels(query_t, 2, dim, panels, True, np.zeros(1, np.int64), lengths, maxes, "sse9")
+    with pytest.raises(RuntimeError, match="'sse9' is not available here"):
+        MaxSimScorer([panels.reshape(-1, dim)], [[PANEL_LANES]], kernel="sse9")
 
 
 def test_without_the_kernel_the_torch_path_scores_and_requiring_it_fails(monkeypatch: pytest.MonkeyPatch):
@@ -87,3 +123,31 @@ def test_automatic_choice_uses_the_kernel_for_resident_copies_only():
         for residency in ("fp16", "fp32", "mmap")
     }
     assert chosen == {"fp16": kernel_available(), "fp32": kernel_available(), "mmap": False}
+
+
+def _build_and_run_check(compiler: str, tmp_path: Path, runner: list[str], extra: list[str]) -> str:
+    binary = tmp_path / "kernel_check"
+    subprocess.run([compiler, "-O3", *extra, "-o", str(binary), str(KERNEL_CHECK), "-lm"], check=True)
+    done = subprocess.run([*runner, str(binary)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_kernels_standalone_equal_the_definition_natively(tmp_path: Path):
+    # The kernels without Python (the build the aarch64 check below uses), on this machine's own compiler.
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler")
+    out = _build_and_run_check(compiler, tmp_path, [], [])
+    names = [line.split()[0] for line in out.splitlines()]
+    assert names == list(available_kernels()) and all(line.endswith(" 0") for line in out.splitlines()), out
+
+
+def test_neon_kernel_equals_the_definition_under_qemu(tmp_path: Path):
+    # No Arm machine here: the NEON kernel is cross-compiled and run under user-mode emulation where the tools are
+    # installed (apt: gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user).
+    compiler, emulator = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
+    if compiler is None or emulator is None:
+        pytest.skip("aarch64 cross compiler or qemu-aarch64 not installed")
+    out = _build_and_run_check(compiler, tmp_path, [emulator], ["-static"])
+    assert out.strip() == "neon max_abs_error 0", out

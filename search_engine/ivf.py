@@ -1,0 +1,321 @@
+"""Centroid inverted lists over the pooled page vectors: the sublinear first stage of the approximate mode.
+
+A codebook of K centroids is trained (k-means) on a sample of every page's pooled vectors; each pooled vector is
+stored as the 16-bit id of its nearest centroid (`shard-*.ivfNNNNNN.npy`, [pages, pool_size] uint16, 2 bytes per
+pooled vector instead of 256). At open, the codes become inverted lists: centroid -> pages having a pooled vector
+assigned to it. A query vector q_i probes its `probe` best centroids c (by <q_i, c>); a page found in the lists
+of q_i's probed centroids gets, for q_i, the best such centroid score, and every other page the score of q_i's
+best unprobed centroid (an upper bound of what it would have had). The page's approximate score is the sum over
+query vectors: PLAID's centroid interaction, restricted to the probed lists. The `prefilter` best pages go on to
+MaxSim against their pooled vectors and the best of those to exact MaxSim over the full vectors (vector_index.py).
+
+The work per query is the probed lists (about Lq * probe * pages * pool_size / K entries) plus a pass over one
+float per page and query vector; the codebook grows with the corpus, so the lists stay short.
+
+Incremental: `build_ivf` trains a codebook and codes every shard (one manifest commit). Shards committed later by
+ingestion are coded against the same codebook at their commit (`encode_shard`); a shard without codes for the
+current codebook (written before it) is not in the lists, and its pages join every query's prefilter set, so they
+are searchable at once and cost a pooled scan of that remainder until the next build.
+
+    python search_engine/ivf.py --index_dir DATASET_DIR/index            # (re)build the codebook and codes
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and not __package__:
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from search_engine.manifest import FileEntry, IndexFormatError, Manifest, ShardEntry, read_manifest, write_manifest  # noqa: E402
+from search_engine.shards import load_pooled, shard_path  # noqa: E402
+from unidoc_rl.atomic import atomic_write, sha256_file  # noqa: E402
+
+logger = logging.getLogger("search_engine.ivf")
+
+IVF_SETTING = "ivf"
+# Centroids probed per query vector, and pages passed from the lists to pooled MaxSim (defaults of SearchSettings).
+DEFAULT_PROBE = 16
+DEFAULT_PREFILTER = 2048
+MAX_CENTROIDS = 1 << 16  # codes are uint16
+DEFAULT_ITERATIONS = 8
+# Training sample: this many pooled vectors per centroid (k-means needs a few dozen per cluster).
+SAMPLE_PER_CENTROID = 48
+_ASSIGN_CHUNK = 1 << 15
+
+
+def default_num_centroids(num_vectors: int) -> int:
+    """A power of two near 2 * sqrt(pooled vectors): lists of about sqrt(n) / 2 entries; 65,536 at most."""
+    target = 2.0 * np.sqrt(max(1, num_vectors))
+    return int(min(MAX_CENTROIDS, max(16, 2 ** round(np.log2(target)))))
+
+
+def codes_kind(generation: int) -> str:
+    return f"ivf{generation:06d}.npy"
+
+
+def codebook_file(generation: int) -> str:
+    return f"ivf-{generation:06d}.codebook.npy"
+
+
+@torch.no_grad()
+def assign(vectors: np.ndarray, codebook: torch.Tensor) -> np.ndarray:
+    """[n, D] vectors -> [n] uint16 ids of the centroid with the largest inner product."""
+    codes = np.empty(len(vectors), dtype=np.uint16)
+    for start in range(0, len(vectors), _ASSIGN_CHUNK):
+        chunk = torch.from_numpy(np.asarray(vectors[start : start + _ASSIGN_CHUNK], dtype=np.float32))
+        codes[start : start + len(chunk)] = (chunk @ codebook.T).argmax(dim=1).numpy().astype(np.uint16)
+    return codes
+
+
+@torch.no_grad()
+def train_codebook(sample: np.ndarray, num_centroids: int, iterations: int = DEFAULT_ITERATIONS, seed: int = 0):
+    """k-means with inner-product assignment on [n, D] vectors; each centroid at its members' mean norm (as the
+    per-page pooling does). Returns [K, D] float32."""
+    vectors = torch.from_numpy(np.asarray(sample, dtype=np.float32))
+    if len(vectors) < num_centroids:
+        raise ValueError(f"{len(vectors)} vectors cannot train {num_centroids} centroids")
+    generator = torch.Generator().manual_seed(seed)
+    centroids = vectors[torch.randperm(len(vectors), generator=generator)[:num_centroids]].clone()
+    norms = vectors.norm(dim=1)
+    for _ in range(iterations):
+        codes = torch.from_numpy(assign(sample, centroids).astype(np.int64))
+        sums = torch.zeros_like(centroids).index_add_(0, codes, vectors)
+        counts = torch.zeros(num_centroids).index_add_(0, codes, torch.ones(len(vectors)))
+        norm_sums = torch.zeros(num_centroids).index_add_(0, codes, norms)
+        means = sums / counts.clamp(min=1).unsqueeze(1)
+        scale = (norm_sums / counts.clamp(min=1)) / means.norm(dim=1).clamp(min=1e-12)
+        # An empty cluster is reseeded on a random sample vector.
+        reseed = vectors[torch.randint(len(vectors), (num_centroids,), generator=generator)]
+        centroids = torch.where((counts > 0).unsqueeze(1), means * scale.unsqueeze(1), reseed)
+    return centroids.numpy()
+
+
+@dataclass(frozen=True)
+class IvfInfo:
+    """What the manifest records about the current codebook (settings["ivf"])."""
+
+    generation: int
+    centroids: int
+    codebook: FileEntry
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> IvfInfo | None:
+        data = manifest.settings.get(IVF_SETTING)
+        if not data:
+            return None
+        try:
+            return cls(int(data["generation"]), int(data["centroids"]), FileEntry(**data["codebook"]))
+        except (KeyError, TypeError) as error:
+            raise IndexFormatError(f"malformed ivf settings in the manifest: {error}") from error
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "centroids": self.centroids,
+            "codebook": {"sha256": self.codebook.sha256, "bytes": self.codebook.bytes},
+        }
+
+
+def load_codebook(index_dir: Path, info: IvfInfo, dim: int, verify: bool = False) -> np.ndarray:
+    path = Path(index_dir) / codebook_file(info.generation)
+    if path.stat().st_size != info.codebook.bytes or (verify and sha256_file(path) != info.codebook.sha256):
+        raise IndexFormatError(f"{path}: does not match the manifest (size or checksum)")
+    codebook = np.load(path, allow_pickle=False)
+    if codebook.shape != (info.centroids, dim) or codebook.dtype != np.float32:
+        raise IndexFormatError(
+            f"{path}: codebook is {codebook.dtype}{codebook.shape}, expected float32({info.centroids}, {dim})"
+        )
+    return codebook
+
+
+def _save(path: Path, array: np.ndarray) -> FileEntry:
+    atomic_write(path, lambda handle: np.save(handle, np.ascontiguousarray(array), allow_pickle=False))
+    return FileEntry(sha256=sha256_file(path), bytes=path.stat().st_size)
+
+
+def encode_shard(index_dir: Path, manifest: Manifest, shard: ShardEntry, pooled: np.ndarray | None) -> None:
+    """Code a new shard's pooled vectors against the index's codebook (nothing when it has none)."""
+    info = IvfInfo.of(manifest)
+    if info is None or pooled is None:
+        return
+    codebook = torch.from_numpy(load_codebook(index_dir, info, int(manifest.dim)))
+    codes = assign(pooled.reshape(-1, pooled.shape[2]), codebook).reshape(pooled.shape[:2])
+    kind = codes_kind(info.generation)
+    shard.files[kind] = _save(shard_path(index_dir, shard.name, kind), codes)
+
+
+def load_codes(index_dir: Path, manifest: Manifest, shard: ShardEntry, verify: bool = False) -> np.ndarray | None:
+    """The shard's codes for the current codebook, or None when it was written before that codebook."""
+    info = IvfInfo.of(manifest)
+    kind = codes_kind(info.generation) if info else None
+    if kind is None or kind not in shard.files:
+        return None
+    path = shard_path(index_dir, shard.name, kind)
+    if path.stat().st_size != shard.files[kind].bytes or (verify and sha256_file(path) != shard.files[kind].sha256):
+        raise IndexFormatError(f"{path}: does not match the manifest (size or checksum)")
+    codes = np.load(path, allow_pickle=False)
+    if codes.dtype != np.uint16 or codes.ndim != 2 or codes.shape[0] != len(shard.page_ids):
+        raise IndexFormatError(f"{path}: codes are {codes.dtype}{codes.shape} for {len(shard.page_ids)} pages")
+    return codes
+
+
+class InvertedLists:
+    """centroid -> pages, and the approximate page scores of a query from the lists its vectors probe."""
+
+    def __init__(self, codebook: np.ndarray, page_codes: list[tuple[int, np.ndarray]], num_pages: int):
+        """page_codes: (first page index, [pages, pool_size] codes) per coded shard; other pages are uncoded."""
+        self.codebook = torch.from_numpy(np.ascontiguousarray(codebook, dtype=np.float32))
+        self.num_pages = num_pages
+        coded = np.zeros(num_pages, dtype=bool)
+        keys = []
+        for first, codes in page_codes:
+            pages = np.arange(first, first + len(codes), dtype=np.int64)
+            coded[first : first + len(codes)] = True
+            keys.append(codes.astype(np.int64) * num_pages + pages[:, None])
+        keys = np.unique(np.concatenate([k.ravel() for k in keys])) if keys else np.zeros(0, np.int64)
+        self.list_pages = (keys % max(1, num_pages)).astype(np.int32)
+        self.list_offsets = np.searchsorted(keys // max(1, num_pages), np.arange(len(codebook) + 1)).astype(np.int64)
+        self.uncoded = np.flatnonzero(~coded)
+
+    @property
+    def resident_bytes(self) -> int:
+        return self.codebook.numel() * 4 + self.list_pages.nbytes + self.list_offsets.nbytes + self.uncoded.nbytes
+
+    @torch.no_grad()
+    def approximate_scores(self, query: np.ndarray, probe: int) -> torch.Tensor:
+        """[Lq, D] query (zero rows ignored) -> [num_pages] centroid-interaction scores over the probed lists."""
+        query = query[np.any(query != 0, axis=1)]
+        probe = min(probe, len(self.codebook))
+        scores = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)) @ self.codebook.T
+        best, centroids = torch.topk(scores, min(probe + 1, len(self.codebook)), dim=1)
+        # A page outside the probed lists has its best centroid among the others: at most the best of those.
+        floor = best[:, probe:] if probe < len(self.codebook) else torch.full((len(query), 1), -torch.inf)
+        best, centroids = best[:, :probe].contiguous(), centroids[:, :probe].contiguous()
+        centroids = centroids.numpy().ravel()
+        starts, stops = self.list_offsets[centroids], self.list_offsets[centroids + 1]
+        lengths = stops - starts
+        total = int(lengths.sum())
+        # Entry e of the concatenated probed lists: its position in list_pages, its query vector and its score.
+        positions = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths - starts, lengths)
+        rows = np.repeat(np.arange(len(centroids)) // probe, lengths)
+        values = torch.from_numpy(np.repeat(best.numpy().ravel(), lengths))
+        table = floor.expand(len(query), self.num_pages).contiguous()
+        flat = torch.from_numpy(rows * self.num_pages + self.list_pages[positions])
+        table.view(-1).scatter_reduce_(0, flat, values, reduce="amax")
+        return table.sum(dim=0)
+
+    def shortlist(self, query: np.ndarray, probe: int, count: int) -> np.ndarray:
+        """The `count` pages with the best approximate scores, and every uncoded page; ascending page order."""
+        scores = self.approximate_scores(query, probe)
+        if len(self.uncoded):
+            scores[torch.from_numpy(self.uncoded)] = -torch.inf
+        count = min(count, self.num_pages - len(self.uncoded))
+        top = torch.topk(scores, count).indices.numpy() if count > 0 else np.zeros(0, np.int64)
+        return np.union1d(top, self.uncoded).astype(np.int64)
+
+
+def open_lists(index_dir: Path, manifest: Manifest, verify: bool = False) -> InvertedLists | None:
+    info = IvfInfo.of(manifest)
+    if info is None:
+        return None
+    codebook = load_codebook(index_dir, info, int(manifest.dim), verify)
+    page_codes, first = [], 0
+    for shard in manifest.shards:
+        codes = load_codes(index_dir, manifest, shard, verify)
+        if codes is not None:
+            page_codes.append((first, codes))
+        first += len(shard.page_ids)
+    return InvertedLists(codebook, page_codes, manifest.num_pages)
+
+
+def build_ivf(
+    index_dir: Path,
+    num_centroids: int | None = None,
+    iterations: int = DEFAULT_ITERATIONS,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a new codebook on the index's pooled vectors, code every shard, commit; returns a report.
+
+    Run it when no ingest is running on the same index (both commit manifests)."""
+    started = time.perf_counter()
+    index_dir = Path(index_dir)
+    manifest = read_manifest(index_dir)
+    if manifest.backend != "colqwen" or manifest.store != "embedded" or not manifest.settings.get("pool_size"):
+        raise ValueError(f"{index_dir}: inverted lists need an embedded colqwen index with pooled vectors")
+    dim = int(manifest.dim)
+    pooled = [load_pooled(index_dir, shard, dim) for shard in manifest.shards]
+    if not pooled or any(p is None for p in pooled):
+        raise ValueError(f"{index_dir}: some shards have no pooled vectors; re-ingest with --pool_size > 0")
+    sizes = np.array([p.shape[0] * p.shape[1] for p in pooled])
+    total = int(sizes.sum())
+    num_centroids = num_centroids or default_num_centroids(total)
+    if not 1 <= num_centroids <= MAX_CENTROIDS:
+        raise ValueError(f"num_centroids must be in [1, {MAX_CENTROIDS}]")
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.choice(total, size=min(total, num_centroids * SAMPLE_PER_CENTROID), replace=False))
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    sample = np.concatenate(
+        [
+            np.asarray(p.reshape(-1, dim)[picks[(picks >= a) & (picks < b)] - a], dtype=np.float32)
+            for p, a, b in zip(pooled, bounds[:-1], bounds[1:], strict=True)
+        ]
+    )
+    codebook = train_codebook(sample, num_centroids, iterations, seed)
+    trained_s = time.perf_counter() - started
+    previous = IvfInfo.of(manifest)
+    generation = (previous.generation if previous else 0) + 1
+    entry = _save(index_dir / codebook_file(generation), codebook)
+    manifest.settings[IVF_SETTING] = IvfInfo(generation, num_centroids, entry).to_json()
+    codebook_tensor = torch.from_numpy(codebook)
+    for shard, vectors in tqdm(
+        list(zip(manifest.shards, pooled, strict=True)), desc="ivf codes", unit="shard", disable=not progress
+    ):
+        codes = assign(vectors.reshape(-1, dim), codebook_tensor).reshape(vectors.shape[:2])
+        for kind in [k for k in shard.files if k.startswith("ivf")]:
+            del shard.files[kind]
+        kind = codes_kind(generation)
+        shard.files[kind] = _save(shard_path(index_dir, shard.name, kind), codes)
+    manifest.generation += 1
+    write_manifest(index_dir, manifest)
+    keep = {f"{shard.name}.{kind}" for shard in manifest.shards for kind in shard.files} | {codebook_file(generation)}
+    for path in list(index_dir.glob("ivf-*.codebook.npy")) + list(index_dir.glob("shard-*.ivf*.npy")):
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
+    disk = sum((index_dir / name).stat().st_size for name in keep if name.startswith("ivf") or ".ivf" in name)
+    return {
+        "pooled_vectors": total,
+        "centroids": num_centroids,
+        "generation": generation,
+        "train_s": round(trained_s, 1),
+        "build_s": round(time.perf_counter() - started, 1),
+        "disk_bytes": disk,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--index_dir", required=True, help="an embedded colqwen index with pooled vectors")
+    parser.add_argument("--centroids", type=int, default=None, help="codebook size (default: about 2 sqrt(n))")
+    parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, help="k-means iterations")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(json.dumps(build_ivf(Path(args.index_dir), args.centroids, args.iterations, args.seed)))
+
+
+if __name__ == "__main__":
+    main()

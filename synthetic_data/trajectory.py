@@ -1,0 +1,101 @@
+"""A trajectory as the RL agent lives it, written down as SFT chat messages.
+
+`Trajectory` takes assistant turns (text with one action) and runs each through the agent's environment
+(`unidoc_rl.environment`, the very step the RL agent loop takes), and keeps:
+- `messages`: the chat in LLaMA-Factory's ShareGPT shape: the agent's system prompt and question, then assistant
+  turns and observation turns whose images are `<image>` placeholders, in order;
+- `images`: the images those placeholders stand for, exactly as the agent shows them (pages at the display
+  budget, crops zoomed), each with a stable file name;
+- `state.record`: the episode record the rewards read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PIL import Image
+
+from synthetic_data.services import StageError
+from unidoc_rl import prompts
+from unidoc_rl.actions import AnswerAction, BBoxAction, InvalidAction, SearchAction, SelectAction, parse_action
+from unidoc_rl.agent_settings import AgentSettings
+from unidoc_rl.environment import AgentEnvironment, Observation
+from unidoc_rl.episode import FinishReason
+from unidoc_rl.vision import PixelBudget
+
+
+class TrajectoryError(StageError):
+    """A turn the synthesis wrote cannot be played (the agent would refuse it, or a budget is spent)."""
+
+    def __init__(self, message: str):
+        super().__init__("trajectory", message)
+
+
+@dataclass(frozen=True)
+class ShownImage:
+    image: Image.Image
+    name: str
+    """Stable file name: `pages/{page_id}_{w}x{h}.png` for pages (shared by samples), `crop_{n}.png` for crops."""
+
+
+class Trajectory:
+    def __init__(self, uid: str, question: str, settings: AgentSettings, budget: PixelBudget, backend):
+        self.settings = settings
+        self.environment = AgentEnvironment(settings, budget, backend)
+        self.state = self.environment.new_state(uid=uid, question=question)
+        self.messages: list[dict[str, str]] = [
+            {"role": message["role"], "content": prompts.message_text(message)}
+            for message in prompts.prompt_messages(question, settings.convention, settings.limits.n_candidates)
+        ]
+        self.images: list[ShownImage] = []
+        self._crops = 0
+
+    async def act(self, text: str) -> Observation | None:
+        """Play one assistant turn as the agent loop does; returns its observation (None after the answer)."""
+        state = self.state
+        if state.finished:
+            raise TrajectoryError("the episode has finished")
+        if state.turns_left <= 0:
+            raise TrajectoryError(f"no turns left (max_turns={self.settings.limits.max_turns})")
+        action = parse_action(text, max_boxes=self.settings.limits.max_boxes)
+        if isinstance(action, InvalidAction):
+            raise TrajectoryError(f"turn {text!r} is not a valid action: {action.reason.value}: {action.detail}")
+        state.begin_turn()
+        state.record_turn(text, action.kind)
+        self.messages.append({"role": "assistant", "content": text})
+        if isinstance(action, AnswerAction):
+            state.record_answer(action.text)
+            state.finish(FinishReason.ANSWERED)
+            return None
+        if state.turns_left <= 0:
+            raise TrajectoryError("the last turn must answer")
+        step = await self.environment.step(state, action)
+        if step.budget_reason is not None:
+            raise TrajectoryError(f"{action.kind.value} would exceed a budget ({step.budget_reason.value})")
+        observation = step.observation
+        if observation.reports_invalid:
+            raise TrajectoryError(f"the agent refused {text!r}: {observation.text}")
+        state.record_observation(observation.text)
+        step.commit()
+        self.messages.append({"role": "user", "content": observation.text})
+        self.images.extend(self._named(action, observation))
+        return observation
+
+    def failed_search(self) -> str | None:
+        """The error of the latest search, when the service could not answer it."""
+        searches = self.state.record.searches
+        return searches[-1].error or "search failed" if searches and searches[-1].failed else None
+
+    def _named(self, action, observation: Observation) -> list[ShownImage]:
+        if isinstance(action, BBoxAction):
+            self._crops += 1
+            return [ShownImage(image, f"crop_{self._crops}.png") for image in observation.images]
+        if isinstance(action, SelectAction):
+            page_ids = [self.state.focus.page_id]
+        else:
+            assert isinstance(action, SearchAction)
+            page_ids = self.state.record.searches[-1].candidates
+        return [
+            ShownImage(image, f"pages/{page_id}_{image.width}x{image.height}.png")
+            for page_id, image in zip(page_ids, observation.images, strict=True)
+        ]

@@ -1,0 +1,1 @@
+"""Evaluation: benchmark adapters, episodes under the training rules, benchmark metrics, reports and curation."""
