@@ -122,3 +122,51 @@ def test_sections_validate_against_verls_config_classes(composed):
     assert rollout.n == 8 and rollout.multi_turn.enable is True
     actor = omega_conf_to_dataclass(composed.actor_rollout_ref.actor)
     assert actor.kl_loss_type == "low_var_kl"
+
+
+def test_plugin_and_trainer_mode_reach_every_ray_process(composed):
+    assert composed.trainer.use_v1 is True and composed.trainer.v1.trainer_mode == "unidoc_sync"
+    env_vars = composed.ray_kwargs.ray_init.runtime_env.env_vars
+    assert env_vars.VERL_USE_EXTERNAL_MODULES == "unidoc_rl.verl_plugin"
+    assert composed.actor_rollout_ref.rollout.name == "vllm" and composed.trainer.get("device", "cuda") != "cpu"
+
+
+def test_cpu_platform_selects_the_cpu_recipe(repo_root):
+    env = {**os.environ, **ENV, "DRY_RUN": "1", "PYTHON": sys.executable, "VERL_PLATFORM": "cpu"}
+    env.pop("N_GPUS")
+    result = subprocess.run(
+        ["bash", "scripts/train.sh"], cwd=repo_root, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = OmegaConf.create(yaml.safe_load(result.stdout))
+    assert config.trainer.device == "cpu" and config.trainer.n_gpus_per_node == 1
+    assert config.actor_rollout_ref.rollout.name == "unidoc_local"
+    assert config.actor_rollout_ref.actor.strategy == "fsdp2" and config.actor_rollout_ref.actor.use_kl_loss is False
+    assert config.actor_rollout_ref.model.override_config.attn_implementation == "sdpa"
+    ray_init = config.ray_kwargs.ray_init
+    assert (ray_init.address, ray_init.num_gpus) == ("local", 1)
+    assert ray_init.runtime_env.env_vars.VERL_PLATFORM == "cpu"
+    # The paper's settings the CPU recipe does not touch still hold.
+    assert config.algorithm.adv_estimator == "grpo" and config.actor_rollout_ref.actor.clip_ratio == 0.2
+
+
+def test_dapo_recipe_filters_groups_on_the_answer_component(repo_root):
+    env = {**os.environ, **ENV, "DRY_RUN": "1", "PYTHON": sys.executable}
+    result = subprocess.run(
+        ["bash", "scripts/train.sh", "+experiment=dapo"],
+        cwd=repo_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = OmegaConf.create(yaml.safe_load(result.stdout))
+    groups = config.algorithm.filter_groups
+    assert groups.enable is True and groups.metric == "answer"
+    from dataclasses import fields
+
+    from unidoc_rl.rewards.scorer import RewardBreakdown
+
+    assert groups.metric in {field.name for field in fields(RewardBreakdown)}  # a reward_extra_info key
+    assert config.actor_rollout_ref.actor.clip_ratio_high == 0.28 and config.trainer.use_v1 is True

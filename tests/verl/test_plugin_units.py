@@ -113,3 +113,29 @@ def test_cpu_platform_is_selected_only_by_name():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["cpu", "gloo", "cpu", "GPU", "False"]
+
+
+async def test_the_local_server_loads_synced_weights_and_stamps_their_step(tiny_policy_dir):
+    import functools
+
+    import torch
+
+    from unidoc_rl.verl_plugin.engines import build_engine
+    from unidoc_rl.verl_plugin.local_rollout import LocalGenerationServer
+
+    factory = functools.partial(build_engine, str(tiny_policy_dir), 256, 4, 0, {"engine": "local"})
+    server = LocalGenerationServer(factory)
+    model = server.engine.model
+    name, tensor = next(iter(model.state_dict().items()))
+    updated = {name: torch.full_like(tensor, 0.125)}
+    assert server.load_weights(updated, global_steps=7) == 1
+    assert torch.equal(model.state_dict()[name], updated[name])
+    with pytest.raises(KeyError, match="not in the rollout model"):
+        server.load_weights({"no.such.weight": tensor}, global_steps=8)
+    assert server.global_steps == 7  # a refused sync changes nothing
+
+    tokenizer = server.engine.tokenizer
+    output = await server.generate(
+        "r0", prompt_ids=tokenizer.encode("hello"), sampling_params={"max_tokens": 2, "temperature": 0}
+    )
+    assert output.extra_fields["global_steps"] == 7 and 1 <= len(output.token_ids) <= 2

@@ -105,7 +105,7 @@ class LocalRolloutReplica(RolloutReplica):
             )
             .remote(factory)
         )
-        await server.wake_up.remote()
+        await server.wake_up.remote()  # returns once the actor has loaded the model
         self.servers = [server]
         self._server_handle = server
         self._server_address = server_name(self.replica_rank, self.name_suffix)
@@ -120,7 +120,6 @@ class LocalRolloutAdapter(BaseRollout):
         replica_world = self.config.tensor_model_parallel_size * self.config.data_parallel_size
         replica_world *= self.config.pipeline_model_parallel_size
         self.replica_rank, self.sender = divmod(rank, replica_world)
-        self.sleep_level = 1
 
     async def resume(self, tags: list[str]):
         return None
@@ -131,7 +130,10 @@ class LocalRolloutAdapter(BaseRollout):
     async def update_weights(self, weights, wire_format: str = "named_tensors", **kwargs):
         if wire_format != "named_tensors":
             raise ValueError(f"the local rollout takes full named tensors, not {wire_format!r}")
-        named = {name: tensor.detach().to("cpu").clone() for name, tensor in weights}
+        named = {}
+        for name, tensor in weights:  # every rank walks the generator: gathering a full tensor is collective
+            if self.sender == 0:
+                named[name] = tensor.detach().to("cpu").clone()
         if self.sender != 0:
             return
         server = ray.get_actor(server_name(self.replica_rank))
