@@ -37,10 +37,12 @@ ABILITY = "visual_rag"
 class SampleValidationError(ValueError):
     """One or more samples are unusable; `problems` maps each uid to what is wrong with it."""
 
+    purpose = "used"
+
     def __init__(self, problems: dict[str, list[str]]):
         self.problems = problems
         lines = [f"  {uid}: {'; '.join(reasons)}" for uid, reasons in problems.items()]
-        super().__init__(f"{len(problems)} sample(s) cannot be used:\n" + "\n".join(lines))
+        super().__init__(f"{len(problems)} sample(s) cannot be {self.purpose}:\n" + "\n".join(lines))
 
 
 @dataclass(frozen=True)

@@ -14,17 +14,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unidoc_rl.data.prepare import page_id
+from unidoc_rl.data.prepare import SampleValidationError, page_id
 from unidoc_rl.rewards.ground_truth import GroundTruth, GroundTruthError
 
 
-class SampleError(ValueError):
-    """Samples are unusable; `problems` maps each uid to what is wrong with it."""
+class SampleError(SampleValidationError):
+    """Samples are unusable for evaluation; `problems` maps each uid to what is wrong with it."""
 
-    def __init__(self, problems: dict[str, list[str]]):
-        self.problems = problems
-        lines = [f"  {uid}: {'; '.join(reasons)}" for uid, reasons in problems.items()]
-        super().__init__(f"{len(problems)} sample(s) cannot be evaluated:\n" + "\n".join(lines))
+    purpose = "evaluated"
 
 
 @dataclass(frozen=True)
