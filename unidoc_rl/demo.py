@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
         )  # fmt: skip
         grpo_dir = out / "grpo"
         commands.run(
-            [python, "-m", "unidoc_rl.trainer.local", f"+experiment={EXPERIMENT}",
+            [python, "-m", "unidoc_rl.trainer.local", "--experiment", EXPERIMENT,
              f"actor_rollout_ref.model.path={sft_checkpoint}", f"unidoc_agent.search_url={search_url}",
              f"reward.reward_kwargs.judge.base_url={judge.base_url}",
              f"data.train_files={out / 'data/train.parquet'}", f"data.val_files={out / 'data/val.parquet'}",
