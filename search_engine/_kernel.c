@@ -303,6 +303,43 @@ static void score_pages(const kernel_isa *isa, const float *query_t, int64_t vec
     }
 }
 
+/* score_pages over pages stored row-major in fp16 (a shard as written: vector after vector, `dim` values each),
+ * page p starting at row offsets[p]: each tile of 16 vectors is transposed into the panel layout in `tile`
+ * (dim * 16 values, padding lanes zero) once and used by every block while it sits in L1, so a memory-mapped
+ * shard is scored without a panel copy of the corpus. */
+static void score_rows(const kernel_isa *isa, const float *query_t, int64_t vectors, int64_t dim,
+                       const uint16_t *rows, const int64_t *offsets, const int64_t *lengths, int64_t num_pages,
+                       float *maxes, float *packed, float *best, uint16_t *tile) {
+    const int64_t blocks = (vectors + isa->max_rows - 1) / isa->max_rows;
+    for (int64_t b = 0; b < blocks; b++) {
+        const int64_t start = b * vectors / blocks, count = (b + 1) * vectors / blocks - start;
+        for (int64_t d = 0; d < dim; d++) {
+            for (int64_t r = 0; r < count; r++) packed[start * dim + d * count + r] = query_t[d * vectors + start + r];
+        }
+    }
+    for (int64_t p = 0; p < num_pages; p++) {
+        const int64_t tiles = (lengths[p] + LANES - 1) / LANES;
+        const uint16_t *page = rows + offsets[p] * dim;
+        for (int64_t i = 0; i < vectors * LANES; i++) best[i] = -INFINITY;
+        for (int64_t t = 0; t < tiles; t++) {
+            const int valid = (int)(t + 1 == tiles ? lengths[p] - t * LANES : LANES);
+            for (int lane = 0; lane < LANES; lane++) {
+                const uint16_t *vector = page + (t * LANES + lane) * dim;
+                for (int64_t d = 0; d < dim; d++) tile[d * LANES + lane] = lane < valid ? vector[d] : 0;
+            }
+            for (int64_t b = 0; b < blocks; b++) {
+                const int64_t start = b * vectors / blocks, count = (b + 1) * vectors / blocks - start;
+                isa->block((int)count, 1, packed + start * dim, count, dim, tile, valid, best + start * LANES);
+            }
+        }
+        for (int64_t v = 0; v < vectors; v++) {
+            float top = best[v * LANES];
+            for (int lane = 1; lane < LANES; lane++) top = fmaxf(top, best[v * LANES + lane]);
+            maxes[p * vectors + v] = top;
+        }
+    }
+}
+
 #ifndef MAXSIM_KERNELS_ONLY
 static PyObject *kernel_kernels(PyObject *self, PyObject *args) {
     (void)self;
@@ -406,6 +443,58 @@ static PyObject *kernel_score_panels(PyObject *self, PyObject *args) {
     return result;
 }
 
+static PyObject *kernel_score_rows(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer query_t, rows, offsets, lengths, maxes;
+    Py_ssize_t vectors, dim;
+    const char *name = "";
+    if (!PyArg_ParseTuple(args, "y*nny*y*y*w*|s", &query_t, &vectors, &dim, &rows, &offsets, &lengths, &maxes,
+                          &name)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    const Py_ssize_t num_pages = offsets.len / (Py_ssize_t)sizeof(int64_t);
+    const kernel_isa *isa = find_kernel(name);
+    if (isa == NULL) {
+        /* error set */
+    } else if (vectors < 1 || dim < 1 || query_t.len != vectors * dim * (Py_ssize_t)sizeof(float)) {
+        PyErr_SetString(PyExc_ValueError, "query_t must hold vectors * dim float32 values");
+    } else if (lengths.len != offsets.len || maxes.len != num_pages * vectors * (Py_ssize_t)sizeof(float)) {
+        PyErr_SetString(PyExc_ValueError, "offsets, lengths and maxes disagree on the number of pages");
+    } else {
+        const int64_t *offset = (const int64_t *)offsets.buf;
+        const int64_t *length = (const int64_t *)lengths.buf;
+        const Py_ssize_t num_rows = rows.len / (Py_ssize_t)(dim * sizeof(uint16_t));
+        for (Py_ssize_t p = 0; p < num_pages; p++) {
+            if (length[p] < 1 || offset[p] < 0 || offset[p] + length[p] > num_rows) {
+                PyErr_Format(PyExc_ValueError, "page %zd lies outside the rows", p);
+                break;
+            }
+        }
+        if (!PyErr_Occurred()) {
+            const size_t floats = (size_t)vectors * (LANES + dim);
+            float *scratch = PyMem_RawMalloc(floats * sizeof(float) + (size_t)dim * LANES * sizeof(uint16_t));
+            if (scratch == NULL) {
+                PyErr_NoMemory();
+            } else {
+                Py_BEGIN_ALLOW_THREADS score_rows(isa, (const float *)query_t.buf, vectors, dim,
+                                                  (const uint16_t *)rows.buf, offset, length, num_pages,
+                                                  (float *)maxes.buf, scratch, scratch + vectors * dim,
+                                                  (uint16_t *)(scratch + floats));
+                Py_END_ALLOW_THREADS PyMem_RawFree(scratch);
+                result = Py_None;
+                Py_INCREF(result);
+            }
+        }
+    }
+    PyBuffer_Release(&query_t);
+    PyBuffer_Release(&rows);
+    PyBuffer_Release(&offsets);
+    PyBuffer_Release(&lengths);
+    PyBuffer_Release(&maxes);
+    return result;
+}
+
 static PyObject *kernel_supported(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
@@ -424,6 +513,9 @@ static PyMethodDef kernel_methods[] = {
      "vector, the max dot product over the page's vectors. query_t: float32 [dim, vectors]; panels: float32 or "
      "float16 page panels; offsets, lengths: int64 per page (offset in elements); maxes: float32 [pages, vectors], "
      "written. kernel: a name from kernels() ('' = the first). Releases the GIL."},
+    {"score_rows", kernel_score_rows, METH_VARARGS,
+     "score_rows(query_t, vectors, dim, rows, offsets, lengths, maxes, kernel=''): score_panels for pages stored "
+     "row-major as float16 [n, dim] (e.g. a memory-mapped shard); offsets and lengths in rows. Releases the GIL."},
     {NULL, NULL, 0, NULL},
 };
 

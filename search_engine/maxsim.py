@@ -189,9 +189,9 @@ class _Workspace(threading.local):
 class MaxSimScorer:
     """Exact MaxSim of query batches against the pages of a multi-shard corpus (all of them, or a chosen few).
 
-    `use_kernel`: None picks the fused kernel where it is available for a resident copy (with "mmap" residency the
-    torch path is faster: re-laying pages out as panels on every call costs more than the kernel saves), False
-    forces the torch path, True requires the kernel (RuntimeError where it is not built or the CPU cannot run it).
+    `use_kernel`: None picks the fused kernel where it is available (on a resident copy it reads panels; on the
+    memory-mapped shards it reads the rows as written, transposing one tile at a time in L1), False forces the
+    torch path, True requires the kernel (RuntimeError where it is not built or the CPU cannot run it).
     `kernel` names which fused kernel to use (one of `available_kernels()`; None: the fastest)."""
 
     def __init__(
@@ -228,7 +228,7 @@ class MaxSimScorer:
                 )
         self.dim = dims.pop() if dims else 0
         self.residency = residency
-        self.uses_kernel = kernel_available() and residency != "mmap" if use_kernel is None else bool(use_kernel)
+        self.uses_kernel = kernel_available() if use_kernel is None else bool(use_kernel)
         # The fused kernel in use ("" without one).
         self.kernel = (kernel or available_kernels()[0]) if self.uses_kernel else ""
         self._page_shard, self._page_token_start, self._page_len = page_layout(token_counts)
@@ -240,6 +240,9 @@ class MaxSimScorer:
         self._pool = _shared_pool(self._num_threads) if self._num_threads > 1 else None
         self._workspace = _Workspace()
         self._shards = [as_torch_readonly(s) for s in shards]
+        # The rows the kernel reads in "mmap" residency (views of fp16 shards; other dtypes are converted once).
+        kernel_rows = self.uses_kernel and residency == "mmap"
+        self._shard_arrays = [np.ascontiguousarray(s, dtype=np.float16) for s in shards] if kernel_rows else []
         self._resident: torch.Tensor | None = None
         self._resident_array: np.ndarray | None = None
         self._shard_offset = np.concatenate([[0], np.cumsum([s.shape[0] for s in shards])]).astype(np.int64)
@@ -249,7 +252,7 @@ class MaxSimScorer:
             pieces = split_runs(self._runs, lambda length: max(1, CONVERT_BLOCK_TOKENS // length))
             self._parallel(self._make_resident, [(run, 0) for run in pieces])
             self._resident_array = self._resident.numpy()
-            self._shards = []  # the resident copy replaces the memory maps
+            self._shards, self._shard_arrays = [], []  # the resident copy replaces the memory maps
 
     @property
     def resident_bytes(self) -> int:
@@ -318,22 +321,26 @@ class MaxSimScorer:
                 self.kernel,
             )
             return
-        for run, row in runs:
-            tiles = -(-run.page_len // PANEL_LANES)
-            panel_size = tiles * PANEL_LANES * self.dim
-            panels = self._workspace.buffer("panels", run.num_pages * panel_size, torch.float16)
-            write_panels(self._run_vectors(run), panels.view(run.num_pages, tiles, self.dim, PANEL_LANES))
-            _kernel.score_panels(
+        # Memory-mapped shards: the kernel reads the rows as written (one call per shard touched by the runs).
+        first = 0
+        while first < len(runs):
+            last = first
+            while last + 1 < len(runs) and runs[last + 1][0].shard == runs[first][0].shard:
+                last += 1
+            part = runs[first : last + 1]
+            pages = np.concatenate([np.arange(run.page_start, run.page_start + run.num_pages) for run, _ in part])
+            row = part[0][1]
+            _kernel.score_rows(
                 query_t,
                 vectors,
                 self.dim,
-                panels.numpy(),
-                True,
-                np.arange(run.num_pages, dtype=np.int64) * panel_size,
-                np.full(run.num_pages, run.page_len, dtype=np.int64),
-                maxes[row : row + run.num_pages],
+                self._shard_arrays[part[0][0].shard],
+                self._page_token_start[pages],
+                self._page_len[pages],
+                maxes[row : row + len(pages)],
                 self.kernel,
             )
+            first = last + 1
 
     def _parallel(self, work, items: list[tuple[PageRun, int]]) -> None:
         """Run work(items) over contiguous slices of (run, row) items of about equal cost, one slice per worker."""
@@ -356,7 +363,7 @@ class MaxSimScorer:
     def _pages_per_item(self, vectors: int):
         def pages_per_item(length: int) -> int:
             if self.uses_kernel:
-                return KERNEL_ITEM_PAGES if self._resident is not None else CONVERT_BLOCK_TOKENS // length
+                return KERNEL_ITEM_PAGES
             by_product = PRODUCT_BLOCK_FLOATS // (vectors * length)
             converts = self._resident is None or self._resident.dtype != torch.float32
             by_input = CONVERT_BLOCK_TOKENS // length if converts else by_product

@@ -99,6 +99,9 @@ def test_kernel_refuses_pages_outside_its_buffer():
         maxsim._kernel.score_panels(query_t, 2, dim, panels, True, np.zeros(1, np.int64), lengths, maxes[:, :1])
     with pytest.raises(ValueError, match="'sse9' is not compiled in"):
         maxsim._kernel.score_panels(query_t, 2, dim, panels, True, np.zeros(1, np.int64), lengths, maxes, "sse9")
+    rows = np.zeros((16, dim), dtype=np.float16)  # 16 vectors, row-major: page 0 claims 17
+    with pytest.raises(ValueError, match="page 0 lies outside the rows"):
+        maxsim._kernel.score_rows(query_t, 2, dim, rows, np.zeros(1, np.int64), lengths, maxes)
     with pytest.raises(RuntimeError, match="'sse9' is not available here"):
         MaxSimScorer([panels.reshape(-1, dim)], [[PANEL_LANES]], kernel="sse9")
 
@@ -116,13 +119,13 @@ def test_without_the_kernel_the_torch_path_scores_and_requiring_it_fails(monkeyp
         MaxSimScorer([shard], [[17, 3]], use_kernel=True)
 
 
-def test_automatic_choice_uses_the_kernel_for_resident_copies_only():
+def test_automatic_choice_uses_the_kernel_in_every_residency():
     shard, _ = _corpus(np.random.default_rng(4), [3], 8)
     chosen = {
         residency: MaxSimScorer([shard], [[3]], residency=residency).uses_kernel
         for residency in ("fp16", "fp32", "mmap")
     }
-    assert chosen == {"fp16": kernel_available(), "fp32": kernel_available(), "mmap": False}
+    assert chosen == {"fp16": kernel_available(), "fp32": kernel_available(), "mmap": kernel_available()}
 
 
 def _build_and_run_check(compiler: str, tmp_path: Path, runner: list[str], extra: list[str]) -> str:
