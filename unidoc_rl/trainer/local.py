@@ -130,6 +130,12 @@ def _to_batch(items: list[dict]) -> DataProto:
     return DataProto.from_single_dict(collate_fn(items))
 
 
+def _ground_truth(output: DataProto, row: int) -> dict | None:
+    """The row's ground truth (reference answer, gold pages and boxes), for the trajectory log and the viewer."""
+    reward_model = output.non_tensor_batch.get("reward_model")
+    return None if reward_model is None else reward_model[row].get("ground_truth")
+
+
 def within_group_std(scores: torch.Tensor, groups) -> float:
     """Mean over GRPO groups of the rewards' standard deviation: 0 means no group carries a learning signal."""
     spreads = [float(scores[torch.as_tensor(groups == group)].std(unbiased=False)) for group in dict.fromkeys(groups)]
@@ -456,9 +462,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def _ground_truth(output: DataProto, row: int) -> dict | None:
-    """The row's ground truth (reference answer, gold pages and boxes), for the trajectory log and the viewer."""
-    reward_model = output.non_tensor_batch.get("reward_model")
-    return None if reward_model is None else reward_model[row].get("ground_truth")
