@@ -165,9 +165,11 @@ def test_the_sft_checkpoint_rolls_out_through_the_grpo_agent_loop(sft_checkpoint
     questions = [sample["query"] for sample in samples[:3]]
     tuned, output = rollout(sft_checkpoint, search_url, questions)
     base, _ = rollout(tiny_policy_path(), search_url, questions)
-    # Every SFT trajectory opens the way the teacher's do; the untrained policy's never do.
-    assert all(episode.turns[0].text.startswith("<think>") for episode in tuned)
-    assert not any(episode.turns[0].text.startswith("<think>") for episode in base)
+    # Every SFT trajectory opens with the teacher's opening tags (`<think>…</think><search>`; a short SFT sometimes
+    # drops the think); the untrained policy's never do.
+    openings = ("<think>", "<search>")
+    assert all(episode.turns[0].text.startswith(openings) for episode in tuned)
+    assert not any(episode.turns[0].text.startswith(openings) for episode in base)
     for row, episode in enumerate(tuned):
         assert 1 <= episode.num_turns <= 2 and episode.question == questions[row]
         mask = output.batch["response_mask"][row].bool()
