@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +12,9 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_res
 
 from unidoc_rl.engine.local_engine import LocalEngine
 from unidoc_rl.episode import ActionKind, FinishReason
+from unidoc_rl.testing.sample_corpus import index_sample_corpus
 from unidoc_rl.testing.serving import ThreadedUvicorn
 
-CORPUS = Path(__file__).resolve().parents[2] / "examples" / "corpus"
 QUESTIONS = [
     "What dividend per share does the Northwind Energy board propose for 2023?",
     "What round-trip efficiency did the Lakeside battery study measure over twelve months?",
@@ -32,13 +30,10 @@ def serve(app):
 
 @pytest.fixture(scope="module")
 def search_service(tmp_path_factory):
-    from search_engine.ingestion import IngestConfig, ingest
     from search_engine.search_engine_api import ServiceConfig, create_app
 
-    corpus = tmp_path_factory.mktemp("corpus")
-    for name in ("northwind_annual_report_2023.pdf", "lakeside_battery_study.pdf", "city_water_survey.pdf"):
-        shutil.copy(CORPUS / name, corpus / name)
-    ingest(IngestConfig(dataset_dir=corpus, backend="bm25", dpi=72, progress=False))
+    names = ("northwind_annual_report_2023.pdf", "lakeside_battery_study.pdf", "city_water_survey.pdf")
+    corpus = index_sample_corpus(tmp_path_factory.mktemp("corpus"), names)
     with serve(create_app(ServiceConfig(dataset_dir=str(corpus)))) as url:
         yield url
 

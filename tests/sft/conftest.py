@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from unidoc_rl.testing.sample_corpus import index_sample_corpus
 from unidoc_rl.testing.scripted_teacher import ScriptedTeacher
 from unidoc_rl.testing.serving import ThreadedUvicorn
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CORPUS = REPO_ROOT / "examples" / "corpus"
 SAMPLES_JSON = REPO_ROOT / "examples" / "samples.json"
 TINY_PIXELS = ("--min-pixels", "6272", "--max-pixels", "50176")
 """The tiny policy's processor budget (8*28*28 .. 64*28*28): the display budget its agent loop uses."""
@@ -26,13 +25,7 @@ def samples() -> list[dict]:
 
 @pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory) -> Path:
-    from search_engine.ingestion import IngestConfig, ingest
-
-    corpus = tmp_path_factory.mktemp("sft_corpus")
-    for pdf in sorted(CORPUS.glob("*.pdf")):
-        shutil.copy(pdf, corpus / pdf.name)
-    ingest(IngestConfig(dataset_dir=corpus, backend="bm25", dpi=72, progress=False))
-    return corpus
+    return index_sample_corpus(tmp_path_factory.mktemp("sft_corpus"))
 
 
 @pytest.fixture(scope="session")

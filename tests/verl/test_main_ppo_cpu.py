@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from unidoc_rl.testing.sample_corpus import index_sample_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -29,18 +30,13 @@ STEP_LINE = re.compile(r"^(?:\x1b\[[0-9;]*m)?(?:\(TaskRunnerV1 pid=\d+\)(?:\x1b\
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory):
-    from search_engine.ingestion import IngestConfig, ingest
     from search_engine.search_engine_api import ServiceConfig, create_app
     from unidoc_rl.data.prepare import main as prepare_main
     from unidoc_rl.testing.scripted_llm_server import ScriptedLLMServer, exact_match_judge
     from unidoc_rl.testing.serving import ThreadedUvicorn
 
     root = tmp_path_factory.mktemp("main_ppo")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    for pdf in (REPO_ROOT / "examples/corpus").glob("*.pdf"):
-        shutil.copy(pdf, corpus / pdf.name)
-    ingest(IngestConfig(dataset_dir=corpus, backend="bm25", dpi=72, progress=False))
+    corpus = index_sample_corpus(root / "corpus")
     prepare_main(
         [
             "--samples",

@@ -11,7 +11,6 @@ reads them; the test reads them from there too.
 from __future__ import annotations
 
 import functools
-import shutil
 import sys
 import time
 import uuid
@@ -23,10 +22,11 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from unidoc_rl.testing.sample_corpus import index_sample_corpus
+
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CORPUS = REPO_ROOT / "examples" / "corpus"
 SAMPLES = REPO_ROOT / "examples" / "samples.json"
 GROUP = 2
 WON, LOST = "nw-asia-2023", "lb-summer-cycles"
@@ -57,13 +57,7 @@ def scripted_engine(policy_path: str, replies: dict[str, list[str]]):
 
 @pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory) -> Path:
-    from search_engine.ingestion import IngestConfig, ingest
-
-    corpus = tmp_path_factory.mktemp("corpus")
-    for pdf in CORPUS.glob("*.pdf"):
-        shutil.copy(pdf, corpus / pdf.name)
-    ingest(IngestConfig(dataset_dir=corpus, backend="bm25", dpi=72, progress=False))
-    return corpus
+    return index_sample_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.fixture(scope="module")
