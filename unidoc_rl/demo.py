@@ -165,9 +165,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     from unidoc_rl.testing.scripted_llm_server import ScriptedLLMServer, exact_match_judge
     from unidoc_rl.testing.scripted_teacher import ScriptedTeacher
-    from unidoc_rl.testing.tiny_models import tiny_policy_path
+    from unidoc_rl.testing.tiny_models import DEMO_POLICY, tiny_policy_path
 
-    tiny = str(tiny_policy_path())
+    tiny = str(tiny_policy_path(spec=DEMO_POLICY))
     logger.info("1/6 render and index %s; serve search", REPO_ROOT / "examples/corpus")
     commands.run(
         [python, "search_engine/ingestion.py", "--dataset_dir", str(REPO_ROOT / "examples/corpus"),

@@ -7,7 +7,8 @@ from verl.utils.config import omega_conf_to_dataclass
 
 from unidoc_rl.jsonl import JsonlLog, read_jsonl
 from unidoc_rl.trainer.grpo import grpo_advantages, policy_objective, token_level_rewards
-from unidoc_rl.trainer.local import compose_config, within_group_std
+from unidoc_rl.rewards.groups import within_group_std
+from unidoc_rl.trainer.local import compose_config
 
 
 @pytest.fixture(scope="module")
@@ -111,5 +112,5 @@ def test_policy_inputs_trim_shared_padding_and_need_no_images():
 
 def test_within_group_std_is_zero_only_without_a_learning_signal():
     groups = np.array(["1-0", "1-0", "1-1", "1-1"], dtype=object)
-    assert within_group_std(torch.tensor([1.0, 0.0, 0.5, 0.5]), groups) == pytest.approx(0.25)
-    assert within_group_std(torch.tensor([0.3, 0.3, 0.0, 0.0]), groups) == 0.0
+    assert within_group_std([1.0, 0.0, 0.5, 0.5], groups) == pytest.approx(0.25)
+    assert within_group_std([0.3, 0.3, 0.0, 0.0], groups) == 0.0

@@ -12,7 +12,7 @@ from verl.workers.rollout.replica import TokenOutput
 
 from unidoc_rl.agent.verl_worker import VersionRecordingClient, _trajectory_versions, stamp_versions
 from unidoc_rl.episode import ActionKind, CropStep, EpisodeRecord, SearchStep
-from unidoc_rl.verl_plugin.metrics import rollout_metrics
+from unidoc_rl.verl_plugin.metrics import group_spread_metrics, rollout_metrics
 
 
 def episode(turns: int, invalid: int, crops: int, answer: str | None, forced: bool, failed_searches: int):
@@ -48,6 +48,16 @@ def test_rollout_metrics_average_components_and_episode_behaviour():
     assert metrics["unidoc/agent/answered"] == 1.0 and metrics["unidoc/agent/forced_answers"] == 0.5
     assert metrics["unidoc/agent/searches"] == 2.0 and metrics["unidoc/agent/search_failures"] == 1.0
     assert rollout_metrics([]) == {}
+
+
+def test_group_spread_groups_trajectories_by_prompt_uid():
+    keys = ["p1_0_0", "p1_1_0", "p2_0_0", "p2_1_0", "p3_0_0"]
+    rows = [{"reward_extra_info": {"score": value}} for value in (1.0, 0.0, 0.3, 0.3)] + [{"reward_extra_info": {}}]
+    # p1 spreads 0.5, p2 none; p3 has no score and is left out.
+    assert group_spread_metrics(keys, rows) == {"unidoc/reward/std_within_groups": pytest.approx(0.25)}
+    same_scores = [{"reward_extra_info": {"score": 0.3}}] * 4
+    assert group_spread_metrics(keys[:4], same_scores) == {"unidoc/reward/std_within_groups": 0.0}
+    assert group_spread_metrics([], []) == {}
 
 
 class VersionedServer:

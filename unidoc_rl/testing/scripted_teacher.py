@@ -201,7 +201,7 @@ class ScriptedTeacher:
     # --- roles ---------------------------------------------------------------------------------------------------
 
     def _plan(self, sample: GoldSample, text: str) -> dict:
-        return {"think": f"I need to find where the {sample.document} states this.", "search": sample.query}
+        return {"think": "I need to find the page that answers this.", "search": sample.query}
 
     def _rerank(self, sample: GoldSample, text: str) -> dict:
         listed = [(int(position), page, int(rank)) for position, page, rank in _IMAGE_PAGE.findall(text)]

@@ -90,10 +90,15 @@ class TinyModelSpec:
     min_pixels: int = 8 * 28 * 28
     max_pixels: int = 64 * 28 * 28
     max_position_embeddings: int = 8192
+    vocabulary_samples: str | None = None
+    """Unified samples (a JSON file, relative to the repository) whose questions and answers join the tokenizer's
+    training text, so that a corpus's words tokenize compactly, as they do with Qwen's own 150k-token vocabulary."""
 
     def fingerprint(self) -> str:
-        payload = json.dumps({"kind": self.kind, "format": 2, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+        payload = {"kind": self.kind, "format": 2, **asdict(self)}
+        if self.vocabulary_samples:
+            payload["vocabulary_sha256"] = hashlib.sha256(_repo_path(self.vocabulary_samples).read_bytes()).hexdigest()
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,29 @@ class TinyPolicySpec(TinyModelSpec):
 @dataclass(frozen=True)
 class TinyRetrieverSpec(TinyModelSpec):
     kind: ClassVar[str] = "retriever"
+
+
+DEMO_POLICY = TinyPolicySpec(
+    vocab_size=2048,
+    hidden_size=256,
+    intermediate_size=512,
+    num_hidden_layers=4,
+    num_attention_heads=8,
+    num_key_value_heads=4,
+    vocabulary_samples="examples/samples.json",
+)
+"""The policy `make demo` trains: big enough to learn the action grammar from the bundled corpus's trajectories in a
+few CPU minutes, with a vocabulary that knows the corpus's words."""
+
+
+def _repo_path(relative: str) -> Path:
+    return Path(__file__).resolve().parents[2] / relative
+
+
+def _sample_text(relative: str, repeats: int = 10) -> list[str]:
+    """The samples' questions and answers, repeated so that their words outrank the generated sentences' pairs."""
+    samples = json.loads(_repo_path(relative).read_text())
+    return [f"{sample['query']} <answer>{sample['reference_answer']}</answer>" for sample in samples] * repeats
 
 
 def default_cache_dir() -> Path:
@@ -131,8 +159,9 @@ def _tokenizer_training_text(seed: int, lines: int = 4000) -> list[str]:
     return text
 
 
-def build_tokenizer(vocab_size: int, seed: int):
-    """A byte-level BPE trained locally, with Qwen's special tokens and the Qwen2.5-VL chat template."""
+def build_tokenizer(vocab_size: int, seed: int, extra_text: list[str] = ()):
+    """A byte-level BPE trained locally (on `extra_text` too), with Qwen's special tokens and the Qwen2.5-VL chat
+    template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -144,7 +173,7 @@ def build_tokenizer(vocab_size: int, seed: int):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(_tokenizer_training_text(seed), trainer=trainer)
+    bpe.train_from_iterator(_tokenizer_training_text(seed) + list(extra_text), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         eos_token="<|im_end|>",
@@ -222,7 +251,8 @@ def build_tiny_policy(out_dir: Path, spec: TinyPolicySpec = TinyPolicySpec()) ->
 
     from unidoc_rl.compat import policy_processor_class
 
-    tokenizer = build_tokenizer(spec.vocab_size, spec.seed)
+    extra_text = _sample_text(spec.vocabulary_samples) if spec.vocabulary_samples else []
+    tokenizer = build_tokenizer(spec.vocab_size, spec.seed, extra_text)
     special = _special_ids(tokenizer)
     config = Qwen2_5_VLConfig(
         text_config=_text_config(spec, tokenizer, special),

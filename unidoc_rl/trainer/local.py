@@ -31,6 +31,7 @@ from verl.protocol import DataProto
 
 from unidoc_rl.episode import EpisodeRecord
 from unidoc_rl.jsonl import JsonlLog
+from unidoc_rl.rewards.groups import within_group_std
 from unidoc_rl.settings_keys import reject_unknown_keys
 from unidoc_rl.trainer.checkpoint import (
     TrainerState,
@@ -134,12 +135,6 @@ def _ground_truth(output: DataProto, row: int) -> dict | None:
     """The row's ground truth (reference answer, gold pages and boxes), for the trajectory log and the viewer."""
     reward_model = output.non_tensor_batch.get("reward_model")
     return None if reward_model is None else reward_model[row].get("ground_truth")
-
-
-def within_group_std(scores: torch.Tensor, groups) -> float:
-    """Mean over GRPO groups of the rewards' standard deviation: 0 means no group carries a learning signal."""
-    spreads = [float(scores[torch.as_tensor(groups == group)].std(unbiased=False)) for group in dict.fromkeys(groups)]
-    return sum(spreads) / len(spreads) if spreads else 0.0
 
 
 def _mean(values) -> float:
@@ -359,7 +354,7 @@ class LocalTrainer:
         self.global_step = step
         episode_metrics, episodes = self._episode_metrics(output, scores, components, "train")
         metrics.update(episode_metrics)
-        metrics["train/reward_std_within_groups"] = within_group_std(scores, groups)
+        metrics["train/reward_std_within_groups"] = within_group_std(scores.tolist(), list(groups))
         metrics.update(
             {
                 "timing/rollout_s": rollout_s,

@@ -13,6 +13,7 @@ from numbers import Real
 import numpy as np
 
 from unidoc_rl.episode import EpisodeRecord
+from unidoc_rl.rewards.groups import within_group_std
 
 PREFIX = "unidoc"
 
@@ -54,3 +55,16 @@ def rollout_metrics(extra_fields: Iterable[Mapping | None], prefix: str = PREFIX
     infos = [row["reward_extra_info"] for row in rows if isinstance(row.get("reward_extra_info"), Mapping)]
     episodes = [EpisodeRecord.from_dict(row["episode"]) for row in rows if isinstance(row.get("episode"), Mapping)]
     return {**reward_component_metrics(infos, prefix), **agent_metrics(episodes, prefix)}
+
+
+def group_spread_metrics(keys: Iterable[str], extra_fields: Iterable[Mapping | None], prefix: str = PREFIX) -> dict:
+    """`{prefix}/reward/std_within_groups`: the mean over the step's GRPO groups of the total reward's spread.
+    Trajectory keys are verl's `{prompt uid}_{session}_{index}`; a group is one prompt uid, as in verl's replay
+    buffer. Trajectories without a `score` component are left out."""
+    scores, groups = [], []
+    for key, row in zip(keys, extra_fields, strict=True):
+        info = row.get("reward_extra_info") if isinstance(row, Mapping) else None
+        if isinstance(info, Mapping) and isinstance(info.get("score"), Real):
+            scores.append(float(info["score"]))
+            groups.append(str(key).split("_")[0])
+    return {f"{prefix}/reward/std_within_groups": within_group_std(scores, groups)} if scores else {}

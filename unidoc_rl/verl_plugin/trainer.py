@@ -1,8 +1,8 @@
 """verl's synchronous V1 trainer with the project's per-step metrics, selected by `trainer.v1.trainer_mode`.
 
 `trainer.v1.trainer_mode=unidoc_sync` runs verl's `PPOTrainerSync` unchanged (the same replay buffer, DAPO group
-filtering, weight sync) and adds, every training step, the reward components and agent metrics of the step's
-trajectories (unidoc_rl/verl_plugin/metrics.py) to what verl logs. verl compares the mode name with its own in many
+filtering, weight sync) and adds, every training step, the reward components, the reward's spread within GRPO groups and the agent
+metrics of the step's trajectories (unidoc_rl/verl_plugin/metrics.py) to what verl logs. verl compares the mode name with its own in many
 places, so the trainer hands verl its own name ("sync") before verl reads the config.
 """
 
@@ -12,7 +12,7 @@ import transfer_queue as tq
 from omegaconf import DictConfig, open_dict
 from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
 
-from unidoc_rl.verl_plugin.metrics import rollout_metrics
+from unidoc_rl.verl_plugin.metrics import group_spread_metrics, rollout_metrics
 
 TRAINER_MODE = "unidoc_sync"
 VERL_MODE = "sync"
@@ -30,7 +30,9 @@ class UniDocSyncTrainer(PPOTrainerSync):
         keys = [key for key, tag in zip(batch.keys, batch.tags, strict=True) if not tag.get("is_padding", False)]
         if keys:
             data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=["uid", "extra_fields"])
-            metrics.update(rollout_metrics(column_values(data["extra_fields"], len(keys))))
+            extra_fields = column_values(data["extra_fields"], len(keys))
+            metrics.update(rollout_metrics(extra_fields))
+            metrics.update(group_spread_metrics(keys, extra_fields))
         return batch
 
 
