@@ -10,7 +10,9 @@
 #
 #   VERL_PLATFORM=cpu MODEL_PATH=tiny TRAIN_FILE=... VAL_FILE=... SEARCH_URL=... JUDGE_URL=... bash scripts/train.sh
 #
-# Every argument is passed through to Hydra as an override. DRY_RUN=1 prints the composed config instead of training.
+# EXPERIMENT names a recipe under configs/experiment/ (e.g. EXPERIMENT=dapo; on CPU it replaces `cpu`, so it must
+# compose it, as demo_cpu does). Every argument is passed through to Hydra as an override. DRY_RUN=1 prints the
+# composed config instead of training.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +25,10 @@ JUDGE_MODEL="${JUDGE_MODEL:-judge}"
 PYTHON="${PYTHON:-python}"
 experiment=()
 if [[ "${VERL_PLATFORM:-}" == "cpu" ]]; then
-  experiment=("+experiment=cpu")
+  experiment=("+experiment=${EXPERIMENT:-cpu}")
   N_GPUS="${N_GPUS:-1}"
+elif [[ -n "${EXPERIMENT:-}" ]]; then
+  experiment=("+experiment=$EXPERIMENT")
 fi
 N_GPUS="${N_GPUS:-8}"
 NNODES="${NNODES:-1}"

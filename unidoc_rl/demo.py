@@ -7,8 +7,9 @@
    scripted teacher), exports them for LLaMA-Factory, and fine-tunes the tiny policy in LLaMA-Factory's own
    environment (.venv-sft);
 3. evaluates the SFT checkpoint with the evaluation harness (held-out samples, and the training samples);
-4. trains the SFT checkpoint with GRPO (the local trainer: verl's agent loop, the dense reward, verl's losses),
-   answers judged by the scripted judge;
+4. trains the SFT checkpoint with GRPO through verl's own trainer (`scripts/train.sh` with VERL_PLATFORM=cpu: Ray,
+   FSDP2 on gloo, the project's agent loop and dense reward), answers judged by the scripted judge, and adds the
+   processor files to its Hugging Face checkpoint;
 5. evaluates the untrained policy and the GRPO checkpoint the same way, and builds the viewer's static sites;
 6. prints one table (the evaluation harness's own figures) and the paths of everything it wrote.
 
@@ -48,6 +49,14 @@ TABLE_COLUMNS = (
     ("mean reward", ("reward", "score")),
 )
 """Columns of the final table: (title, path into an evaluation's summary.json `overall`)."""
+GRPO_STEP_METRICS = {
+    "reward": "critic/score/mean",
+    "reward_std_within_groups": "unidoc/reward/std_within_groups",
+    "advantage_max": "critic/advantages/max",
+    "pg_loss": "actor/pg_loss",
+    "grad_norm": "actor/grad_norm",
+}
+"""What the demo reports of every GRPO step: its name → verl's metric."""
 logger = logging.getLogger("unidoc_rl.demo")
 
 
@@ -147,8 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out_dir", type=Path, default=REPO_ROOT / "outputs/demo", help="everything is written here")
     parser.add_argument("--fresh", action="store_true", help="delete --out_dir first (otherwise stages resume)")
-    parser.add_argument("--sft-epochs", type=float, default=8.0, help="LLaMA-Factory epochs over the trajectories")
-    parser.add_argument("--sft-lr", type=float, default=1.0e-2, help="SFT learning rate (the tiny policy's)")
+    parser.add_argument("--sft-epochs", type=float, default=24.0, help="LLaMA-Factory epochs over the trajectories")
+    parser.add_argument("--sft-lr", type=float, default=1.0e-3, help="SFT learning rate (the tiny policy's)")
     parser.add_argument("--steps", type=int, default=4, help="GRPO steps")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the GRPO trainer")
     args = parser.parse_args(argv)
@@ -227,16 +236,24 @@ def main(argv: list[str] | None = None) -> dict:
              "--index_dir", str(out / "index"), "--val_size", "4"]
         )  # fmt: skip
         grpo_dir = out / "grpo"
+        grpo_checkpoint = grpo_dir / "checkpoints" / f"global_step_{args.steps}" / "actor" / "huggingface"
+        (grpo_dir / "logs").mkdir(parents=True, exist_ok=True)
+        # verl's file logger starts its file afresh: a finished run is not rerun.
+        if not (grpo_checkpoint / "model.safetensors").exists():
+            commands.run(
+                ["bash", "scripts/train.sh", f"trainer.default_local_dir={grpo_dir / 'checkpoints'}",
+                 f"trainer.rollout_data_dir={grpo_dir / 'rollouts'}",
+                 f"unidoc_trainer.trajectory_log={grpo_dir / 'logs/trajectories.jsonl'}",
+                 f"trainer.total_training_steps={args.steps}", f"trainer.save_freq={args.steps}", *args.overrides],
+                env={"VERL_PLATFORM": "cpu", "EXPERIMENT": EXPERIMENT, "MODEL_PATH": str(sft_checkpoint),
+                     "TRAIN_FILE": str(out / "data/train.parquet"), "VAL_FILE": str(out / "data/val.parquet"),
+                     "SEARCH_URL": search_url, "JUDGE_URL": judge.base_url, "PYTHON": python,
+                     "VERL_FILE_LOGGER_PATH": str(grpo_dir / "logs/metrics.jsonl"), "RAY_DEDUP_LOGS": "0"},
+                log=grpo_dir / "train.log",
+            )  # fmt: skip
         commands.run(
-            [python, "-m", "unidoc_rl.trainer.local", "--experiment", EXPERIMENT,
-             f"actor_rollout_ref.model.path={sft_checkpoint}", f"unidoc_agent.search_url={search_url}",
-             f"reward.reward_kwargs.judge.base_url={judge.base_url}",
-             f"data.train_files={out / 'data/train.parquet'}", f"data.val_files={out / 'data/val.parquet'}",
-             f"local_trainer.total_steps={args.steps}", f"local_trainer.save_freq={args.steps}",
-             f"local_trainer.log_dir={grpo_dir / 'logs'}", f"local_trainer.checkpoint_dir={grpo_dir / 'checkpoints'}",
-             *args.overrides]
-        )  # fmt: skip
-        grpo_checkpoint = grpo_dir / "checkpoints" / f"global_step_{args.steps}" / "model"
+            [python, "-m", "unidoc_rl.trainer.hf_checkpoint", str(grpo_checkpoint), "--base-model", str(sft_checkpoint)]
+        )
 
         logger.info("5/6 evaluate the untrained policy and the GRPO checkpoint; build the viewer")
         runs = {"untrained": evaluate("untrained", tiny, HELDOUT_SAMPLES), **runs}
@@ -280,15 +297,15 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _grpo_steps(metrics_path: Path) -> list[dict]:
-    """Per GRPO step: mean reward, within-group reward spread, loss and gradient norm (from the trainer's log)."""
+    """Per GRPO step: mean reward, within-group reward spread, loss and gradient norm (verl's file-logger lines)."""
     from unidoc_rl.jsonl import read_jsonl
 
-    keys = ("train/reward", "train/reward_std_within_groups", "actor/pg_loss", "actor/grad_norm")
-    return [
-        {"step": line["step"], **{key: line.get(key) for key in keys}}
-        for line in read_jsonl(metrics_path)
-        if "train/reward" in line
-    ]
+    steps = []
+    for line in read_jsonl(metrics_path):
+        data = line.get("data") or {}
+        if "critic/score/mean" in data:
+            steps.append({"step": line["step"], **{name: data.get(key) for name, key in GRPO_STEP_METRICS.items()}})
+    return steps
 
 
 if __name__ == "__main__":

@@ -149,3 +149,20 @@ async def test_the_local_server_loads_synced_weights_and_stamps_their_step(tiny_
         "r0", prompt_ids=tokenizer.encode("hello"), sampling_params={"max_tokens": 2, "temperature": 0}
     )
     assert output.extra_fields["global_steps"] == 7 and 1 <= len(output.token_ids) <= 2
+
+
+def test_trajectory_lines_are_the_viewers_training_log_format():
+    from unidoc_rl.verl_plugin.trainer import trajectory_lines
+
+    record = episode(3, 0, 1, "845", False, 0)
+    rows = [{"episode": record, "reward_extra_info": {"score": 0.7, "format": 1.0}}, {"reward_extra_info": {}}, None]
+    lines = trajectory_lines(5, ["p9_0_0", "p9_1_0", "p9_2_0"], rows)
+    assert lines == [
+        {
+            "step": 5,
+            "group": "p9",
+            "reward": 0.7,
+            "components": {"score": 0.7, "format": 1.0},
+            "episode": record,
+        }
+    ]

@@ -197,6 +197,14 @@ def test_unreadable_metrics_lines_are_counted(tmp_path):
     assert log.series == {"train/reward": [(1.0, 0.5)]} and len(log.bad_lines) == 2
 
 
+def test_verl_file_logger_lines_are_read_as_flat_metrics(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    lines = [{"step": 1, "data": {"critic/score/mean": 0.25, "actor/pg_loss": -0.5}}, {"step": 2, "data": {}}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    log = read_metrics(path)
+    assert log.series == {"critic/score/mean": [(1.0, 0.25)], "actor/pg_loss": [(1.0, -0.5)]} and not log.bad_lines
+
+
 def test_timeline_skips_unrendered_turns_and_reads_records_without_turns(viewer, fixture_run):
     from unidoc_rl.episode import EpisodeRecord, TurnStep
     from unidoc_rl.viewer.timeline import build_timeline

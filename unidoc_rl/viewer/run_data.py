@@ -2,7 +2,8 @@
 
 `metrics.jsonl`: one JSON object per logged step, `step` plus numeric metrics (`train/…`, `val/…`, `actor/…`,
 `timing/…` from the local trainer; verl's own names such as `critic/score/mean` or `response_length/mean` are
-grouped too). Charts are grouped by name pattern; every numeric metric not in a group gets its own chart.
+grouped too). Lines of verl's file logger (`trainer.logger=[file]`: `{"step": N, "data": {...}}`) are read the
+same way. Charts are grouped by name pattern; every numeric metric not in a group gets its own chart.
 
 `summary.json` (one per evaluated checkpoint; several may sit in sub-folders of the run): any nesting of objects,
 where an object with a numeric `accuracy` (or `acc`) is one row (a benchmark, or a category of one) and its path of
@@ -73,6 +74,8 @@ def read_metrics(path: Path) -> MetricsLog:
             except json.JSONDecodeError as error:
                 log.bad_lines.append(f"line {number}: {error}")
                 continue
+            if isinstance(line, dict) and isinstance(line.get("data"), dict):  # verl's file logger
+                line = {**line["data"], "step": line.get("step")}
             step = line.get("step") if isinstance(line, dict) else None
             if not isinstance(step, int | float) or isinstance(step, bool):
                 log.bad_lines.append(f"line {number}: no numeric `step`")
