@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -66,14 +67,47 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+VERL_PROGRESS = re.compile(r"Training Progress|step:\d+ - ")
+"""Lines of verl's output that tell how far training is."""
+PROGRESS_EVERY_S = 20.0
+"""While a stage's output goes to its log, the log's latest line is shown this often."""
+
+
+def last_progress_line(log: Path, pattern: re.Pattern | None = None, width: int = 160) -> str:
+    """The last non-empty line of a log that matches `pattern` (any, without one), progress bars included (they
+    redraw with carriage returns)."""
+    with open(log, "rb") as handle:
+        handle.seek(max(0, log.stat().st_size - 65536))
+        tail = handle.read().decode("utf-8", errors="replace")
+    fragments = [part.strip() for part in tail.replace("\r", "\n").split("\n") if part.strip()]
+    fragments = [part for part in fragments if pattern is None or pattern.search(part)]
+    return fragments[-1][:width] if fragments else "(starting)"
+
+
 class Commands:
     """Runs each stage's command as a subprocess and records it in commands.sh, so any stage can be rerun alone."""
 
     def __init__(self, path: Path):
         self.path = path
-        path.write_text("#!/usr/bin/env bash\n# The commands `make demo` ran, in order (services on loopback ports).\n")
+        path.write_text(
+            "#!/usr/bin/env bash\n# The commands `make demo` ran, in order. To rerun a stage alone, start the services"
+            " it names first (the lines marked `service`, on the same loopback ports).\n"
+        )
 
-    def run(self, command: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> None:
+    def service(self, command: list[str]) -> None:
+        """Records a service the following stages talk to (started by the demo itself)."""
+        with open(self.path, "a") as handle:
+            handle.write(f"# service: {shlex.join(command)} &\n")
+
+    def run(
+        self,
+        command: list[str],
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+        progress: re.Pattern | None = None,
+    ) -> None:
+        """Runs `command`; with `log`, its output goes there and the log's latest line (matching `progress`, when
+        given) is shown every PROGRESS_EVERY_S seconds."""
         prefix = " ".join(f"{key}={shlex.quote(value)}" for key, value in (env or {}).items())
         line = (prefix + " " if prefix else "") + shlex.join(command)
         with open(self.path, "a") as handle:
@@ -83,11 +117,23 @@ class Commands:
             subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, **(env or {})}, check=True)
             return
         with open(log, "w") as handle:
-            done = subprocess.run(
+            process = subprocess.Popen(
                 command, cwd=REPO_ROOT, env={**os.environ, **(env or {})}, stdout=handle, stderr=subprocess.STDOUT
             )
-        if done.returncode != 0:
-            raise SystemExit(f"{command[1]} failed ({done.returncode}); see {log}")
+            while process.poll() is None:
+                try:
+                    process.wait(timeout=PROGRESS_EVERY_S)
+                except subprocess.TimeoutExpired:
+                    logger.info("%s: %s", log.name, last_progress_line(log, progress))
+        if process.returncode != 0:
+            raise SystemExit(f"{command[1]} failed ({process.returncode}); see {log}")
+
+
+def search_service_command(index_dir: Path, pages_dir: Path, port: int) -> list[str]:
+    return [
+        sys.executable, "search_engine/search_engine_api.py", "--index_dir", str(index_dir), "--pages_dir",
+        str(pages_dir), "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
 
 
 @contextmanager
@@ -96,13 +142,10 @@ def search_service(index_dir: Path, pages_dir: Path, log_path: Path, timeout_s: 
     from search_engine.client import SearchClient, SearchError
 
     port = free_port()
-    command = [
-        sys.executable, str(REPO_ROOT / "search_engine/search_engine_api.py"), "--index_dir", str(index_dir),
-        "--pages_dir", str(pages_dir), "--host", "127.0.0.1", "--port", str(port),
-    ]  # fmt: skip
+    command = search_service_command(index_dir, pages_dir, port)
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
         try:
             client = SearchClient(url, timeout=2.0, retries=0)
             deadline = time.monotonic() + timeout_s
@@ -187,6 +230,12 @@ def main(argv: list[str] | None = None) -> dict:
         search_url = services.enter_context(search_service(out / "index", out / "pages", out / "search_service.log"))
         teacher = services.enter_context(ScriptedTeacher(train_samples))
         judge = services.enter_context(ScriptedLLMServer(exact_match_judge()))
+        commands.service(search_service_command(out / "index", out / "pages", int(search_url.rsplit(":", 1)[1])))
+        commands.service(
+            [python, "-m", "unidoc_rl.testing.scripted_teacher", "--samples", str(TRAIN_SAMPLES), "--port",
+             str(teacher.server.port)]
+        )  # fmt: skip
+        commands.service([python, "-m", "unidoc_rl.testing.scripted_llm_server", "--port", str(judge.port)])
 
         logger.info("2/6 teacher trajectories, LLaMA-Factory export, SFT of the tiny policy")
         sft_dir = out / "sft"
@@ -250,6 +299,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "SEARCH_URL": search_url, "JUDGE_URL": judge.base_url, "PYTHON": python,
                      "VERL_FILE_LOGGER_PATH": str(grpo_dir / "logs/metrics.jsonl"), "RAY_DEDUP_LOGS": "0"},
                 log=grpo_dir / "train.log",
+                progress=VERL_PROGRESS,
             )  # fmt: skip
         commands.run(
             [python, "-m", "unidoc_rl.trainer.hf_checkpoint", str(grpo_checkpoint), "--base-model", str(sft_checkpoint)]

@@ -24,3 +24,15 @@ def test_table_rows_are_read_from_the_harness_summary():
     assert lines[0].startswith("| policy | format |") and lines[2] == (
         "| after SFT | 0.900 | 0.050 | 0.500 | 0.750 | — | 0.312 | 0.412 |"
     )
+
+
+def test_progress_line_is_the_latest_matching_fragment_of_the_log(tmp_path):
+    import re
+
+    from unidoc_rl.demo import VERL_PROGRESS, last_progress_line
+
+    log = tmp_path / "train.log"
+    log.write_text("warming up\nTraining Progress:  25%| 1/4\rTraining Progress:  50%| 2/4\nRay warning\n")
+    assert last_progress_line(log) == "Ray warning"
+    assert last_progress_line(log, VERL_PROGRESS) == "Training Progress:  50%| 2/4"
+    assert last_progress_line(log, re.compile("never")) == "(starting)"
