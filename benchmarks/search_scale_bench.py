@@ -359,7 +359,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="python of an environment with fast-plaid installed: runs it as a peer in a subprocess",
     )
-    parser.add_argument("--fast_plaid_max_pages", type=int, default=100000, help="largest N fast-plaid runs on")
+    parser.add_argument(
+        "--fast_plaid_max_pages",
+        type=int,
+        default=2000,
+        help="largest N fast-plaid runs on (its build is slow on CPUs)",
+    )
     parser.add_argument("--shard_pages", type=int, default=1000)
     parser.add_argument("--pool_size", type=int, default=DEFAULT_POOL_SIZE)
     parser.add_argument("--resident_max_pages", type=int, default=10000, help="largest N timed with resident copies")
@@ -371,8 +376,16 @@ def main(argv: list[str] | None = None) -> None:
         "--settings",
         type=lambda s: tuple(int(x) for x in s.split(",")),
         nargs="+",
-        default=[(16, 1024, 128), (16, 2048, 256), (32, 4096, 256), (32, 4096, 512)],
-        help="approx settings probe,prefilter,candidates",
+        default=[
+            (2, 512, 128),
+            (4, 1024, 128),
+            (8, 1024, 128),
+            (8, 2048, 256),
+            (16, 2048, 512),
+            (4, 256, 256),
+            (1 << 16, 1024, 128),
+        ],
+        help="approx settings probe,prefilter,candidates (a probe of K or more scores every page from its codes)",
     )
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)

@@ -13,6 +13,9 @@
  * attributes and chosen at run time from what the CPU reports (`kernels()`: "avx512" needs AVX-512F/FMA/F16C,
  * "avx2" needs AVX2/FMA/F16C); the NEON kernel is compiled only on aarch64, where NEON is part of the base
  * architecture. Elsewhere `kernels()` is empty and search uses the torch path.
+ *
+ * Beside them, `centroid_interaction`: the approximate mode's first-stage page scores from 16-bit centroid codes
+ * (see search_engine/ivf.py), AVX2 where the CPU has it, a portable loop elsewhere.
  */
 /* MAXSIM_KERNELS_ONLY: the kernels without the Python module (tests/search/kernel_check.c builds them that way for
  * another architecture and runs them under an emulator). */

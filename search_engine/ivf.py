@@ -2,15 +2,16 @@
 
 A codebook of K centroids is trained (k-means) on a sample of every page's pooled vectors; each pooled vector is
 stored as the 16-bit id of its nearest centroid (`shard-*.ivfNNNNNN.npy`, [pages, pool_size] uint16, 2 bytes per
-pooled vector instead of 256). At open, the codes become inverted lists: centroid -> pages having a pooled vector
-assigned to it. A query vector q_i probes its `probe` best centroids c (by <q_i, c>); a page found in the lists
-of q_i's probed centroids gets, for q_i, the best such centroid score, and every other page the score of q_i's
-best unprobed centroid (an upper bound of what it would have had). The page's approximate score is the sum over
-query vectors: PLAID's centroid interaction, restricted to the probed lists. The `prefilter` best pages go on to
-MaxSim against their pooled vectors and the best of those to exact MaxSim over the full vectors (vector_index.py).
+pooled vector instead of 256). At open, the codes are held in memory and become inverted lists: centroid -> pages
+having a pooled vector assigned to it. A query vector q_i probes its `probe` best centroids (by <q_i, c>); the pages
+in the probed lists are the candidates, each scored from its codes alone: sum over query vectors of the max over
+the page's codes c of <q_i, c> (PLAID's centroid interaction; a [K, query vectors] table of inner products, then
+the C kernel `centroid_interaction` in `_kernel.c`, torch without it). No float vector is read. The `prefilter`
+best pages go on to MaxSim against their pooled vectors and the best of those to exact MaxSim over the full
+vectors (vector_index.py).
 
-The work per query is the probed lists (about Lq * probe * pages * pool_size / K entries) plus a pass over one
-float per page and query vector; the codebook grows with the corpus, so the lists stay short.
+The work per query is the probed lists (about Lq * probe * pages * pool_size / K entries, marked in a bitmap) plus
+pool_size table lookups per candidate page: a few tens of milliseconds for 100,000 pages on one core.
 
 Incremental: `build_ivf` trains a codebook and codes every shard (one manifest commit). Shards committed later by
 ingestion are coded against the same codebook at their commit (`encode_shard`); a shard without codes for the
