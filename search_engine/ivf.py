@@ -57,8 +57,8 @@ logger = logging.getLogger("search_engine.ivf")
 
 IVF_SETTING = "ivf"
 # Centroids probed per query vector, and pages passed from the lists to pooled MaxSim (defaults of SearchSettings).
-DEFAULT_PROBE = 16
-DEFAULT_PREFILTER = 2048
+DEFAULT_PROBE = 8
+DEFAULT_PREFILTER = 8192
 MAX_CENTROIDS = 1 << 16  # codes are uint16
 DEFAULT_ITERATIONS = 8
 # Training sample: this many pooled vectors per centroid (k-means needs a few dozen per cluster).
