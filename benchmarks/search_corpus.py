@@ -15,6 +15,7 @@ perturbed by Gaussian noise and renormalized. So the corpus holds families of re
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,8 @@ class RealCorpus:
     queries: list[np.ndarray]
     query_pages: np.ndarray
     query_texts: list[str]
+    # All pages' vectors back to back (the pages are views into it when loaded from a cache).
+    flat: np.ndarray | None = None
 
 
 def page_texts(pdfs: list[str]) -> list[tuple[str, str]]:
@@ -125,27 +128,55 @@ def build_real_corpus(num_queries: int, seed: int = 0, pdfs: list[str] = DEBIAN_
     return RealCorpus(page_ids, pages, queries, query_pages.astype(np.int64), texts)
 
 
-def near_copy(rng: np.random.Generator, base: np.ndarray, other: np.ndarray, noise: float = 0.25) -> np.ndarray:
-    """A page near `base`: 1/3-2/3 of its vectors from `other`, 10% dropped, Gaussian noise, renormalized."""
-    length = len(base)
-    vectors = base.astype(np.float32)
-    replaced = rng.random(length) < rng.uniform(1 / 3, 2 / 3)
-    vectors[replaced] = other[rng.integers(0, len(other), int(replaced.sum()))]
-    vectors = vectors[rng.random(length) >= 0.1] if length > 20 else vectors
-    vectors = vectors + rng.standard_normal(vectors.shape).astype(np.float32) * (noise / np.sqrt(vectors.shape[1]))
-    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float16)
+# Near-copies are synthesized in blocks of this many pages, each block from its own seeded generator (so a page
+# does not depend on how a caller splits the corpus into shards); noise rows come from a fixed Gaussian bank.
+SYNTH_BLOCK = 1000
+# Changes whenever the synthesis does (cached corpora of another version are rebuilt).
+CORPUS_VERSION = 2
+NOISE_BANK = 1 << 16
+
+
+def near_copies(
+    rng: np.random.Generator, real: RealCorpus, count: int, noise_bank: np.ndarray, noise: float = 0.25
+) -> list[np.ndarray]:
+    """`count` pages, each near a random real page (its base): 1/3-2/3 of its vectors replaced by vectors of
+    another real page, 10% dropped (pages over 20 vectors), Gaussian noise of norm ~`noise`, renormalized.
+    Vectorized over the whole block."""
+    lengths = np.array([len(p) for p in real.pages])
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    flat = real.flat if real.flat is not None else np.concatenate(real.pages)
+    bases, others = rng.integers(0, len(real.pages), (2, count))
+    page_of = np.repeat(np.arange(count), lengths[bases])
+    rows = offsets[bases][page_of] + (
+        np.arange(len(page_of)) - np.repeat(np.cumsum(lengths[bases]) - lengths[bases], lengths[bases])
+    )
+    replaced = rng.random(len(rows)) < rng.uniform(1 / 3, 2 / 3, count)[page_of]
+    other = others[page_of[replaced]]
+    rows[replaced] = offsets[other] + (rng.random(int(replaced.sum())) * lengths[other]).astype(np.int64)
+    kept = (rng.random(len(rows)) >= 0.1) | (lengths[bases] <= 20)[page_of]
+    rows, page_of = rows[kept], page_of[kept]
+    vectors = flat[rows].astype(np.float32)
+    vectors += noise_bank[rng.integers(0, len(noise_bank), len(rows))] * (noise / np.sqrt(vectors.shape[1]))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.split(vectors.astype(np.float16), np.cumsum(np.bincount(page_of, minlength=count))[:-1])
+
+
+@functools.cache
+def noise_bank(seed: int) -> np.ndarray:
+    return np.random.default_rng((seed, 1 << 30)).standard_normal((NOISE_BANK, DIM), dtype=np.float32)
 
 
 def scaled_pages(real: RealCorpus, start: int, stop: int, seed: int = 0) -> list[np.ndarray]:
     """Pages [start, stop) of the scaled corpus: real pages first, then near-copies (deterministic per page)."""
+    bank = noise_bank(seed)
     result = []
-    for index in range(start, stop):
-        if index < len(real.pages):
-            result.append(real.pages[index])
-            continue
-        rng = np.random.default_rng((seed, index))
-        base, other = rng.integers(0, len(real.pages), 2)
-        result.append(near_copy(rng, real.pages[base], real.pages[other]))
+    for block in range(start // SYNTH_BLOCK, (stop - 1) // SYNTH_BLOCK + 1 if stop > start else 0):
+        first = block * SYNTH_BLOCK
+        pages = list(real.pages[first : first + SYNTH_BLOCK])
+        if len(pages) < SYNTH_BLOCK:
+            rng = np.random.default_rng((seed, block))
+            pages += near_copies(rng, real, SYNTH_BLOCK - len(pages), bank)
+        result += pages[max(start, first) - first : stop - first]
     return result
 
 
@@ -156,12 +187,14 @@ def load_or_build_real_corpus(cache: Path | None, num_queries: int, seed: int = 
         if len(data["query_pages"]) == num_queries and int(data["seed"]) == seed:
             bounds = np.cumsum(data["page_lengths"])[:-1]
             qbounds = np.cumsum(data["query_lengths"])[:-1]
+            flat = data["vectors"]
             return RealCorpus(
                 list(data["page_ids"]),
-                np.split(data["vectors"], bounds),
+                np.split(flat, bounds),
                 np.split(data["query_vectors"], qbounds),
                 data["query_pages"],
                 list(data["query_texts"]),
+                flat,
             )
     real = build_real_corpus(num_queries, seed)
     if cache is not None:

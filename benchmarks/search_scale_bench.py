@@ -39,7 +39,7 @@ import unidoc_rl.compat  # noqa: E402, F401  (before colpali-engine)
 
 # isort: split
 from search_bench import measured_matmul_peak_gflops  # noqa: E402
-from search_corpus import DIM, load_or_build_real_corpus, scaled_pages  # noqa: E402
+from search_corpus import CORPUS_VERSION, DIM, load_or_build_real_corpus, scaled_pages  # noqa: E402
 
 from search_engine.ivf import build_ivf  # noqa: E402
 from search_engine.manifest import Manifest, read_manifest, write_manifest  # noqa: E402
@@ -113,6 +113,36 @@ def build_index(index_dir: Path, real, num_pages: int, shard_pages: int, pool_si
         "disk_bytes": sizes,
         "load_1min": load(),
     }
+
+
+def cached_or_built_index(args, index_dir: Path, real, num_pages: int) -> dict:
+    """The build report of an index for these settings: from the cache (`--corpus-dir`) when it holds one, else
+    built (into a clean directory)."""
+    key = {"pages": num_pages, "shard_pages": args.shard_pages, "pool_size": args.pool_size, "corpus": CORPUS_VERSION}
+    report_path = index_dir.with_name(index_dir.name + ".build.json")
+    if args.corpus_dir and report_path.exists() and (index_dir / "manifest.json").exists():
+        cached = json.loads(report_path.read_text())
+        if cached.get("key") == key:
+            return {**cached["build"], "cached": True}
+    shutil.rmtree(index_dir, ignore_errors=True)
+    report_path.unlink(missing_ok=True)
+    build = build_index(index_dir, real, num_pages, args.shard_pages, args.pool_size)
+    report_path.write_text(json.dumps({"key": key, "build": build}))
+    return build
+
+
+def cached_truth(args, index_dir: Path, queries: list[np.ndarray], num_pages: int) -> tuple[np.ndarray, dict]:
+    """Exact top 10 of the queries (the ground truth), from the cache when the queries are the same."""
+    path = index_dir.with_name(index_dir.name + ".truth.npz")
+    stacked = np.concatenate(queries)
+    if args.corpus_dir and path.exists():
+        data = np.load(path, allow_pickle=False)
+        if data["queries"].shape == stacked.shape and np.array_equal(data["queries"], stacked):
+            return data["truth"], {**json.loads(str(data["report"])), "cached": True}
+    truth, report = exact_section(args, index_dir, queries, num_pages)
+    if args.corpus_dir:
+        np.savez(path, queries=stacked, truth=truth, report=json.dumps(report))
+    return truth, report
 
 
 def corpus_arrays(index_dir: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -280,6 +310,31 @@ def qdrant_section(workdir: Path, index_dir: Path, queries, truth, prefetch: int
     return report
 
 
+def fast_plaid_section(args, workdir: Path, index_dir: Path, queries, truth) -> dict:
+    """fast-plaid (its own environment, `--fast-plaid-python`) on the same shards and queries, as a subprocess."""
+    import subprocess
+
+    query_file = workdir / "fast_plaid_queries.npz"
+    np.savez(query_file, vectors=np.concatenate(queries), lengths=np.array([len(x) for x in queries]))
+    command = [
+        args.fast_plaid_python,
+        str(Path(__file__).resolve().parent / "search_fast_plaid_peer.py"),
+        "--index_dir",
+        str(index_dir),
+        "--queries",
+        str(query_file),
+        "--workdir",
+        str(workdir),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-5:]}
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    for setting in report["settings"]:
+        setting["recall_at_10"] = recall(np.array(setting.pop("top10")), truth)
+    return report
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -288,6 +343,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=32)
     parser.add_argument("--workdir", default="/tmp/search_scale_bench", help="index data (removed unless --keep)")
     parser.add_argument("--keep", action="store_true", help="keep the indexes and the embedded corpus cache")
+    parser.add_argument(
+        "--corpus-dir",
+        "--corpus_dir",
+        dest="corpus_dir",
+        default=None,
+        help="cache: the embedded real corpus, each N's index (with its build report) and exact top 10 live here, "
+        "are reused by later runs with the same settings, and are never removed",
+    )
+    parser.add_argument("--build_only", action="store_true", help="build (or find) the indexes, measure nothing")
+    parser.add_argument(
+        "--fast-plaid-python",
+        "--fast_plaid_python",
+        dest="fast_plaid_python",
+        default=None,
+        help="python of an environment with fast-plaid installed: runs it as a peer in a subprocess",
+    )
+    parser.add_argument(
+        "--fast_plaid_max_pages",
+        type=int,
+        default=2000,
+        help="largest N fast-plaid runs on (its build is slow on CPUs)",
+    )
     parser.add_argument("--shard_pages", type=int, default=1000)
     parser.add_argument("--pool_size", type=int, default=DEFAULT_POOL_SIZE)
     parser.add_argument("--resident_max_pages", type=int, default=10000, help="largest N timed with resident copies")
@@ -299,8 +376,16 @@ def main(argv: list[str] | None = None) -> None:
         "--settings",
         type=lambda s: tuple(int(x) for x in s.split(",")),
         nargs="+",
-        default=[(16, 1024, 128), (16, 2048, 256), (32, 4096, 256), (32, 4096, 512)],
-        help="approx settings probe,prefilter,candidates",
+        default=[
+            (2, 512, 128),
+            (4, 1024, 128),
+            (8, 1024, 128),
+            (8, 2048, 256),
+            (16, 2048, 512),
+            (4, 256, 256),
+            (1 << 16, 1024, 128),
+        ],
+        help="approx settings probe,prefilter,candidates (a probe of K or more scores every page from its codes)",
     )
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
@@ -311,7 +396,7 @@ def main(argv: list[str] | None = None) -> None:
         "peak_load_1min": [load()],
     }
     started = time.perf_counter()
-    real = load_or_build_real_corpus(workdir / "real_corpus.npz", args.queries)
+    real = load_or_build_real_corpus(Path(args.corpus_dir or workdir) / "real_corpus.npz", args.queries)
     report["real_corpus"] = {
         "pages": len(real.pages),
         "vectors": int(sum(len(p) for p in real.pages)),
@@ -323,13 +408,12 @@ def main(argv: list[str] | None = None) -> None:
     report["results"] = []
     try:
         for num_pages in args.pages:
-            index_dir = workdir / f"index_{num_pages}"
-            shutil.rmtree(index_dir, ignore_errors=True)
-            result = {
-                "pages": num_pages,
-                "build": build_index(index_dir, real, num_pages, args.shard_pages, args.pool_size),
-            }
-            truth, result["exact"] = exact_section(args, index_dir, real.queries, num_pages)
+            index_dir = Path(args.corpus_dir or workdir) / f"index_{num_pages}"
+            result = {"pages": num_pages, "build": cached_or_built_index(args, index_dir, real, num_pages)}
+            if args.build_only:
+                report["results"].append(result)
+                continue
+            truth, result["exact"] = cached_truth(args, index_dir, real.queries, num_pages)
             result["query_page_in_exact_top10"] = float(
                 np.mean([p in row for p, row in zip(real.query_pages, truth, strict=True)])
             )
@@ -338,9 +422,11 @@ def main(argv: list[str] | None = None) -> None:
                 result["colpali_engine"] = colpali_section(index_dir, real.queries, truth, args.colpali_queries)
             if num_pages <= args.qdrant_max_pages:
                 result["qdrant_edge"] = qdrant_section(workdir, index_dir, real.queries, truth, 512)
+            if args.fast_plaid_python and num_pages <= args.fast_plaid_max_pages:
+                result["fast_plaid"] = fast_plaid_section(args, workdir, index_dir, real.queries, truth)
             report["results"].append(result)
             print(json.dumps(result), file=sys.stderr, flush=True)
-            if not args.keep:
+            if not args.keep and not args.corpus_dir:
                 shutil.rmtree(index_dir, ignore_errors=True)
         report["fp32_matmul_peak_gflops"].append(round(measured_matmul_peak_gflops(), 1))
         report["peak_load_1min"].append(load())

@@ -13,6 +13,9 @@
  * attributes and chosen at run time from what the CPU reports (`kernels()`: "avx512" needs AVX-512F/FMA/F16C,
  * "avx2" needs AVX2/FMA/F16C); the NEON kernel is compiled only on aarch64, where NEON is part of the base
  * architecture. Elsewhere `kernels()` is empty and search uses the torch path.
+ *
+ * Beside them, `centroid_interaction`: the approximate mode's first-stage page scores from 16-bit centroid codes
+ * (see search_engine/ivf.py), AVX2 where the CPU has it, a portable loop elsewhere.
  */
 /* MAXSIM_KERNELS_ONLY: the kernels without the Python module (tests/search/kernel_check.c builds them that way for
  * another architecture and runs them under an emulator). */
@@ -340,6 +343,98 @@ static void score_rows(const kernel_isa *isa, const float *query_t, int64_t vect
     }
 }
 
+/* Centroid interaction (the first stage's page scores from codes): for every page, sum over query vectors v of
+ * the max over the page's codes c of table[c * width + v]. table: float32 [K, width] (q_v . centroid_c, query
+ * vectors padded to width with zeros, which add 0); codes: uint16 [pages, per_page]; select: the pages to score
+ * (scores[i] for page select[i]), or NULL for all of them in order. */
+#define INTERACTION_MAX_WIDTH 256
+
+static void interaction_generic(const float *table, int64_t width, const uint16_t *codes, int64_t per_page,
+                                const int64_t *select, int64_t pages, float *scores) {
+    float best[INTERACTION_MAX_WIDTH];
+    for (int64_t p = 0; p < pages; p++) {
+        const uint16_t *page = codes + (select ? select[p] : p) * per_page;
+        memcpy(best, table + (int64_t)page[0] * width, (size_t)width * sizeof(float));
+        for (int64_t c = 1; c < per_page; c++) {
+            const float *row = table + (int64_t)page[c] * width;
+            for (int64_t v = 0; v < width; v++) best[v] = best[v] > row[v] ? best[v] : row[v];
+        }
+        float total = 0.0f;
+        for (int64_t v = 0; v < width; v++) total += best[v];
+        scores[p] = total;
+    }
+}
+
+#ifdef HAVE_X86_KERNELS
+/* width a multiple of 8: columns in blocks of 32, the block's maxima in four ymm registers across a page's codes. */
+static AVX2_TARGET void interaction_avx2(const float *table, int64_t width, const uint16_t *codes, int64_t per_page,
+                                         const int64_t *select, int64_t pages, float *scores) {
+    for (int64_t p = 0; p < pages; p++) {
+        const uint16_t *page = codes + (select ? select[p] : p) * per_page;
+        __m256 total = _mm256_setzero_ps();
+        for (int64_t col = 0; col < width; col += 32) {
+            const int64_t n = (width - col) >= 32 ? 4 : (width - col) / 8;
+            const float *first = table + (int64_t)page[0] * width + col;
+            __m256 b0 = _mm256_loadu_ps(first), b1 = b0, b2 = b0, b3 = b0;
+            if (n > 1) b1 = _mm256_loadu_ps(first + 8);
+            if (n > 2) b2 = _mm256_loadu_ps(first + 16);
+            if (n > 3) b3 = _mm256_loadu_ps(first + 24);
+            /* Two chains of maxima (odd and even codes) halve the dependency on vmaxps latency. */
+            __m256 c0 = b0, c1 = b1, c2 = b2, c3 = b3;
+            int64_t c = 1;
+            for (; c + 1 < per_page; c += 2) {
+                const float *row = table + (int64_t)page[c] * width + col;
+                const float *next = table + (int64_t)page[c + 1] * width + col;
+                b0 = _mm256_max_ps(b0, _mm256_loadu_ps(row));
+                c0 = _mm256_max_ps(c0, _mm256_loadu_ps(next));
+                if (n > 1) {
+                    b1 = _mm256_max_ps(b1, _mm256_loadu_ps(row + 8));
+                    c1 = _mm256_max_ps(c1, _mm256_loadu_ps(next + 8));
+                }
+                if (n > 2) {
+                    b2 = _mm256_max_ps(b2, _mm256_loadu_ps(row + 16));
+                    c2 = _mm256_max_ps(c2, _mm256_loadu_ps(next + 16));
+                }
+                if (n > 3) {
+                    b3 = _mm256_max_ps(b3, _mm256_loadu_ps(row + 24));
+                    c3 = _mm256_max_ps(c3, _mm256_loadu_ps(next + 24));
+                }
+            }
+            if (c < per_page) {
+                const float *row = table + (int64_t)page[c] * width + col;
+                b0 = _mm256_max_ps(b0, _mm256_loadu_ps(row));
+                if (n > 1) b1 = _mm256_max_ps(b1, _mm256_loadu_ps(row + 8));
+                if (n > 2) b2 = _mm256_max_ps(b2, _mm256_loadu_ps(row + 16));
+                if (n > 3) b3 = _mm256_max_ps(b3, _mm256_loadu_ps(row + 24));
+            }
+            b0 = _mm256_max_ps(b0, c0);
+            b1 = _mm256_max_ps(b1, c1);
+            b2 = _mm256_max_ps(b2, c2);
+            b3 = _mm256_max_ps(b3, c3);
+            total = _mm256_add_ps(total, b0);
+            if (n > 1) total = _mm256_add_ps(total, b1);
+            if (n > 2) total = _mm256_add_ps(total, b2);
+            if (n > 3) total = _mm256_add_ps(total, b3);
+        }
+        __m128 half = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
+        half = _mm_add_ps(half, _mm_movehl_ps(half, half));
+        half = _mm_add_ss(half, _mm_shuffle_ps(half, half, 1));
+        scores[p] = _mm_cvtss_f32(half);
+    }
+}
+#endif
+
+static void centroid_interaction(const float *table, int64_t width, const uint16_t *codes, int64_t per_page,
+                                 const int64_t *select, int64_t pages, float *scores) {
+#ifdef HAVE_X86_KERNELS
+    if (width % 8 == 0 && avx2_supported()) {
+        interaction_avx2(table, width, codes, per_page, select, pages, scores);
+        return;
+    }
+#endif
+    interaction_generic(table, width, codes, per_page, select, pages, scores);
+}
+
 #ifndef MAXSIM_KERNELS_ONLY
 static PyObject *kernel_kernels(PyObject *self, PyObject *args) {
     (void)self;
@@ -495,6 +590,50 @@ static PyObject *kernel_score_rows(PyObject *self, PyObject *args) {
     return result;
 }
 
+static PyObject *kernel_centroid_interaction(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer table, codes, scores, select = {0};
+    Py_ssize_t width, per_page, max_code;
+    if (!PyArg_ParseTuple(args, "y*ny*nnw*|y*", &table, &width, &codes, &per_page, &max_code, &scores, &select)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    const Py_ssize_t count = scores.len / (Py_ssize_t)sizeof(float);
+    const Py_ssize_t centroids = width > 0 ? table.len / (width * (Py_ssize_t)sizeof(float)) : 0;
+    const Py_ssize_t pages = per_page > 0 ? codes.len / (per_page * (Py_ssize_t)sizeof(uint16_t)) : 0;
+    const int64_t *chosen = select.buf ? (const int64_t *)select.buf : NULL;
+    if (width < 1 || width > INTERACTION_MAX_WIDTH || table.len != centroids * width * (Py_ssize_t)sizeof(float)) {
+        PyErr_Format(PyExc_ValueError, "table must be float32 [K, width] with 1 <= width <= %d",
+                     INTERACTION_MAX_WIDTH);
+    } else if (per_page < 1 || codes.len != pages * per_page * (Py_ssize_t)sizeof(uint16_t)) {
+        PyErr_SetString(PyExc_ValueError, "codes must be uint16 [pages, per_page]");
+    } else if (chosen ? select.len != count * (Py_ssize_t)sizeof(int64_t) : count != pages) {
+        PyErr_SetString(PyExc_ValueError, "scores must have one value per selected page (per page without select)");
+    } else {
+        const uint16_t *code = (const uint16_t *)codes.buf;
+        for (Py_ssize_t i = 0; chosen && i < count; i++) {
+            if (chosen[i] < 0 || chosen[i] >= pages) {
+                PyErr_Format(PyExc_ValueError, "selected page %lld is outside the %zd pages", (long long)chosen[i],
+                             pages);
+                break;
+            }
+        }
+        if (centroids < max_code + 1) {
+            PyErr_Format(PyExc_ValueError, "the codes reach %zd but the table has %zd centroids", max_code, centroids);
+        } else if (!PyErr_Occurred()) {
+            Py_BEGIN_ALLOW_THREADS centroid_interaction((const float *)table.buf, width, code, per_page, chosen, count,
+                                                        (float *)scores.buf);
+            Py_END_ALLOW_THREADS result = Py_None;
+            Py_INCREF(result);
+        }
+    }
+    PyBuffer_Release(&table);
+    PyBuffer_Release(&codes);
+    PyBuffer_Release(&scores);
+    if (select.obj != NULL) PyBuffer_Release(&select);
+    return result;
+}
+
 static PyObject *kernel_supported(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
@@ -513,6 +652,12 @@ static PyMethodDef kernel_methods[] = {
      "vector, the max dot product over the page's vectors. query_t: float32 [dim, vectors]; panels: float32 or "
      "float16 page panels; offsets, lengths: int64 per page (offset in elements); maxes: float32 [pages, vectors], "
      "written. kernel: a name from kernels() ('' = the first). Releases the GIL."},
+    {"centroid_interaction", kernel_centroid_interaction, METH_VARARGS,
+     "centroid_interaction(table, width, codes, per_page, max_code, scores, select=None): per page, the sum "
+     "over the table's width of the max over the page's codes of table[code, :]. table: float32 [K, width]; "
+     "codes: uint16 [pages, per_page], none above max_code (the caller's promise, checked against K here); "
+     "select: int64 page numbers to score (default all); scores: float32, one per scored page, written. "
+     "Releases the GIL."},
     {"score_rows", kernel_score_rows, METH_VARARGS,
      "score_rows(query_t, vectors, dim, rows, offsets, lengths, maxes, kernel=''): score_panels for pages stored "
      "row-major as float16 [n, dim] (e.g. a memory-mapped shard); offsets and lengths in rows. Releases the GIL."},

@@ -2,15 +2,16 @@
 
 A codebook of K centroids is trained (k-means) on a sample of every page's pooled vectors; each pooled vector is
 stored as the 16-bit id of its nearest centroid (`shard-*.ivfNNNNNN.npy`, [pages, pool_size] uint16, 2 bytes per
-pooled vector instead of 256). At open, the codes become inverted lists: centroid -> pages having a pooled vector
-assigned to it. A query vector q_i probes its `probe` best centroids c (by <q_i, c>); a page found in the lists
-of q_i's probed centroids gets, for q_i, the best such centroid score, and every other page the score of q_i's
-best unprobed centroid (an upper bound of what it would have had). The page's approximate score is the sum over
-query vectors: PLAID's centroid interaction, restricted to the probed lists. The `prefilter` best pages go on to
-MaxSim against their pooled vectors and the best of those to exact MaxSim over the full vectors (vector_index.py).
+pooled vector instead of 256). At open, the codes are held in memory and become inverted lists: centroid -> pages
+having a pooled vector assigned to it. A query vector q_i probes its `probe` best centroids (by <q_i, c>); the pages
+in the probed lists are the candidates, each scored from its codes alone: sum over query vectors of the max over
+the page's codes c of <q_i, c> (PLAID's centroid interaction; a [K, query vectors] table of inner products, then
+the C kernel `centroid_interaction` in `_kernel.c`, torch without it). No float vector is read. The `prefilter`
+best pages go on to MaxSim against their pooled vectors and the best of those to exact MaxSim over the full
+vectors (vector_index.py).
 
-The work per query is the probed lists (about Lq * probe * pages * pool_size / K entries) plus a pass over one
-float per page and query vector; the codebook grows with the corpus, so the lists stay short.
+The work per query is the probed lists (about Lq * probe * pages * pool_size / K entries, marked in a bitmap) plus
+pool_size table lookups per candidate page: a few tens of milliseconds for 100,000 pages on one core.
 
 Incremental: `build_ivf` trains a codebook and codes every shard (one manifest commit). Shards committed later by
 ingestion are coded against the same codebook at their commit (`encode_shard`); a shard without codes for the
@@ -29,9 +30,11 @@ if __name__ == "__main__" and not __package__:
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -43,17 +46,31 @@ from search_engine.manifest import FileEntry, IndexFormatError, Manifest, ShardE
 from search_engine.shards import load_pooled, shard_path  # noqa: E402
 from unidoc_rl.atomic import atomic_write, sha256_file  # noqa: E402
 
+try:
+    from search_engine import _kernel
+except ImportError:  # the optional extension was not built here
+    _kernel = None
+if not hasattr(_kernel, "centroid_interaction"):  # a build from before the first stage had a kernel
+    _kernel = None
+
 logger = logging.getLogger("search_engine.ivf")
 
 IVF_SETTING = "ivf"
 # Centroids probed per query vector, and pages passed from the lists to pooled MaxSim (defaults of SearchSettings).
-DEFAULT_PROBE = 16
-DEFAULT_PREFILTER = 2048
+DEFAULT_PROBE = 8
+DEFAULT_PREFILTER = 8192
 MAX_CENTROIDS = 1 << 16  # codes are uint16
 DEFAULT_ITERATIONS = 8
 # Training sample: this many pooled vectors per centroid (k-means needs a few dozen per cluster).
 SAMPLE_PER_CENTROID = 48
 _ASSIGN_CHUNK = 1 << 15
+# Pages per step of the torch fallback of centroid interaction (and the least pages worth a second thread).
+_INTERACTION_CHUNK = 4096
+
+
+@functools.cache
+def _pool(num_threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(num_threads, thread_name_prefix="ivf")
 
 
 def default_num_centroids(num_vectors: int) -> int:
@@ -173,61 +190,99 @@ def load_codes(index_dir: Path, manifest: Manifest, shard: ShardEntry, verify: b
 
 
 class InvertedLists:
-    """centroid -> pages, and the approximate page scores of a query from the lists its vectors probe."""
+    """centroid -> pages, every coded page's codes, and the centroid-interaction page scores of a query."""
 
-    def __init__(self, codebook: np.ndarray, page_codes: list[tuple[int, np.ndarray]], num_pages: int):
+    def __init__(
+        self, codebook: np.ndarray, page_codes: list[tuple[int, np.ndarray]], num_pages: int, num_threads: int = 1
+    ):
         """page_codes: (first page index, [pages, pool_size] codes) per coded shard; other pages are uncoded."""
         self.codebook = torch.from_numpy(np.ascontiguousarray(codebook, dtype=np.float32))
         self.num_pages = num_pages
+        self.num_threads = max(1, num_threads)
+        widths = {codes.shape[1] for _, codes in page_codes}
+        if len(widths) > 1:
+            raise IndexFormatError(f"shards have codes of different widths {sorted(widths)}")
+        self.codes = np.zeros((num_pages, widths.pop() if widths else 1), dtype=np.uint16)
         coded = np.zeros(num_pages, dtype=bool)
         keys = []
         for first, codes in page_codes:
+            if len(codes) and int(codes.max()) >= len(codebook):
+                raise IndexFormatError(f"codes reach {int(codes.max())} but the codebook has {len(codebook)}")
             pages = np.arange(first, first + len(codes), dtype=np.int64)
             coded[first : first + len(codes)] = True
+            self.codes[first : first + len(codes)] = codes
             keys.append(codes.astype(np.int64) * num_pages + pages[:, None])
         keys = np.unique(np.concatenate([k.ravel() for k in keys])) if keys else np.zeros(0, np.int64)
         self.list_pages = (keys % max(1, num_pages)).astype(np.int32)
         self.list_offsets = np.searchsorted(keys // max(1, num_pages), np.arange(len(codebook) + 1)).astype(np.int64)
+        self.coded_pages = np.flatnonzero(coded)
         self.uncoded = np.flatnonzero(~coded)
 
     @property
     def resident_bytes(self) -> int:
-        return self.codebook.numel() * 4 + self.list_pages.nbytes + self.list_offsets.nbytes + self.uncoded.nbytes
+        arrays = (self.codes, self.list_pages, self.list_offsets, self.coded_pages, self.uncoded)
+        return self.codebook.numel() * 4 + sum(a.nbytes for a in arrays)
 
-    @torch.no_grad()
-    def approximate_scores(self, query: np.ndarray, probe: int) -> torch.Tensor:
-        """[Lq, D] query (zero rows ignored) -> [num_pages] centroid-interaction scores over the probed lists."""
+    def probed_pages(self, query: np.ndarray, probe: int) -> np.ndarray:
+        """Ascending coded pages with a pooled vector in one of the lists of some query vector's `probe` nearest
+        centroids (every coded page when `probe` reaches the codebook's size)."""
         query = query[np.any(query != 0, axis=1)]
-        probe = min(probe, len(self.codebook))
+        if probe >= len(self.codebook):
+            return self.coded_pages
         scores = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)) @ self.codebook.T
-        best, centroids = torch.topk(scores, min(probe + 1, len(self.codebook)), dim=1)
-        # A page outside the probed lists has its best centroid among the others: at most the best of those.
-        floor = best[:, probe:] if probe < len(self.codebook) else torch.full((len(query), 1), -torch.inf)
-        best, centroids = best[:, :probe].contiguous(), centroids[:, :probe].contiguous()
-        centroids = centroids.numpy().ravel()
+        centroids = np.unique(torch.topk(scores, probe, dim=1).indices.numpy())
         starts, stops = self.list_offsets[centroids], self.list_offsets[centroids + 1]
         lengths = stops - starts
-        total = int(lengths.sum())
-        # Entry e of the concatenated probed lists: its position in list_pages, its query vector and its score.
-        positions = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths - starts, lengths)
-        rows = np.repeat(np.arange(len(centroids)) // probe, lengths)
-        values = torch.from_numpy(np.repeat(best.numpy().ravel(), lengths))
-        table = floor.expand(len(query), self.num_pages).contiguous()
-        flat = torch.from_numpy(rows * self.num_pages + self.list_pages[positions])
-        table.view(-1).scatter_reduce_(0, flat, values, reduce="amax")
-        return table.sum(dim=0)
+        positions = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths - starts, lengths)
+        found = np.zeros(self.num_pages, dtype=bool)
+        found[self.list_pages[positions]] = True
+        return np.flatnonzero(found)
+
+    @torch.no_grad()
+    def interaction_scores(self, query: np.ndarray, pages: np.ndarray) -> np.ndarray:
+        """[Lq, D] query (zero rows add 0) -> float32 scores of `pages` (coded): per page, the sum over query
+        vectors of the best inner product with the centroids of the page's codes (PLAID's centroid interaction
+        over all of the page's codes)."""
+        width = -(-len(query) // 8) * 8  # padded with zero rows (a multiple of 8 suits the kernel's registers)
+        padded = np.zeros((width, query.shape[1]), dtype=np.float32)
+        padded[: len(query)] = query
+        table = np.ascontiguousarray((self.codebook @ torch.from_numpy(padded).T).numpy())
+        pages = np.ascontiguousarray(pages, dtype=np.int64)
+        scores = np.empty(len(pages), dtype=np.float32)
+        if _kernel is None:
+            lookup = torch.from_numpy(table)
+            for start in range(0, len(pages), _INTERACTION_CHUNK):
+                chosen = torch.from_numpy(self.codes[pages[start : start + _INTERACTION_CHUNK]].astype(np.int64))
+                scores[start : start + len(chosen)] = lookup[chosen].amax(dim=1).sum(dim=1).numpy()
+            return scores
+        bounds = np.linspace(0, len(pages), self.num_threads + 1).astype(np.int64)
+        top = len(self.codebook) - 1
+
+        def work(a: int, b: int) -> None:
+            _kernel.centroid_interaction(table, width, self.codes, self.codes.shape[1], top, scores[a:b], pages[a:b])
+
+        if self.num_threads == 1 or len(pages) < 2 * _INTERACTION_CHUNK:
+            work(0, len(pages))
+        else:
+            for future in [
+                _pool(self.num_threads).submit(work, a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+            ]:
+                future.result()
+        return scores
 
     def shortlist(self, query: np.ndarray, probe: int, count: int) -> np.ndarray:
-        """The `count` pages with the best approximate scores, and every uncoded page; ascending page order."""
-        scores = self.approximate_scores(query, probe)
-        if len(self.uncoded):
-            scores[torch.from_numpy(self.uncoded)] = -torch.inf
-        count = min(count, self.num_pages - len(self.uncoded))
-        top = torch.topk(scores, count).indices.numpy() if count > 0 else np.zeros(0, np.int64)
-        return np.union1d(top, self.uncoded).astype(np.int64)
+        """The `count` probed pages with the best centroid-interaction scores (from all coded pages when fewer than
+        `count` are probed), and every uncoded page; ascending."""
+        pages = self.probed_pages(query, probe)
+        if len(pages) < count:
+            pages = self.coded_pages
+        if len(pages) > count:
+            scores = torch.from_numpy(self.interaction_scores(query, pages))
+            pages = np.sort(pages[torch.topk(scores, count).indices.numpy()])
+        return np.union1d(pages, self.uncoded).astype(np.int64)
 
 
-def open_lists(index_dir: Path, manifest: Manifest, verify: bool = False) -> InvertedLists | None:
+def open_lists(index_dir: Path, manifest: Manifest, verify: bool = False, num_threads: int = 1) -> InvertedLists | None:
     info = IvfInfo.of(manifest)
     if info is None:
         return None
@@ -238,7 +293,7 @@ def open_lists(index_dir: Path, manifest: Manifest, verify: bool = False) -> Inv
         if codes is not None:
             page_codes.append((first, codes))
         first += len(shard.page_ids)
-    return InvertedLists(codebook, page_codes, manifest.num_pages)
+    return InvertedLists(codebook, page_codes, manifest.num_pages, num_threads)
 
 
 def build_ivf(

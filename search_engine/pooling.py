@@ -36,9 +36,13 @@ def kmeans_centroids(
     norms = tokens.norm(dim=2)
     for _ in range(max(1, iterations)):
         assignment = torch.bmm(tokens, centroids.transpose(1, 2)).argmax(dim=2)
-        sums = torch.zeros_like(centroids).scatter_add_(1, assignment.unsqueeze(-1).expand(-1, -1, dim), tokens)
-        counts = torch.zeros((num_pages, pool_size), dtype=tokens.dtype).scatter_add_(1, assignment, valid)
-        norm_sums = torch.zeros((num_pages, pool_size), dtype=tokens.dtype).scatter_add_(1, assignment, norms)
+        # Membership as a [n, T, pool_size] matrix (padding rows weigh 0): one batched GEMM sums each cluster's
+        # vectors, far faster than scattering them.
+        members = torch.zeros((num_pages, length, pool_size), dtype=tokens.dtype)
+        members.scatter_(2, assignment.unsqueeze(-1), valid.unsqueeze(-1))
+        sums = torch.bmm(members.transpose(1, 2), tokens)
+        counts = members.sum(dim=1)
+        norm_sums = torch.bmm(members.transpose(1, 2), norms.unsqueeze(-1)).squeeze(-1)
         has_members = counts > 0
         means = sums / counts.clamp(min=1.0).unsqueeze(-1)
         mean_norms = norm_sums / counts.clamp(min=1.0)
@@ -64,10 +68,11 @@ def pool_pages(
         for chunk_start in range(0, len(order), _PAGES_PER_CHUNK):
             chunk = order[chunk_start : chunk_start + _PAGES_PER_CHUNK]
             longest = int(counts[chunk].max())
-            tokens = torch.zeros((len(chunk), longest, dim))
-            for row, page in enumerate(chunk):
-                rows = vectors[starts[page] : starts[page] + counts[page]]
-                tokens[row, : counts[page]] = torch.from_numpy(np.asarray(rows, dtype=np.float32))
+            inside = np.arange(longest)[None, :] < counts[chunk][:, None]
+            rows = (starts[chunk][:, None] + np.arange(longest)[None, :])[inside]
+            tokens = np.zeros((len(chunk), longest, dim), dtype=np.float32)
+            tokens[inside] = vectors[rows]
+            tokens = torch.from_numpy(tokens)
             lengths = torch.from_numpy(counts[chunk])
             pooled[chunk] = kmeans_centroids(tokens, pool_size, iterations, lengths).numpy().astype(np.float16)
     return pooled

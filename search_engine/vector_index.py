@@ -14,7 +14,14 @@ import torch
 
 from search_engine.ivf import DEFAULT_PREFILTER, DEFAULT_PROBE, InvertedLists, open_lists
 from search_engine.manifest import Manifest
-from search_engine.maxsim import DEFAULT_RESIDENCY, MaxSimScorer, kernel_available, pad_queries, top_k
+from search_engine.maxsim import (
+    DEFAULT_RESIDENCY,
+    MaxSimScorer,
+    default_num_threads,
+    kernel_available,
+    pad_queries,
+    top_k,
+)
 from search_engine.shards import load_pooled, load_vectors
 
 SEARCH_MODES = ("exact", "approx")
@@ -58,7 +65,7 @@ class EmbeddedVectorIndex:
             )
         self._lists: InvertedLists | None = None
         if self._first_stage is not None and use_lists:
-            self._lists = open_lists(index_dir, manifest, verify)
+            self._lists = open_lists(index_dir, manifest, verify, num_threads or default_num_threads())
 
     @property
     def resident_bytes(self) -> int:
@@ -108,6 +115,8 @@ class EmbeddedVectorIndex:
         rows = []
         for query in batch:
             pages = self._lists.shortlist(query, probe, max(prefilter, size))
-            pooled = torch.from_numpy(self._first_stage.scores_of(query[None], pages)[0])
-            rows.append(pages[torch.topk(pooled, size).indices.numpy()])
+            if len(pages) > size:
+                pooled = torch.from_numpy(self._first_stage.scores_of(query[None], pages)[0])
+                pages = pages[torch.topk(pooled, size).indices.numpy()]
+            rows.append(pages)
         return np.stack(rows).astype(np.int64)
