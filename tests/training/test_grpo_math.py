@@ -6,8 +6,8 @@ import torch
 from verl.utils.config import omega_conf_to_dataclass
 
 from unidoc_rl.jsonl import JsonlLog, read_jsonl
-from unidoc_rl.trainer.grpo import grpo_advantages, policy_objective, token_level_rewards
 from unidoc_rl.rewards.groups import within_group_std
+from unidoc_rl.trainer.grpo import grpo_advantages, policy_objective, token_level_rewards
 from unidoc_rl.trainer.local import compose_config
 
 
