@@ -57,6 +57,11 @@ def rollout_metrics(extra_fields: Iterable[Mapping | None], prefix: str = PREFIX
     return {**reward_component_metrics(infos, prefix), **agent_metrics(episodes, prefix)}
 
 
+def prompt_uid(key: str) -> str:
+    """The GRPO group of a trajectory: the prompt uid of verl's key `{prompt uid}_{session}_{index}`."""
+    return str(key).split("_")[0]
+
+
 def group_spread_metrics(keys: Iterable[str], extra_fields: Iterable[Mapping | None], prefix: str = PREFIX) -> dict:
     """`{prefix}/reward/std_within_groups`: the mean over the step's GRPO groups of the total reward's spread.
     Trajectory keys are verl's `{prompt uid}_{session}_{index}`; a group is one prompt uid, as in verl's replay
@@ -66,5 +71,5 @@ def group_spread_metrics(keys: Iterable[str], extra_fields: Iterable[Mapping | N
         info = row.get("reward_extra_info") if isinstance(row, Mapping) else None
         if isinstance(info, Mapping) and isinstance(info.get("score"), Real):
             scores.append(float(info["score"]))
-            groups.append(str(key).split("_")[0])
+            groups.append(prompt_uid(key))
     return {f"{prefix}/reward/std_within_groups": within_group_std(scores, groups)} if scores else {}

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, open_dict
 from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
 
 from unidoc_rl.jsonl import JsonlLog
-from unidoc_rl.verl_plugin.metrics import group_spread_metrics, rollout_metrics
+from unidoc_rl.verl_plugin.metrics import group_spread_metrics, prompt_uid, rollout_metrics
 
 TRAINER_MODE = "unidoc_sync"
 VERL_MODE = "sync"
@@ -65,7 +65,7 @@ def trajectory_lines(step: int, keys: list[str], extra_fields: list) -> list[dic
         lines.append(
             {
                 "step": step,
-                "group": str(key).split("_")[0],
+                "group": prompt_uid(key),
                 "reward": components.get("score"),
                 "components": components,
                 "episode": row["episode"],
