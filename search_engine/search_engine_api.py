@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import uvicorn
+    from unidoc_rl.http_server import run_server
 
     args = build_parser().parse_args(argv)
     config = ServiceConfig(**vars(args))
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # a clear one-line reason instead of a traceback at start-up
         logger.error("cannot start the search service: %s", error)
         return 2
-    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level.lower())
+    run_server(app, config.host, config.port, config.log_level.lower())
     return 0
 
 

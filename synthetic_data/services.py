@@ -12,6 +12,7 @@ import asyncio
 import base64
 import io
 import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,8 @@ import httpx
 from PIL import Image
 
 from search_engine.client import AsyncSearchClient, SearchError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ async def with_retries(policy: RetryPolicy, stats: StageStats, stage: str, attem
             return await attempt_once()
         except Retryable as error:
             last = str(error)
+            if attempt < policy.retries:
+                logger.warning("%s: attempt %d of %d failed (%s)", stage, attempt + 1, policy.retries + 1, last)
     raise StageError(stage, f"gave up after {policy.retries + 1} attempts ({last})")
 
 
@@ -217,6 +222,8 @@ class ChatService:
                 return parse_json_object(reply, required)
             except ValueError as error:
                 problem = str(error)
+                if attempt < self.policy.json_retries:
+                    logger.warning("%s: reply %d is not the JSON asked for (%s)", stage, attempt + 1, problem)
         raise StageError(stage, f"no valid JSON after {self.policy.json_retries + 1} replies ({problem})")
 
     async def aclose(self) -> None:

@@ -112,14 +112,14 @@ def settings_from_args(args: argparse.Namespace) -> JudgeSettings:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import uvicorn
+    from unidoc_rl.http_server import run_server
 
     app = create_app(OpenAIJudge(settings_from_args(args)))
     gc.freeze()  # the start-up heap lives as long as the service: full collections need not walk it mid-request
     logger.info(
         "judge service on http://%s:%d, judging with %s at %s", args.host, args.port, args.model, args.llm_base_url
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
+    run_server(app, args.host, args.port, args.log_level.lower())
 
 
 if __name__ == "__main__":

@@ -7,14 +7,15 @@ import time
 
 import uvicorn
 
+from unidoc_rl.http_server import server_config
+
 
 class ThreadedUvicorn:
     """Serve an ASGI app with uvicorn in a daemon thread (port 0 picks a free port)."""
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0, **config_options):
         options = {"log_level": "warning", "timeout_graceful_shutdown": 1, "backlog": 2048, **config_options}
-        config = uvicorn.Config(app, host=host, port=port, **options)
-        self._server = uvicorn.Server(config)
+        self._server = uvicorn.Server(server_config(app, host, port, **options))
         self._thread = threading.Thread(target=self._server.run, name="uvicorn-in-thread", daemon=True)
         self.host = host
         self.port: int | None = None
