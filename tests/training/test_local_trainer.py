@@ -86,7 +86,7 @@ def test_grpo_raises_mean_reward_on_a_toy_task(data_dir, search_url, tmp_path):
     assert max(rewards[-3:]) >= 0.8, rewards
     logged = read_jsonl(tmp_path / "logs/metrics.jsonl")
     assert [record["step"] for record in logged] == list(range(1, 17))
-    assert logged[-1]["train/reward_digit_share"] == pytest.approx(rewards[-1])
+    assert logged[-1]["train/reward/digit_share"] == pytest.approx(rewards[-1])
     assert len(read_jsonl(tmp_path / "logs/trajectories.jsonl")) == 16 * 2 * 8
 
 

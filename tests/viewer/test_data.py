@@ -161,13 +161,18 @@ def test_run_data_groups_metrics_and_reads_summaries(fixture_run):
     groups = dict(metrics.groups())
     assert set(groups["Reward"]) == {"train/reward", "val/reward"}
     assert set(groups["Reward components (train)"]) == {
-        f"train/reward_{name}" for name in ("format", "retrieval", "selection", "crop", "answer")
+        f"train/reward/{name}" for name in ("format", "retrieval", "selection", "crop", "answer")
     }
+    assert list(groups["Reward components (validation)"]) == ["val/reward/answer"]
+    assert list(groups["Reward spread within GRPO groups"]) == ["train/reward/std_within_groups"]
     assert list(groups["KL"]) == ["actor/kl_loss"] and "actor/grad_norm" in groups
     assert set(groups["Judge calls, failed searches, forced answers"]) == {
-        "train/reward_judge_fallback",
-        "train/reward_search_failures",
+        "train/reward/judge_fallback",
+        "train/reward/search_failures",
     }
+    assert list(groups["Episode outcomes (share of episodes)"]) == ["train/agent/crop_rate"]
+    assert list(groups["Turns"]) == ["train/agent/turns"]
+    assert "train/reward/score" not in {name for _, charted in groups.items() for name in charted}
     assert len(groups["Reward"]["val/reward"]) == 2
     summaries = read_summaries(fixture_run.run_dir)
     assert [(s.label, s.step) for s in summaries] == [("eval/global_step_10", 10), ("eval/global_step_20", 20)]
@@ -203,6 +208,28 @@ def test_verl_file_logger_lines_are_read_as_flat_metrics(tmp_path):
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     log = read_metrics(path)
     assert log.series == {"critic/score/mean": [(1.0, 0.25)], "actor/pg_loss": [(1.0, -0.5)]} and not log.bad_lines
+
+
+def test_the_verl_plugins_metrics_are_charted_like_the_local_trainers(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    data = {
+        "critic/score/mean": 0.25,
+        "unidoc/reward/format": 1.0,
+        "unidoc/reward/score": 0.25,
+        "unidoc/reward/std_within_groups": 0.1,
+        "unidoc/reward/judge_fallback": 0.0,
+        "unidoc/agent/turns": 3.0,
+        "unidoc/agent/invalid_actions": 0.5,
+    }
+    path.write_text(json.dumps({"step": 1, "data": data}) + "\n")
+    groups = dict(read_metrics(path).groups())
+    assert list(groups["Reward"]) == ["critic/score/mean"]
+    assert list(groups["Reward components (train)"]) == ["unidoc/reward/format"]
+    assert list(groups["Reward spread within GRPO groups"]) == ["unidoc/reward/std_within_groups"]
+    assert list(groups["Judge calls, failed searches, forced answers"]) == ["unidoc/reward/judge_fallback"]
+    assert list(groups["Actions per episode"]) == ["unidoc/agent/invalid_actions"]
+    assert list(groups["Turns"]) == ["unidoc/agent/turns"]
+    assert "unidoc/reward/score" not in {name for charted in groups.values() for name in charted}
 
 
 def test_timeline_skips_unrendered_turns_and_reads_records_without_turns(viewer, fixture_run):

@@ -33,6 +33,7 @@ from unidoc_rl.episode import EpisodeRecord
 from unidoc_rl.jsonl import JsonlLog
 from unidoc_rl.rewards.groups import within_group_std
 from unidoc_rl.settings_keys import reject_unknown_keys
+from unidoc_rl.step_metrics import agent_metrics, reward_component_metrics
 from unidoc_rl.trainer.checkpoint import (
     TrainerState,
     latest_checkpoint,
@@ -135,11 +136,6 @@ def _ground_truth(output: DataProto, row: int) -> dict | None:
     """The row's ground truth (reference answer, gold pages and boxes), for the trajectory log and the viewer."""
     reward_model = output.non_tensor_batch.get("reward_model")
     return None if reward_model is None else reward_model[row].get("ground_truth")
-
-
-def _mean(values) -> float:
-    values = list(values)
-    return float(np.mean(values)) if values else 0.0
 
 
 class LocalTrainer:
@@ -313,16 +309,10 @@ class LocalTrainer:
         episodes = [EpisodeRecord.from_dict(e) for e in output.non_tensor_batch["episode"]]
         metrics = {
             f"{prefix}/reward": float(scores.mean()),
-            f"{prefix}/turns": _mean(e.num_turns for e in episodes),
-            f"{prefix}/crop_rate": _mean(bool(e.crops) for e in episodes),
-            f"{prefix}/invalid_actions": _mean(e.invalid_actions for e in episodes),
-            f"{prefix}/answered": _mean(e.answer is not None for e in episodes),
             f"{prefix}/response_tokens": float(output.batch["response_mask"].sum(-1).float().mean()),
+            **reward_component_metrics(components, prefix),
+            **agent_metrics(episodes, prefix),
         }
-        for name in sorted({key for row in components for key in row}):
-            values = [row[name] for row in components if isinstance(row.get(name), int | float)]
-            if values:
-                metrics[f"{prefix}/reward_{name}"] = _mean(values)
         return metrics, episodes
 
     def _log(self, metrics: dict) -> None:
@@ -354,7 +344,7 @@ class LocalTrainer:
         self.global_step = step
         episode_metrics, episodes = self._episode_metrics(output, scores, components, "train")
         metrics.update(episode_metrics)
-        metrics["train/reward_std_within_groups"] = within_group_std(scores.tolist(), list(groups))
+        metrics["train/reward/std_within_groups"] = within_group_std(scores.tolist(), list(groups))
         metrics.update(
             {
                 "timing/rollout_s": rollout_s,

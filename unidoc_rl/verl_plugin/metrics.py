@@ -10,42 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from numbers import Real
 
-import numpy as np
-
 from unidoc_rl.episode import EpisodeRecord
 from unidoc_rl.rewards.groups import within_group_std
+from unidoc_rl.step_metrics import agent_metrics, reward_component_metrics
 
 PREFIX = "unidoc"
-
-
-def _mean(values: Iterable[float]) -> float:
-    values = [float(value) for value in values]
-    return float(np.mean(values)) if values else 0.0
-
-
-def reward_component_metrics(infos: list[Mapping], prefix: str = PREFIX) -> dict[str, float]:
-    """The mean of every numeric reward component (`{prefix}/reward/{name}`), over the trajectories that have it."""
-    names = sorted({name for info in infos for name, value in info.items() if isinstance(value, Real)})
-    return {
-        f"{prefix}/reward/{name}": _mean(info[name] for info in infos if isinstance(info.get(name), Real))
-        for name in names
-    }
-
-
-def agent_metrics(episodes: list[EpisodeRecord], prefix: str = PREFIX) -> dict[str, float]:
-    """Means over episodes: turns, invalid actions, and the shares that cropped, answered or answered when forced;
-    searches per episode and failed searches per episode."""
-    if not episodes:
-        return {}
-    return {
-        f"{prefix}/agent/turns": _mean(episode.num_turns for episode in episodes),
-        f"{prefix}/agent/invalid_actions": _mean(episode.invalid_actions for episode in episodes),
-        f"{prefix}/agent/crop_rate": _mean(bool(episode.crops) for episode in episodes),
-        f"{prefix}/agent/answered": _mean(episode.answer is not None for episode in episodes),
-        f"{prefix}/agent/forced_answers": _mean(episode.forced_answer for episode in episodes),
-        f"{prefix}/agent/searches": _mean(len(episode.searches) for episode in episodes),
-        f"{prefix}/agent/search_failures": _mean(episode.search_failures for episode in episodes),
-    }
 
 
 def rollout_metrics(extra_fields: Iterable[Mapping | None], prefix: str = PREFIX) -> dict[str, float]:

@@ -23,17 +23,23 @@ from pathlib import Path
 
 from unidoc_rl.viewer.index import find_files
 
+_NOT_A_COMPONENT = r"(?!judge_|score$|search_failures$|forced_answer$|std_within_groups$)"
 CHART_GROUPS: tuple[tuple[str, str], ...] = (
     ("Reward", r"(^|/)reward$|^critic/(score|rewards)/mean$"),
-    ("Reward components (train)", r"^train/reward_(?!judge_|score$|search_failures$|forced_answer$)"),
-    ("Reward components (validation)", r"^val/reward_(?!judge_|score$|search_failures$|forced_answer$)"),
-    ("Judge calls, failed searches, forced answers", r"reward_(judge_|search_failures$|forced_answer$)"),
+    ("Reward components (train)", rf"^(train|unidoc)/reward/{_NOT_A_COMPONENT}"),
+    ("Reward components (validation)", rf"^val/reward/{_NOT_A_COMPONENT}"),
+    ("Reward spread within GRPO groups", r"/reward/std_within_groups$"),
+    ("Judge calls, failed searches, forced answers", r"/reward/(judge_|search_failures$|forced_answer$)"),
+    ("Episode outcomes (share of episodes)", r"/agent/(crop_rate|answered|forced_answers)$"),
+    ("Actions per episode", r"/agent/(invalid_actions|searches|search_failures)$"),
     ("KL", r"kl"),
     ("Entropy", r"entropy"),
     ("Response length (tokens)", r"response_(tokens|length)"),
     ("Turns", r"turns"),
 )
-HIDDEN_METRICS = re.compile(r"reward_score$")
+"""Charts of metrics named by both trainers: `{prefix}/reward/{component}` and `{prefix}/agent/{behaviour}`, with
+prefix `train`/`val` (local trainer) or `unidoc` (verl plugin); `unidoc_rl/step_metrics.py` names them."""
+HIDDEN_METRICS = re.compile(r"/reward/score$")
 """The reward breakdown's total duplicates the reward itself."""
 FILLER_KEYS = frozenset({"benchmarks", "categories", "per_category", "by_category", "category", "results", "overall"})
 CI_PAIR_KEYS = ("ci", "ci95", "accuracy_ci", "bootstrap_ci", "interval")

@@ -323,23 +323,25 @@ def _metrics(steps: int) -> list[dict]:
         row = {
             "step": step,
             "train/reward": 0.2 + 0.5 * progress + wobble,
-            "train/reward_format": min(1.0, 0.5 + 0.5 * progress),
-            "train/reward_retrieval": 0.3 + 0.4 * progress + wobble,
-            "train/reward_selection": 0.4 + 0.3 * progress,
-            "train/reward_crop": 0.1 + 0.5 * progress - wobble,
-            "train/reward_answer": 0.15 + 0.55 * progress + wobble,
-            "train/reward_score": 0.2 + 0.5 * progress + wobble,
-            "train/turns": 4.5 - 1.5 * progress,
+            "train/reward/format": min(1.0, 0.5 + 0.5 * progress),
+            "train/reward/retrieval": 0.3 + 0.4 * progress + wobble,
+            "train/reward/selection": 0.4 + 0.3 * progress,
+            "train/reward/crop": 0.1 + 0.5 * progress - wobble,
+            "train/reward/answer": 0.15 + 0.55 * progress + wobble,
+            "train/reward/score": 0.2 + 0.5 * progress + wobble,
+            "train/agent/turns": 4.5 - 1.5 * progress,
             "train/response_tokens": 380 - 120 * progress + 20 * wobble,
-            "train/reward_judge_fallback": 0.0 if step != 7 else 0.25,
-            "train/reward_search_failures": 0.05 if step % 6 == 0 else 0.0,
+            "train/reward/judge_fallback": 0.0 if step != 7 else 0.25,
+            "train/reward/search_failures": 0.05 if step % 6 == 0 else 0.0,
+            "train/reward/std_within_groups": 0.2 - 0.1 * progress,
+            "train/agent/crop_rate": 0.3 + 0.4 * progress,
             "actor/kl_loss": 0.002 * step,
             "actor/entropy": 1.2 - 0.4 * progress,
             "actor/grad_norm": 0.8 + wobble,
         }
         rows.append(row)
         if step % 10 == 0:  # the local trainer logs validation as its own line with the same step
-            rows.append({"step": step, "val/reward": 0.25 + 0.45 * progress, "val/reward_answer": 0.2 + 0.5 * progress})
+            rows.append({"step": step, "val/reward": 0.25 + 0.45 * progress, "val/reward/answer": 0.2 + 0.5 * progress})
     return rows
 
 
