@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,13 +22,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from unidoc_rl.testing.serving import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_service(workdir: Path) -> tuple[subprocess.Popen, str]:
@@ -37,7 +32,7 @@ def start_service(workdir: Path) -> tuple[subprocess.Popen, str]:
     shutil.copytree(REPO_ROOT / "examples" / "corpus", corpus)
     ingest = [sys.executable, str(REPO_ROOT / "search_engine" / "ingestion.py"), "--dataset_dir", str(corpus)]
     subprocess.run([*ingest, "--no_progress"], check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     service = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "search_engine" / "search_engine_api.py"), "--dataset_dir", str(corpus),
          "--port", str(port), "--log_level", "warning"],

@@ -27,7 +27,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -59,12 +58,6 @@ GRPO_STEP_METRICS = {
 }
 """What the demo reports of every GRPO step: its name → verl's metric."""
 logger = logging.getLogger("unidoc_rl.demo")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 VERL_PROGRESS = re.compile(r"Training Progress|step:\d+ - ")
@@ -140,6 +133,7 @@ def search_service_command(index_dir: Path, pages_dir: Path, port: int) -> list[
 def search_service(index_dir: Path, pages_dir: Path, log_path: Path, timeout_s: float = 60.0):
     """The search service as a subprocess on loopback; yields its URL once /health answers."""
     from search_engine.client import SearchClient, SearchError
+    from unidoc_rl.testing.serving import free_port
 
     port = free_port()
     command = search_service_command(index_dir, pages_dir, port)

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 
 from unidoc_rl.http_server import KEEP_ALIVE_S
 from unidoc_rl.testing.sample_corpus import index_sample_corpus
-from unidoc_rl.testing.serving import ThreadedUvicorn
+from unidoc_rl.testing.serving import ThreadedUvicorn, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IDLE_S = 6.0
@@ -47,12 +47,6 @@ def assert_idle_connection_is_reused(port: int, path: str) -> None:
         assert _get(connection, path).startswith(b"HTTP/1.1 200")
         time.sleep(IDLE_S)
         assert _get(connection, path).startswith(b"HTTP/1.1 200"), f"the server closed a connection idle {IDLE_S} s"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _serve(command: list[str], port: int, path: str):
@@ -83,7 +77,7 @@ def test_loopback_servers_keep_an_idle_connection_open():
 
 @pytest.mark.parametrize("service", ["search", "judge"])
 def test_service_clis_keep_an_idle_connection_open(service, tmp_path):
-    port = _free_port()
+    port = free_port()
     if service == "search":
         corpus = index_sample_corpus(tmp_path / "corpus", names=["northwind_annual_report_2023.pdf"])
         command = [sys.executable, "search_engine/search_engine_api.py", "--dataset_dir", str(corpus)]

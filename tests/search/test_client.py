@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from search_engine.client import AsyncSearchClient, SearchClient, SearchError
+from unidoc_rl.testing.serving import free_port
 
 HIT = {"idx": 0, "image_file": "/corpus/pages/a_1.png", "page_id": "a_1", "score": 1.5}
 
@@ -50,14 +49,8 @@ def test_never_retries_4xx(run_service):
     assert len(calls) == 1 and raised.value.status_code == 422
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_connection_refused_is_retried_then_reported():
-    with SearchClient(f"http://127.0.0.1:{_closed_port()}", retries=1, backoff_seconds=0.01) as client:
+    with SearchClient(f"http://127.0.0.1:{free_port()}", retries=1, backoff_seconds=0.01) as client:
         with pytest.raises(SearchError, match="after 2 attempts \\(ConnectError") as raised:
             client.search(["q"])
     assert raised.value.status_code is None

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
 import uvicorn
 
 from unidoc_rl.http_server import server_config
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (for a server started in another process, or a refused connection)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
 
 
 class ThreadedUvicorn:
