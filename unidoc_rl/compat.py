@@ -6,7 +6,9 @@ to import, which breaks `Qwen2_5_VLProcessor` (it always builds a video processo
 `smart_resize` from that module). The PIL image processor computes the same pixels and needs no torchvision.
 
 Everything here is a no-op when torchvision is importable, so GPU machines use the stock classes.
-Import this module before colpali-engine; `unidoc_rl` imports it on package import.
+Import this module before colpali-engine; `unidoc_rl` imports it on package import. Programs that load a checkpoint
+through stock code without importing `unidoc_rl` (vLLM's server and its engine processes) get it from a `.pth` line
+that `make vllm-env` writes into that environment.
 """
 
 from __future__ import annotations
@@ -49,22 +51,73 @@ def install_torchvision_free_image_module() -> None:
     sys.meta_path.insert(0, _PilImageModuleFinder())
 
 
-install_torchvision_free_image_module()
-
-
-def _image_only(processor_cls: type) -> type:
+def _image_only(processor_cls: type, name: str | None = None) -> type:
     """A subclass whose `__init__` has no `video_processor`: transformers derives sub-processors from it."""
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        kwargs.pop("video_processor", None)
         processor_cls.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
 
-    return type(f"ImageOnly{processor_cls.__name__}", (processor_cls,), {"__init__": __init__})
+    namespace = {"__init__": __init__, "__module__": processor_cls.__module__, "image_only": True}
+    return type(name or f"ImageOnly{processor_cls.__name__}", (processor_cls,), namespace)
+
+
+_POLICY_PROCESSOR_MODULE = "transformers.models.qwen2_5_vl.processing_qwen2_5_vl"
+
+
+def _make_policy_processor_image_only(module) -> None:
+    stock = module.Qwen2_5_VLProcessor
+    if not getattr(stock, "image_only", False):
+        module.Qwen2_5_VLProcessor = _image_only(stock, name=stock.__name__)
+    package = sys.modules.get(_POLICY_PROCESSOR_MODULE.rpartition(".")[0])
+    if package is not None and "Qwen2_5_VLProcessor" in vars(package):  # the lazy package cached the stock class
+        package.Qwen2_5_VLProcessor = module.Qwen2_5_VLProcessor
+
+
+class _PolicyProcessorFinder(importlib.abc.MetaPathFinder):
+    """Replaces `Qwen2_5_VLProcessor` by its image-only subclass (same name) as its module is imported.
+
+    Stock code that loads a Qwen2.5-VL checkpoint (`Qwen2_5_VLProcessor.from_pretrained`, as vLLM does) otherwise
+    builds the video processor, which needs torchvision. The policy takes page images only.
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != _POLICY_PROCESSOR_MODULE:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        stock_exec = spec.loader.exec_module
+
+        def exec_module(module):
+            stock_exec(module)
+            _make_policy_processor_image_only(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def install_image_only_policy_processor() -> None:
+    if HAS_TORCHVISION or any(isinstance(finder, _PolicyProcessorFinder) for finder in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _PolicyProcessorFinder())
+    if _POLICY_PROCESSOR_MODULE in sys.modules:
+        _make_policy_processor_image_only(sys.modules[_POLICY_PROCESSOR_MODULE])
+
+
+install_torchvision_free_image_module()
+install_image_only_policy_processor()
 
 
 def policy_processor_class() -> type:
     from transformers import Qwen2_5_VLProcessor
 
-    return Qwen2_5_VLProcessor if HAS_TORCHVISION else _image_only(Qwen2_5_VLProcessor)
+    return Qwen2_5_VLProcessor
 
 
 def retriever_processor_class(model_family: str = "colqwen2") -> type:

@@ -82,8 +82,9 @@ class TinyModelSpec:
     hidden_size: int = 64
     intermediate_size: int = 128
     num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
+    num_attention_heads: int = 2
+    num_key_value_heads: int = 1
+    """Text head size hidden_size / num_attention_heads = 32: vLLM's CPU attention takes 32, 64, 80, ... (not 16)."""
     vision_depth: int = 2
     vision_hidden_size: int = 32
     vision_heads: int = 2
