@@ -82,9 +82,8 @@ class TinyModelSpec:
     hidden_size: int = 64
     intermediate_size: int = 128
     num_hidden_layers: int = 2
-    num_attention_heads: int = 2
-    num_key_value_heads: int = 1
-    """Text head size hidden_size / num_attention_heads = 32: vLLM's CPU attention takes 32, 64, 80, ... (not 16)."""
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
     vision_depth: int = 2
     vision_hidden_size: int = 32
     vision_heads: int = 2
@@ -105,6 +104,9 @@ class TinyModelSpec:
 @dataclass(frozen=True)
 class TinyPolicySpec(TinyModelSpec):
     kind: ClassVar[str] = "policy"
+    num_attention_heads: int = 2
+    num_key_value_heads: int = 1
+    """Text head size hidden_size / num_attention_heads = 32: vLLM's CPU attention takes 32, 64, 80, ... (not 16)."""
 
 
 @dataclass(frozen=True)
