@@ -13,7 +13,8 @@ from unidoc_rl.vision import CoordinateConvention, PixelBudget
 @dataclass(frozen=True)
 class AgentSettings:
     search_url: str = ""
-    """`http://host:port` of the search service, or `inprocess://name` for a registered in-process backend."""
+    """The search service's root `http://host:port` or its `/search` endpoint, or `inprocess://name` for a registered
+    in-process backend."""
     search_top_k: int = 10
     search_timeout: float = 10.0
     search_retries: int = 3
