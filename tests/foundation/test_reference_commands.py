@@ -210,3 +210,15 @@ def test_train_sh_needs_exactly_one_judge(repo_root: Path, judge_env: dict, mess
     result = run_train_sh(repo_root, SEARCH_URL="http://127.0.0.1:8001/search", **judge_env)
     assert result.returncode == 2
     assert message in result.stderr and result.stdout == ""
+
+
+def test_service_root_takes_the_root_or_the_endpoint_and_rejects_other_urls():
+    from unidoc_rl.service_access import service_root
+
+    for url in ("http://h:8001", "http://h:8001/", "http://h:8001/search", " http://h:8001/search/ "):
+        assert service_root(url, "/search") == "http://h:8001"
+    assert service_root("https://h/api/eval", "/eval") == "https://h/api"
+    assert service_root("http://h:8001/research", "/search") == "http://h:8001/research"
+    for bad in ("h:8001/search", "", "ftp://h/search", "http:///search"):
+        with pytest.raises(ValueError, match="is not an http"):
+            service_root(bad, "/search")
