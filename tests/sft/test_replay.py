@@ -19,7 +19,7 @@ from unidoc_rl.agent.scripted_client import ScriptedLLMClient
 from unidoc_rl.agent.verl_worker import build_agent_loop_worker, compose_verl_config, rope_processor
 from unidoc_rl.data.prepare import ground_truth_of
 from unidoc_rl.episode import EpisodeRecord
-from unidoc_rl.prompts import question_message
+from unidoc_rl.prompts import load_prompts
 from unidoc_rl.rewards.scorer import EpisodeScorer
 from unidoc_rl.rewards.settings import RewardSettings
 from unidoc_rl.testing.tiny_models import tiny_policy_path
@@ -55,7 +55,9 @@ def replay(oracle_run, search_url, processor):
     client = ScriptedLLMClient(processor.tokenizer, script)
     batch = DataProto.from_single_dict(
         {
-            "raw_prompt": np.array([[question_message(questions[line["uid"]])] for line in lines], dtype=object),
+            "raw_prompt": np.array(
+                [[load_prompts().question_message(questions[line["uid"]])] for line in lines], dtype=object
+            ),
             "agent_name": np.array(["unidoc_agent"] * len(lines), dtype=object),
             "extra_info": np.array([{"uid": line["uid"]} for line in lines], dtype=object),
         }
