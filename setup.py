@@ -36,6 +36,8 @@ setup(
         "httpx2",
         "httpx>=0.27",
         "tqdm",
+        # The agent's prompt templates (unidoc_rl/prompt_templates/*.jinja).
+        "jinja2>=3.1",
     ],
     # The fused MaxSim kernel (search_engine/_kernel.c) is optional: where it does not compile, the install goes on
     # and search uses the torch path.

@@ -25,7 +25,7 @@ from PIL import Image
 from unidoc_rl.agent.scripted_client import ScriptedCall, ScriptedLLMClient
 from unidoc_rl.agent.search import StaticSearchBackend, register_inprocess_backend
 from unidoc_rl.agent.verl_worker import build_agent_loop_worker, compose_verl_config, rope_processor
-from unidoc_rl.prompts import prompt_messages
+from unidoc_rl.prompts import load_prompts
 from unidoc_rl.testing.tiny_models import tiny_policy_path
 
 logger = logging.getLogger("rollout_bench")
@@ -68,7 +68,7 @@ async def run_once(worker, client: TimedClient, turns: int) -> dict:
     client.start(script_for(turns))
     batch = DataProto.from_single_dict(
         {
-            "raw_prompt": np.array([prompt_messages("What was the annual revenue?")], dtype=object),
+            "raw_prompt": np.array([load_prompts().prompt_messages("What was the annual revenue?")], dtype=object),
             "agent_name": np.array(["unidoc_agent"], dtype=object),
         }
     )

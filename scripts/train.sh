@@ -5,6 +5,11 @@
 #   SEARCH_URL=http://10.0.0.5:8001 JUDGE_URL=http://10.0.0.6:8000/v1 N_GPUS=8 NNODES=1 \
 #   bash scripts/train.sh trainer.total_epochs=2 actor_rollout_ref.rollout.n=8
 #
+# SEARCH_URL is the search service's root or its /search endpoint. The answer judge is exactly one of:
+#   JUDGE_URL  an OpenAI-compatible endpoint (/v1) judged directly (JUDGE_MODEL names the model, default `judge`);
+#   RM_URL     the project's judge service, as the reference sets it (http://host:8003/eval; judge backend
+#              evaluator_service; the service's key, if it has one, in UNIDOC_JUDGE_API_KEY).
+#
 # On a machine without GPUs, VERL_PLATFORM=cpu runs the same trainer on CPU with the project's plugin
 # (configs/experiment/cpu.yaml; MODEL_PATH=tiny is the offline tiny policy):
 #
@@ -20,8 +25,25 @@ cd "$(dirname "$0")/.."
 : "${TRAIN_FILE:?set TRAIN_FILE to the RL parquet from python -m unidoc_rl.data.prepare}"
 : "${VAL_FILE:?set VAL_FILE to the validation parquet}"
 : "${SEARCH_URL:?set SEARCH_URL to the search service, e.g. http://127.0.0.1:8001}"
-: "${JUDGE_URL:?set JUDGE_URL to an OpenAI-compatible judge endpoint, e.g. http://127.0.0.1:8000/v1}"
-JUDGE_MODEL="${JUDGE_MODEL:-judge}"
+if [[ -n "${RM_URL:-}" && -n "${JUDGE_URL:-}" ]]; then
+  echo "set either RM_URL (the judge service's /eval) or JUDGE_URL (an OpenAI-compatible /v1 judge), not both" >&2
+  exit 2
+elif [[ -n "${RM_URL:-}" ]]; then
+  judge_args=(
+    "reward.reward_kwargs.judge.backend=evaluator_service"
+    "reward.reward_kwargs.judge.base_url=$RM_URL"
+    "reward.reward_kwargs.judge.api_key_env=UNIDOC_JUDGE_API_KEY"
+  )
+elif [[ -n "${JUDGE_URL:-}" ]]; then
+  judge_args=(
+    "reward.reward_kwargs.judge.base_url=$JUDGE_URL"
+    "reward.reward_kwargs.judge.model=${JUDGE_MODEL:-judge}"
+  )
+else
+  echo "set RM_URL to the judge service's /eval (e.g. http://127.0.0.1:8003/eval) or JUDGE_URL to an" \
+    "OpenAI-compatible judge endpoint (e.g. http://127.0.0.1:8000/v1)" >&2
+  exit 2
+fi
 PYTHON="${PYTHON:-python}"
 experiment=()
 if [[ "${VERL_PLATFORM:-}" == "cpu" ]]; then
@@ -49,8 +71,7 @@ hydra_args=(
   "data.train_files=$TRAIN_FILE"
   "data.val_files=$VAL_FILE"
   "unidoc_agent.search_url=$SEARCH_URL"
-  "reward.reward_kwargs.judge.base_url=$JUDGE_URL"
-  "reward.reward_kwargs.judge.model=$JUDGE_MODEL"
+  "${judge_args[@]}"
   "actor_rollout_ref.rollout.agent.agent_loop_config_path=$PWD/configs/agent_loop.yaml"
   "trainer.n_gpus_per_node=$N_GPUS"
   "trainer.nnodes=$NNODES"

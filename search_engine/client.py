@@ -1,7 +1,7 @@
 """Clients of the search service, for the agent loop and data synthesis (sync and asyncio).
 
-Both retry with exponential backoff on connection errors, timeouts and 5xx answers, never on 4xx, and raise
-SearchError with the server's message when they give up.
+Both take the service root or its /search endpoint as the URL. Both retry with exponential backoff on connection
+errors, timeouts and 5xx answers, never on 4xx, and raise SearchError with the server's message when they give up.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import httpx
 from PIL import Image
 
 from search_engine.types import SearchHit
+from unidoc_rl.service_access import API_KEY_HEADER, service_root
 
-API_KEY_HEADER = "X-API-Key"
+SEARCH_ENDPOINT = "/search"
 
 
 class SearchError(Exception):
@@ -77,7 +78,7 @@ class SearchClient:
         api_key: str | None = None,
         backoff_seconds: float = 0.2,
     ):
-        self.base_url = base_url.rstrip("/")
+        self.base_url = service_root(base_url, SEARCH_ENDPOINT)
         self.retries = retries
         self.backoff_seconds = backoff_seconds
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=_headers(api_key))
@@ -101,7 +102,7 @@ class SearchClient:
         body: dict[str, Any] = {"queries": list(queries)}
         if top_k is not None:
             body["top_k"] = top_k
-        return _parse_results(self._request("POST", "/search", json=body).json(), len(queries))
+        return _parse_results(self._request("POST", SEARCH_ENDPOINT, json=body).json(), len(queries))
 
     def health(self) -> dict[str, Any]:
         return self._request("GET", "/health").json()
@@ -134,7 +135,7 @@ class AsyncSearchClient:
         api_key: str | None = None,
         backoff_seconds: float = 0.2,
     ):
-        self.base_url = base_url.rstrip("/")
+        self.base_url = service_root(base_url, SEARCH_ENDPOINT)
         self.timeout = timeout
         self.retries = retries
         self.api_key = api_key
@@ -168,7 +169,7 @@ class AsyncSearchClient:
         body: dict[str, Any] = {"queries": list(queries)}
         if top_k is not None:
             body["top_k"] = top_k
-        response = await self._request("POST", "/search", json=body)
+        response = await self._request("POST", SEARCH_ENDPOINT, json=body)
         return _parse_results(response.json(), len(queries))
 
     async def health(self) -> dict[str, Any]:

@@ -2,10 +2,13 @@
 
     python search_engine/search_engine_api.py --dataset_dir examples/corpus            # 127.0.0.1:8002
 
-Every setting is also read from an environment variable (UNIDOC_SEARCH_<NAME>, e.g. UNIDOC_SEARCH_DATASET_DIR);
-command-line flags win. The service binds to 127.0.0.1 unless told otherwise and then requires an API key
-(header X-API-Key). Searches run in a worker thread, never on the event loop; an ingest that updates the index
-is picked up on the next request (old or new index, never a mix).
+    cd search_engine && SEARCH_DATASET_DIR=/corpus SEARCH_PORT=8001 python search_engine_api.py   # as the reference
+
+Every setting is also read from an environment variable (UNIDOC_SEARCH_<NAME>, e.g. UNIDOC_SEARCH_DATASET_DIR), and
+the dataset folder and port from the reference repository's SEARCH_DATASET_DIR and SEARCH_PORT; command-line flags
+win, then UNIDOC_SEARCH_*, then the reference's names. The service binds to 127.0.0.1 unless told otherwise and then
+requires an API key (header X-API-Key). Searches run in a worker thread, never on the event loop; an ingest that
+updates the index is picked up on the next request (old or new index, never a mix).
 """
 
 from __future__ import annotations
@@ -18,8 +21,6 @@ if __name__ == "__main__" and not __package__:
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
-import hmac  # noqa: E402
-import ipaddress  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 from dataclasses import dataclass, fields  # noqa: E402
@@ -37,11 +38,13 @@ from search_engine.ivf import DEFAULT_PREFILTER, DEFAULT_PROBE  # noqa: E402
 from search_engine.maxsim import DEFAULT_RESIDENCY, RESIDENCY_MODES  # noqa: E402
 from search_engine.searcher import Searcher, SearchSettings  # noqa: E402
 from search_engine.vector_index import DEFAULT_CANDIDATES  # noqa: E402
+from unidoc_rl.http_server import api_key_guard, require_key_beyond_loopback, run_server  # noqa: E402
 
 logger = logging.getLogger("search_engine.api")
 
 ENV_PREFIX = "UNIDOC_SEARCH_"
-API_KEY_HEADER = "X-API-Key"
+REFERENCE_ENV = {"dataset_dir": "SEARCH_DATASET_DIR", "port": "SEARCH_PORT"}
+"""The reference repository's variable names of these settings, read after UNIDOC_SEARCH_<NAME>."""
 
 
 @dataclass
@@ -76,29 +79,26 @@ class ServiceConfig:
     def validate(self) -> None:
         if not 1 <= self.top_k <= self.max_top_k:
             raise ValueError(f"default top_k {self.top_k} must be in [1, max_top_k={self.max_top_k}]")
-        if not is_loopback(self.host) and not self.api_key:
-            raise ValueError(
-                f"binding to {self.host} exposes the service beyond this machine: set an API key "
-                f"(--api_key or {ENV_PREFIX}API_KEY); clients send it in the {API_KEY_HEADER} header"
-            )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        require_key_beyond_loopback(self.host, self.api_key, f"--api_key or {ENV_PREFIX}API_KEY")
 
 
 def config_from_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Settings from UNIDOC_SEARCH_<NAME>, else the reference's name; ValueError names a variable that is no int."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for spec in fields(ServiceConfig):
-        raw = environ.get(ENV_PREFIX + spec.name.upper())
-        if raw is not None:
-            values[spec.name] = int(raw) if spec.type in ("int", int) else raw
+        names = [ENV_PREFIX + spec.name.upper(), REFERENCE_ENV.get(spec.name)]
+        name = next((name for name in names if name and name in environ), None)
+        if name is None:
+            continue
+        raw = environ[name]
+        if spec.type in ("int", int):
+            try:
+                values[spec.name] = int(raw)
+            except ValueError:
+                raise ValueError(f"{name}={raw!r} is not an integer") from None
+        else:
+            values[spec.name] = raw
     return values
 
 
@@ -178,12 +178,7 @@ def create_app(config: ServiceConfig, searcher: Searcher | None = None) -> FastA
     async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _validation_message(error)}, status_code=422)
 
-    def require_api_key(request: Request) -> None:
-        if config.api_key is None:
-            return
-        given = request.headers.get(API_KEY_HEADER, "")
-        if not hmac.compare_digest(given.encode(), config.api_key.encode()):
-            raise HTTPException(status_code=401, detail=f"missing or wrong {API_KEY_HEADER} header")
+    require_api_key = api_key_guard(config.api_key)
 
     def check(queries: list[str], top_k: int | None) -> int:
         if not queries:
@@ -238,12 +233,17 @@ def create_app(config: ServiceConfig, searcher: Searcher | None = None) -> FastA
 
 
 def build_parser() -> argparse.ArgumentParser:
+    reference = ", ".join(f"--{flag}: {name}" for flag, name in REFERENCE_ENV.items())
     parser = argparse.ArgumentParser(
         description="Serve a search index over HTTP. Each flag defaults to the environment variable "
-        f"{ENV_PREFIX}<FLAG in upper case>, then to the value shown.",
+        f"{ENV_PREFIX}<FLAG in upper case>, then to the reference repository's variable where it has one "
+        f"({reference}), then to the value shown: flags win, then {ENV_PREFIX}*, then the reference's names.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    defaults = ServiceConfig(**config_from_env())
+    try:
+        defaults = ServiceConfig(**config_from_env())
+    except ValueError as error:
+        parser.error(str(error))
     parser.add_argument("--dataset_dir", default=defaults.dataset_dir, help="corpus folder given to ingestion")
     parser.add_argument("--index_dir", default=defaults.index_dir, help="index folder (default DATASET_DIR/index)")
     parser.add_argument("--pages_dir", default=defaults.pages_dir, help="page images (default DATASET_DIR/pages)")
@@ -270,15 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_queries", type=int, default=defaults.max_queries, help="queries per request")
     parser.add_argument("--max_query_chars", type=int, default=defaults.max_query_chars)
     parser.add_argument("--max_body_bytes", type=int, default=defaults.max_body_bytes)
-    parser.add_argument("--api_key", default=defaults.api_key, help=f"required in the {API_KEY_HEADER} header")
+    parser.add_argument("--api_key", default=defaults.api_key, help="required in the X-API-Key header")
     parser.add_argument("--device", default=defaults.device, help="torch device of the query encoder")
     parser.add_argument("--log_level", default=defaults.log_level)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from unidoc_rl.http_server import run_server
-
     args = build_parser().parse_args(argv)
     config = ServiceConfig(**vars(args))
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

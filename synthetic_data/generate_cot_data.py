@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--min-pixels", type=int, default=None, help="override unidoc_agent.min_pixels")
     agent.add_argument("--max-pixels", type=int, default=None, help="override unidoc_agent.max_pixels")
     agent.add_argument("--convention", choices=[c.value for c in CoordinateConvention], default=None)
+    agent.add_argument(
+        "--prompt-template", default=None, help="override unidoc_agent.prompt_template (template name or .jinja path)"
+    )
 
     robust = parser.add_argument_group("robustness")
     robust.add_argument("--concurrency", type=int, default=8, help="samples in flight")
@@ -100,7 +103,12 @@ def load_agent_settings(path: Path, args: argparse.Namespace) -> tuple[AgentSett
     }
     if args.convention:
         overrides["convention"] = CoordinateConvention(args.convention)
-    settings = replace(settings, **overrides)
+    if args.prompt_template:
+        overrides["prompt_template"] = args.prompt_template
+    try:
+        settings = replace(settings, **overrides)
+    except (OSError, ValueError) as error:  # a missing or malformed prompt template
+        raise SystemExit(str(error)) from None
     if settings.min_pixels is None or settings.max_pixels is None:
         raise SystemExit(
             f"{path}: unidoc_agent.min_pixels/max_pixels are unset (they default to the policy's processor in RL); "

@@ -230,12 +230,6 @@ class ChatService:
         await self._http.aclose()
 
 
-def search_base_url(url: str) -> str:
-    """The service root, from either the root or its `/search` endpoint (as reference users write it)."""
-    url = url.rstrip("/")
-    return url[: -len("/search")] if url.endswith("/search") else url
-
-
 class AccountedSearch:
     """The search service as the agent's search backend, with retries and per-sample accounting.
 
@@ -244,7 +238,7 @@ class AccountedSearch:
 
     def __init__(self, url: str, policy: RetryPolicy, api_key: str | None = None):
         self.policy = policy
-        self._client = AsyncSearchClient(search_base_url(url), timeout=policy.timeout_s, retries=0, api_key=api_key)
+        self._client = AsyncSearchClient(url, timeout=policy.timeout_s, retries=0, api_key=api_key)
 
     def for_sample(self, log: StageLog) -> _SampleSearch:
         return _SampleSearch(self, log.stage("search"))

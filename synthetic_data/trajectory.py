@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from PIL import Image
 
 from synthetic_data.services import StageError
-from unidoc_rl import prompts
 from unidoc_rl.actions import AnswerAction, BBoxAction, InvalidAction, SearchAction, SelectAction, parse_action
 from unidoc_rl.agent_settings import AgentSettings
 from unidoc_rl.environment import AgentEnvironment, Observation
 from unidoc_rl.episode import FinishReason
+from unidoc_rl.prompts import message_text
 from unidoc_rl.vision import PixelBudget
 
 
@@ -44,8 +44,10 @@ class Trajectory:
         self.environment = AgentEnvironment(settings, budget, backend)
         self.state = self.environment.new_state(uid=uid, question=question)
         self.messages: list[dict[str, str]] = [
-            {"role": message["role"], "content": prompts.message_text(message)}
-            for message in prompts.prompt_messages(question, settings.convention, settings.limits.n_candidates)
+            {"role": message["role"], "content": message_text(message)}
+            for message in self.environment.prompts.prompt_messages(
+                question, settings.convention, settings.limits.n_candidates
+            )
         ]
         self.images: list[ShownImage] = []
         self._crops = 0

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from unidoc_rl.episode_state import EpisodeLimits
+from unidoc_rl.prompts import DEFAULT_TEMPLATE, load_prompts
 from unidoc_rl.settings_keys import reject_unknown_keys
 from unidoc_rl.vision import CoordinateConvention, PixelBudget
 
@@ -13,7 +14,8 @@ from unidoc_rl.vision import CoordinateConvention, PixelBudget
 @dataclass(frozen=True)
 class AgentSettings:
     search_url: str = ""
-    """`http://host:port` of the search service, or `inprocess://name` for a registered in-process backend."""
+    """The search service's root `http://host:port` or its `/search` endpoint, or `inprocess://name` for a registered
+    in-process backend."""
     search_top_k: int = 10
     search_timeout: float = 10.0
     search_retries: int = 3
@@ -27,6 +29,12 @@ class AgentSettings:
     """A turn is started only if at least this many tokens of context and response budget remain."""
     force_final_answer: bool = True
     """When a budget runs out, ask once more for an answer (the finish reason still names the budget)."""
+    prompt_template: str = DEFAULT_TEMPLATE
+    """The agent's texts (system prompt, question and observation turns): a template shipped in
+    unidoc_rl/prompt_templates/ by name, or a .jinja file path (a released checkpoint's own wording)."""
+
+    def __post_init__(self):
+        load_prompts(self.prompt_template)  # a missing or malformed template fails here, naming the problem
 
     @classmethod
     def from_mapping(cls, raw: Any) -> AgentSettings:

@@ -21,7 +21,6 @@ from typing import Any
 
 from PIL import Image
 
-from unidoc_rl import prompts
 from unidoc_rl.actions import (
     Action,
     AnswerAction,
@@ -34,6 +33,7 @@ from unidoc_rl.actions import (
 from unidoc_rl.agent_settings import AgentSettings
 from unidoc_rl.episode import FinishReason
 from unidoc_rl.episode_state import EpisodeState, PageView
+from unidoc_rl.prompts import load_prompts, message_text
 from unidoc_rl.vision import PixelBudget, crop_and_zoom
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class Observation:
 
     @property
     def text(self) -> str:
-        return prompts.message_text(self.message)
+        return message_text(self.message)
 
 
 @dataclass
@@ -69,6 +69,7 @@ class AgentEnvironment:
         self.settings = settings
         self.budget = budget
         self.backend = backend
+        self.prompts = load_prompts(settings.prompt_template)
 
     def new_state(self, uid: str = "", question: str = "") -> EpisodeState:
         state = EpisodeState(limits=self.settings.limits, budget=self.budget, convention=self.settings.convention)
@@ -78,7 +79,7 @@ class AgentEnvironment:
 
     def note(self, state: EpisodeState) -> str | None:
         """The warning appended to an observation when the model's next turn is its last."""
-        return prompts.LAST_TURN_NOTE if self.settings.force_final_answer and state.turns_left == 1 else None
+        return self.prompts.last_turn_note if self.settings.force_final_answer and state.turns_left == 1 else None
 
     async def step(self, state: EpisodeState, action: Action, *, render: bool = True) -> Step:
         """Carry out a non-answer action. With `render=False` (no later turn would read the observation) only its
@@ -98,7 +99,7 @@ class AgentEnvironment:
         if isinstance(action, SearchAction):
             return await self._search(state, action, note)
         if isinstance(action, SelectAction):
-            message = prompts.selected_page(action.index, target.display, note)
+            message = self.prompts.selected_page(action.index, target.display, note)
             return Step(Observation(message, [target.display]), lambda: state.record_select(target))
         return await self._crop(state, target, note)
 
@@ -114,7 +115,7 @@ class AgentEnvironment:
 
     def _invalid(self, state: EpisodeState, invalid: InvalidAction, note: str | None) -> Step:
         state.record_invalid(invalid)
-        message = prompts.invalid_action(invalid.reason.value, invalid.detail, note)
+        message = self.prompts.invalid_action(invalid.reason.value, invalid.detail, note)
         return Step(Observation(message, [], reports_invalid=True))
 
     async def _crop(self, state: EpisodeState, mapped, note: str | None) -> Step:
@@ -127,7 +128,8 @@ class AgentEnvironment:
             logger.warning("crop of %s failed: %s", focus.page_id, error)
             detail = f"the region could not be zoomed ({type(error).__name__}: {error})"[:_MAX_ERROR_TEXT]
             return self._invalid(state, InvalidAction(InvalidReason.CROP_FAILED, detail), note)
-        return Step(Observation(prompts.cropped_region(zoom, note), [zoom]), lambda: state.record_crop(mapped, zoom))
+        observation = Observation(self.prompts.cropped_region(zoom, note), [zoom])
+        return Step(observation, lambda: state.record_crop(mapped, zoom))
 
     async def _search(self, state: EpisodeState, action: SearchAction, note: str | None) -> Step:
         try:
@@ -135,7 +137,7 @@ class AgentEnvironment:
         except Exception as error:  # noqa: BLE001 - any search failure becomes an observation, never a crash
             logger.warning("search for %r failed: %s", action.query, error)
             reason = f"{type(error).__name__}: {error}"[:_MAX_ERROR_TEXT]
-            message = prompts.error(f"Search failed ({reason})", note)
+            message = self.prompts.search_failed(reason, note)
             return Step(Observation(message, []), lambda: state.record_failed_search(action.query, reason))
         retrieved = [hit.page_id for hit in hits]
         scores = [float(getattr(hit, "score", 0.0) or 0.0) for hit in hits]
@@ -144,9 +146,9 @@ class AgentEnvironment:
         pages = [page for page in await asyncio.gather(*(self._page(by_id[page_id]) for page_id in fresh)) if page]
         if pages or fresh:
             displays = [page.display for page in pages]
-            message = prompts.search_results(action.query, displays, note, unshowable=len(fresh) - len(pages))
+            message = self.prompts.search_results(action.query, displays, note, unshowable=len(fresh) - len(pages))
         else:
-            message = prompts.no_new_pages(action.query, note)
+            message = self.prompts.no_new_pages(action.query, note)
         observation = Observation(message, [page.display for page in pages])
         return Step(observation, lambda: state.record_search(action.query, retrieved, pages, scores))
 

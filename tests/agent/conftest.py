@@ -14,7 +14,7 @@ from unidoc_rl.agent.scripted_client import ScriptedLLMClient
 from unidoc_rl.agent.search import StaticSearchBackend, register_inprocess_backend, unregister_inprocess_backend
 from unidoc_rl.agent.verl_worker import build_agent_loop_worker, compose_verl_config, rope_processor
 from unidoc_rl.episode import EpisodeRecord
-from unidoc_rl.prompts import prompt_messages
+from unidoc_rl.prompts import load_prompts
 from unidoc_rl.testing.tiny_models import tiny_policy_path
 
 RAW_PAGE_SIZE = (600, 800)
@@ -86,7 +86,7 @@ def question_batch(questions: list[str], uids: list[str] | None = None) -> DataP
     uids = uids or [f"q{index}" for index in range(len(questions))]
     return DataProto.from_single_dict(
         {
-            "raw_prompt": np.array([prompt_messages(question) for question in questions], dtype=object),
+            "raw_prompt": np.array([load_prompts().prompt_messages(question) for question in questions], dtype=object),
             "agent_name": np.array(["unidoc_agent"] * len(questions), dtype=object),
             "extra_info": np.array([{"uid": uid} for uid in uids], dtype=object),
         }

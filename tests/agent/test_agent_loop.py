@@ -112,11 +112,11 @@ async def test_search_select_crop_answer_is_token_exact(kit, policy_path, proces
     assert row["response"][-1] == im_end and row["mask"][-1] == 0
 
     # The whole sequence equals a from-scratch render of the conversation with all its images.
-    messages = prompts.prompt_messages(QUESTION)
+    messages = prompts.load_prompts().prompt_messages(QUESTION)
     observations = [
-        prompts.search_results("revenue", final_images[:3]),
-        prompts.selected_page(1, final_images[3]),
-        prompts.cropped_region(final_images[4]),
+        prompts.load_prompts().search_results("revenue", final_images[:3]),
+        prompts.load_prompts().selected_page(1, final_images[3]),
+        prompts.load_prompts().cropped_region(final_images[4]),
     ]
     for reply, observation in zip(EPISODE, [*observations, None], strict=True):
         messages.append({"role": "assistant", "content": reply})
@@ -205,8 +205,8 @@ async def test_turn_budget_ends_the_episode(kit, policy_path, processor, static_
     assert [step.candidates for step in episode.searches] == [["report_2", "report_1", "report_3"], ["report_5"]]
     assert episode.shown_page_ids == ["report_2", "report_1", "report_3", "report_5"]
     last_prompt = processor.tokenizer.decode(client.calls[2].prompt_ids)
-    assert last_prompt.endswith(prompts.LAST_TURN_NOTE + "<|im_end|>\n<|im_start|>assistant\n")
-    assert prompts.LAST_TURN_NOTE not in processor.tokenizer.decode(client.calls[1].prompt_ids)
+    assert last_prompt.endswith(prompts.load_prompts().last_turn_note + "<|im_end|>\n<|im_start|>assistant\n")
+    assert prompts.load_prompts().last_turn_note not in processor.tokenizer.decode(client.calls[1].prompt_ids)
     # No turn would read the last search's results: the sequence ends with the last action.
     row = kit.unpadded(output)
     assert processor.tokenizer.decode(row["response"]).endswith("<search>nothing</search><|im_end|>")

@@ -17,7 +17,7 @@ from unidoc_rl.agent.agent_loop import PromptMismatchError
 from unidoc_rl.agent.scripted_client import ScriptedLLMClient
 from unidoc_rl.agent.search import StaticSearchBackend, register_inprocess_backend, unregister_inprocess_backend
 from unidoc_rl.episode import ActionKind, FinishReason
-from unidoc_rl.prompts import prompt_messages, question_message
+from unidoc_rl.prompts import load_prompts
 from unidoc_rl.rewards.ground_truth import GroundTruth
 from unidoc_rl.rewards.scorer import EpisodeScorer
 from unidoc_rl.rewards.settings import RewardSettings
@@ -146,7 +146,7 @@ async def test_image_budget_cuts_a_search_candidate_list(kit, policy_path, proce
 
 
 async def test_the_system_prompt_comes_from_the_agent_settings(kit, policy_path, processor, static_search):
-    questions = np.array([[question_message(QUESTION)]], dtype=object)
+    questions = np.array([[load_prompts().question_message(QUESTION)]], dtype=object)
     batch = kit.question_batch([QUESTION])
     batch.non_tensor_batch["raw_prompt"] = questions
     output, client, _ = await run(
@@ -157,7 +157,9 @@ async def test_the_system_prompt_comes_from_the_agent_settings(kit, policy_path,
     assert prompt.count("<|im_start|>system") == 1
 
     stale = kit.question_batch([QUESTION])  # the whole prompt rendered for the absolute convention
-    assert list(stale.non_tensor_batch["raw_prompt"][0]) == prompt_messages(QUESTION, CoordinateConvention.ABSOLUTE)
+    assert list(stale.non_tensor_batch["raw_prompt"][0]) == load_prompts().prompt_messages(
+        QUESTION, CoordinateConvention.ABSOLUTE
+    )
     with pytest.raises(PromptMismatchError, match="convention=norm1000"):
         await run(
             kit, policy_path, processor, static_search, ["<answer>x</answer>"], batch=stale, convention="norm1000"
@@ -215,7 +217,9 @@ async def test_norm1000_boxes_end_to_end(kit, policy_path, processor, static_sea
     client = kit.ScriptedLLMClient(processor.tokenizer, script)
     config = kit.make_config(policy_path, url, convention="norm1000")
     batch = kit.question_batch([QUESTION])
-    batch.non_tensor_batch["raw_prompt"] = np.array([prompt_messages(QUESTION, "norm1000")], dtype=object)
+    batch.non_tensor_batch["raw_prompt"] = np.array(
+        [load_prompts().prompt_messages(QUESTION, "norm1000")], dtype=object
+    )
     output = await kit.run_worker(config, client, batch, processor)
     (crop,) = kit.episode_of(output).crops
     assert crop.boxes_raw[0] == pytest.approx((50, 275, 250, 825))  # 0.1-0.5 × 500 wide, 0.25-0.75 × 1100 high

@@ -83,7 +83,7 @@ async def test_evaluation_worker_runs_the_same_episodes_as_the_training_worker(w
 
     from unidoc_rl.agent.verl_worker import UniDocAgentLoopWorker, build_agent_loop_worker
     from unidoc_rl.eval.worker import EvaluationWorker
-    from unidoc_rl.prompts import question_message
+    from unidoc_rl.prompts import load_prompts
 
     config = compose_eval_config(str(tiny_policy_dir), OVERRIDES, "local_cpu")
     OmegaConf.update(config, "unidoc_agent.search_url", world.search.url)
@@ -95,7 +95,7 @@ async def test_evaluation_worker_runs_the_same_episodes_as_the_training_worker(w
         worker = build_agent_loop_worker(config, client, processor=processor, worker_class=worker_class)
         batch = DataProto.from_single_dict(
             {
-                "raw_prompt": np.array([[question_message(q)] for q in queries], dtype=object),
+                "raw_prompt": np.array([[load_prompts().question_message(q)] for q in queries], dtype=object),
                 "agent_name": np.array(["unidoc_agent"] * len(queries), dtype=object),
                 "extra_info": np.array([{"uid": str(i)} for i in range(len(queries))], dtype=object),
             }

@@ -245,3 +245,27 @@ def test_local_engine_backend_from_the_command_line(world, tiny_policy_dir, tmp_
     assert [r["uid"] for r in sorted(results, key=lambda r: r["uid"])] == ["s1", "s2"]
     assert all(r["episode"]["num_turns"] == 1 and 0 < r["tokens"]["model"] <= 8 for r in results)
     assert json.loads((tmp_path / "summary.json").read_text())["run"]["policy"] == str(tiny_policy_dir)
+
+
+def test_a_released_checkpoints_template_words_the_evaluation(world, serve_policy, kit, tiny_policy_dir, tmp_path):
+    """`--override unidoc_agent.prompt_template=FILE`: the policy sees that template's texts, and so do the records."""
+    from pathlib import Path
+
+    import unidoc_rl.testing
+    from unidoc_rl.prompts import load_prompts
+    from unidoc_rl.vision import CoordinateConvention
+
+    template = str(Path(unidoc_rl.testing.__file__).parent / "alternate_prompts.jinja")
+    server = serve_policy(kit.oracle_plans(world, kit.processor))
+    override = f"unidoc_agent.prompt_template={template}"
+    assert run_cli(kit.eval_argv(world, server.base_url, tiny_policy_dir, tmp_path, "--override", override)) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["overall"]["accuracy"]["mean"] == 1.0  # the oracle still plays every question through
+    first_prompt = kit.processor.tokenizer.decode(server.llm_client.calls[0].prompt_ids)
+    assert load_prompts(template).system_prompt(CoordinateConvention.ABSOLUTE, 3) in first_prompt
+    assert "Task: " in first_prompt and "Question: " not in first_prompt
+    for result in read_results(tmp_path / "results.jsonl"):
+        observations = [turn["observation"] for turn in result["episode"]["turns"] if turn.get("observation")]
+        assert observations[0].startswith("Search [") and " <page 0> <image>" in observations[0]
+        assert any(text.startswith("Focus on page ") for text in observations)
+        assert not any("Results for: " in text or "Selected Image" in text for text in observations)

@@ -25,7 +25,7 @@ from unidoc_rl.agent.verl_worker import build_agent_loop_worker, compose_verl_co
 from unidoc_rl.compat import load_policy_processor
 from unidoc_rl.engine.local_engine import LocalEngine
 from unidoc_rl.episode import EpisodeRecord
-from unidoc_rl.prompts import question_message
+from unidoc_rl.prompts import load_prompts
 from unidoc_rl.testing.tiny_models import tiny_policy_path
 
 CPU_CONFIG = "LLaMA-Factory/examples/train_full/qwen2_5vl_full_sft_cpu.yaml"
@@ -144,7 +144,7 @@ def rollout(model_path, search_url, questions: list[str]):
     )
     batch = DataProto.from_single_dict(
         {
-            "raw_prompt": np.array([[question_message(q)] for q in questions], dtype=object),
+            "raw_prompt": np.array([[load_prompts().question_message(q)] for q in questions], dtype=object),
             "agent_name": np.array(["unidoc_agent"] * len(questions), dtype=object),
             "extra_info": np.array([{"uid": str(i)} for i in range(len(questions))], dtype=object),
         }

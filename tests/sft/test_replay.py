@@ -9,20 +9,25 @@ messages; and its episode record must be the teacher's and score the same.
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 from verl.protocol import DataProto
 
+import unidoc_rl.testing
 from unidoc_rl.agent.scripted_client import ScriptedLLMClient
 from unidoc_rl.agent.verl_worker import build_agent_loop_worker, compose_verl_config, rope_processor
 from unidoc_rl.data.prepare import ground_truth_of
 from unidoc_rl.episode import EpisodeRecord
-from unidoc_rl.prompts import question_message
+from unidoc_rl.prompts import DEFAULT_TEMPLATE, load_prompts
 from unidoc_rl.rewards.scorer import EpisodeScorer
 from unidoc_rl.rewards.settings import RewardSettings
 from unidoc_rl.testing.tiny_models import tiny_policy_path
+from unidoc_rl.vision import CoordinateConvention
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +35,8 @@ def processor():
     return rope_processor(tiny_policy_path())
 
 
-@pytest.fixture(scope="module")
-def replay(oracle_run, search_url, processor):
-    lines = list(oracle_run.lines.values())
+def replay_lines(lines, search_url, processor, prompt_template: str = DEFAULT_TEMPLATE):
+    """Replay each synthesized trajectory's assistant turns through the agent loop; (episodes, last call per uid)."""
     turns = {line["uid"]: [m["content"] for m in line["messages"] if m["role"] == "assistant"] for line in lines}
     questions = {line["uid"]: line["question"] for line in lines}
     owner: dict[str, str] = {}
@@ -50,12 +54,15 @@ def replay(oracle_run, search_url, processor):
             "actor_rollout_ref.rollout.prompt_length=1024",
             "actor_rollout_ref.rollout.response_length=4096",
         ],
-        {"unidoc_agent": {"search_url": search_url}},
+        {"unidoc_agent": {"search_url": search_url, "prompt_template": prompt_template}},
     )
     client = ScriptedLLMClient(processor.tokenizer, script)
+    prompts = load_prompts(prompt_template)
     batch = DataProto.from_single_dict(
         {
-            "raw_prompt": np.array([[question_message(questions[line["uid"]])] for line in lines], dtype=object),
+            "raw_prompt": np.array(
+                [[prompts.question_message(questions[line["uid"]])] for line in lines], dtype=object
+            ),
             "agent_name": np.array(["unidoc_agent"] * len(lines), dtype=object),
             "extra_info": np.array([{"uid": line["uid"]} for line in lines], dtype=object),
         }
@@ -71,6 +78,11 @@ def replay(oracle_run, search_url, processor):
     for call in client.calls:
         last_calls[owner[call.request_id]] = call
     return episodes, last_calls
+
+
+@pytest.fixture(scope="module")
+def replay(oracle_run, search_url, processor):
+    return replay_lines(list(oracle_run.lines.values()), search_url, processor)
 
 
 def test_replayed_observations_are_the_sft_user_turns(oracle_run, replay):
@@ -93,11 +105,9 @@ def test_replayed_images_are_pixel_equal(oracle_run, replay):
                 assert np.array_equal(np.asarray(saved.convert("RGB")), np.asarray(image.convert("RGB")))
 
 
-def test_the_agent_token_sequence_is_the_chat_template_of_the_sft_messages(oracle_run, replay, processor):
+def assert_engine_ids_are_the_chat_template(lines, root, last_calls, processor):
     """The ids the engine was given before the answer = the processor's rendering of the SFT chat so far."""
-    _, last_calls = replay
-    root = oracle_run.output.parent
-    for uid, line in oracle_run.lines.items():
+    for uid, line in lines.items():
         history = line["messages"][:-1]
         images = [Image.open(root / path).convert("RGB") for path in line["images"]]
         chat = []
@@ -110,6 +120,10 @@ def test_the_agent_token_sequence_is_the_chat_template_of_the_sft_messages(oracl
         text = processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
         ids = processor(text=[text], images=images, return_tensors="pt")["input_ids"][0].tolist()
         assert last_calls[uid].prompt_ids == ids, uid
+
+
+def test_the_agent_token_sequence_is_the_chat_template_of_the_sft_messages(oracle_run, replay, processor):
+    assert_engine_ids_are_the_chat_template(oracle_run.lines, oracle_run.output.parent, replay[1], processor)
 
 
 async def test_replayed_episodes_score_as_the_teacher_did(oracle_run, replay):
@@ -127,3 +141,62 @@ async def test_replayed_episodes_score_as_the_teacher_did(oracle_run, replay):
         assert [crop.page_id for crop in replayed.crops] == [
             page for page in replayed.selected_page_ids if truth.requires_crop(page)
         ]
+
+
+ALTERNATE = str(Path(unidoc_rl.testing.__file__).parent / "alternate_prompts.jinja")
+DEFAULT_WORDS = (
+    "Question: ",
+    "Results for: ",
+    "Image 0: ",
+    "Selected Image",
+    "Zoomed region: ",
+    "You answer questions",
+)
+
+
+@pytest.fixture(scope="module")
+def alternate_run(samples, search_url, oracle_teacher, corpus_dir, cli_args, tmp_path_factory):
+    """Synthesis under a second template (every string differs) over a few samples: a crop, a multi-hop, a text one."""
+    from synthetic_data.generate_cot_data import main
+
+    picks = [
+        next(s for s in samples if any(s["meta_info"].get("crop_required") or [])),
+        next(s for s in samples if s["meta_info"]["query_type"] == "multi-hop"),
+        next(s for s in samples if s["meta_info"]["source_type"] == "text"),
+    ]
+    root = tmp_path_factory.mktemp("alternate")
+    data = root / "samples.json"
+    data.write_text(json.dumps(picks))
+    output = root / "out.jsonl"
+    argv = cli_args(search_url, oracle_teacher.base_url, corpus_dir, output, data, "--prompt-template", ALTERNATE)
+    assert main(argv) == 0
+    lines = {line["uid"]: line for line in map(json.loads, output.read_text().splitlines())}
+    assert sorted(lines) == sorted(s["uid"] for s in picks)
+    return SimpleNamespace(output=output, lines=lines, samples=picks)
+
+
+def test_a_second_template_words_synthesis_export_and_replay_alike(alternate_run, search_url, processor, tmp_path):
+    from synthetic_data.convert_to_llamafactory import main as export
+
+    alternate = load_prompts(ALTERNATE)
+    for line in alternate_run.lines.values():
+        system, question, *_ = line["messages"]
+        assert system["content"] == alternate.system_prompt(CoordinateConvention.ABSOLUTE, 3)
+        assert question["content"] == f"Task: {line['question']}\nBegin."
+        observations = [m["content"] for m in line["messages"][3::2]]
+        assert observations[0].startswith("Search [") and " <page 0> <image>" in observations[0]
+        assert any(text.startswith("Focus on page ") for text in observations)
+        text = json.dumps(line["messages"])
+        assert not [word for word in DEFAULT_WORDS if word in text]
+    assert any("Zoom:<image>" in json.dumps(line["messages"]) for line in alternate_run.lines.values())
+
+    target = tmp_path / "sft.json"
+    assert export(["--input-path", str(alternate_run.output), "--output-path", str(target)]) == 0
+    records = json.loads(target.read_text())
+    assert [r["messages"] for r in records] == [line["messages"] for line in alternate_run.lines.values()]
+
+    episodes, last_calls = replay_lines(list(alternate_run.lines.values()), search_url, processor, ALTERNATE)
+    for uid, line in alternate_run.lines.items():
+        assert [turn.observation for turn in episodes[uid].turns[:-1]] == [m["content"] for m in line["messages"][3::2]]
+        assert episodes[uid].to_dict() == EpisodeRecord.from_dict(line["episode"]).to_dict()
+    assert_engine_ids_are_the_chat_template(alternate_run.lines, alternate_run.output.parent, last_calls, processor)

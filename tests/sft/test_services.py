@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from synthetic_data.services import ChatService, RetryPolicy, StageError, StageStats, parse_json_object, search_base_url
+from synthetic_data.services import ChatService, RetryPolicy, StageError, StageStats, parse_json_object
 from unidoc_rl.testing.scripted_llm_server import Reply, ScriptedLLMServer
 
 FAST = RetryPolicy(timeout_s=0.5, retries=2, backoff_s=0.01, json_retries=1)
@@ -83,7 +83,3 @@ async def test_model_name_defaults_to_the_endpoint_s_first_model():
         await service.complete([{"role": "user", "content": "q"}], StageStats(), "plan")
         await service.aclose()
         assert server.requests[0].body["model"] == "scripted"
-
-
-def test_search_url_accepts_root_or_endpoint():
-    assert search_base_url("http://h:8001/search") == search_base_url("http://h:8001/") == "http://h:8001"

@@ -37,7 +37,7 @@ def test_every_sample_yields_a_correct_trajectory(oracle_run):
 
 
 def test_messages_are_the_agent_chat_with_one_placeholder_per_image(oracle_run):
-    system = prompts.system_prompt(CoordinateConvention.ABSOLUTE, 3)
+    system = prompts.load_prompts().system_prompt(CoordinateConvention.ABSOLUTE, 3)
     for sample in oracle_run.samples:
         line = oracle_run.lines[sample["uid"]]
         messages = line["messages"]

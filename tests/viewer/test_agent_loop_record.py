@@ -15,7 +15,7 @@ from unidoc_rl.agent.scripted_client import ScriptedLLMClient
 from unidoc_rl.agent.search import StaticSearchBackend, register_inprocess_backend, unregister_inprocess_backend
 from unidoc_rl.agent.verl_worker import build_agent_loop_worker, compose_verl_config, rope_processor
 from unidoc_rl.episode import ActionKind, EpisodeRecord
-from unidoc_rl.prompts import prompt_messages
+from unidoc_rl.prompts import load_prompts
 from unidoc_rl.testing.tiny_models import tiny_policy_path
 from unidoc_rl.viewer.app import Viewer, ViewerSettings
 from unidoc_rl.viewer.links import ServerLinks
@@ -59,7 +59,9 @@ def agent_run(fixture_run):
         client = ScriptedLLMClient(processor.tokenizer, SCRIPT)
         batch = DataProto.from_single_dict(
             {
-                "raw_prompt": np.array([prompt_messages("What was the revenue in Asia in 2023?")], dtype=object),
+                "raw_prompt": np.array(
+                    [load_prompts().prompt_messages("What was the revenue in Asia in 2023?")], dtype=object
+                ),
                 "agent_name": np.array(["unidoc_agent"], dtype=object),
                 "extra_info": np.array([{"uid": "nw-asia-2023"}], dtype=object),
             }

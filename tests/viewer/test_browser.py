@@ -111,7 +111,7 @@ def test_two_box_crop_and_invalid_action_are_shown(page, server_url):
     invalid = page.locator("#turn-1")
     assert invalid.get_attribute("data-kind") == "invalid"
     assert "bad_box: a box needs four numbers, got 2" in invalid.locator(".error").inner_text()
-    assert "not a valid action" in invalid.locator(".error-observation").inner_text()
+    assert "Invalid action (bad_box): a box needs four numbers" in invalid.locator(".error-observation").inner_text()
     page.goto(server_url + "/episode/0/4")
     assert "search service timed out" in page.locator("#turn-1 .error").inner_text()
     assert page.locator("#turn-4 .badge-forced").count() == 1

@@ -25,13 +25,13 @@ from uuid import uuid4
 from PIL import Image
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
 
-from unidoc_rl import prompts
 from unidoc_rl.actions import STOP_STRINGS, Action, AnswerAction, first_closing_end, parse_action
 from unidoc_rl.agent.search import resolve_backend
 from unidoc_rl.agent_settings import AgentSettings
 from unidoc_rl.environment import AgentEnvironment, Observation
 from unidoc_rl.episode import ActionKind, EpisodeRecord, FinishReason
 from unidoc_rl.episode_state import EpisodeState
+from unidoc_rl.prompts import load_prompts, message_text
 from unidoc_rl.vision import PixelBudget
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class UniDocAgentLoop(AgentLoopBase):
     def __init__(self, *args, tools: Any = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.settings = AgentSettings.from_mapping(self.config.get(SETTINGS_KEY))
+        self.prompts = load_prompts(self.settings.prompt_template)
         self.prompt_length = self.rollout_config.prompt_length
         self.response_length = self.rollout_config.response_length
         self.max_model_len = self.rollout_config.get("max_model_len") or (self.prompt_length + self.response_length)
@@ -109,7 +110,7 @@ class UniDocAgentLoop(AgentLoopBase):
             self.settings.search_url, timeout=self.settings.search_timeout, retries=self.settings.search_retries
         )
         environment = AgentEnvironment(self.settings, self.budget, backend)
-        state = environment.new_state(uid=_sample_uid(kwargs), question=prompts.question_of(messages))
+        state = environment.new_state(uid=_sample_uid(kwargs), question=self.prompts.question_of(messages))
         metrics: dict[str, float] = {"generate_sequences": 0.0, "tool_calls": 0.0}
         request_id = uuid4().hex
 
@@ -160,12 +161,14 @@ class UniDocAgentLoop(AgentLoopBase):
         """
         messages = list(raw_prompt)
         _require_text_prompt(messages)
-        system = prompts.system_prompt(self.settings.convention, self.settings.limits.n_candidates)
+        settings = self.settings
+        system = self.prompts.system_prompt(settings.convention, settings.limits.n_candidates)
         if messages and messages[0].get("role") == "system":
-            if prompts.message_text(messages[0]) != system:
+            if message_text(messages[0]) != system:
                 raise PromptMismatchError(
                     "the dataset's system prompt differs from the one these unidoc_agent settings render "
-                    f"(convention={self.settings.convention.value}, n_candidates={self.settings.limits.n_candidates})"
+                    f"(prompt_template={settings.prompt_template}, convention={settings.convention.value}, "
+                    f"n_candidates={settings.limits.n_candidates})"
                     "; rebuild the data with `python -m unidoc_rl.data.prepare` (rows then carry only the "
                     "question) or make the settings match"
                 )
@@ -275,7 +278,7 @@ class UniDocAgentLoop(AgentLoopBase):
         Any other reply is "did not answer": kept as a forced turn, not counted as an action or invalid action.
         """
         if self.settings.force_final_answer and state.turns_left > 0:
-            request = Observation(prompts.final_answer_request(reason.value), [])
+            request = Observation(self.prompts.final_answer_request(reason.value), [])
             if await self._append_observation(tokens, request):
                 state.record_observation(request.text)
                 action = await self._assistant_turn(tokens, state, sampling_params, request_id, metrics, forced=True)

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 from PIL import Image
 
+from unidoc_rl.service_access import service_root
+
 INPROCESS_SCHEME = "inprocess://"
 
 
@@ -51,12 +53,13 @@ def resolve_backend(url: str, timeout: float = 10.0, retries: int = 3, api_key: 
         if name not in _inprocess:
             raise ValueError(f"no in-process search backend named {name!r}; registered: {sorted(_inprocess)}")
         return _inprocess[name]
-    clients = _http_clients.setdefault(asyncio.get_running_loop(), {})
-    if url not in clients:
-        from search_engine.client import AsyncSearchClient
+    from search_engine.client import SEARCH_ENDPOINT, AsyncSearchClient
 
-        clients[url] = AsyncSearchClient(url, timeout=timeout, retries=retries, api_key=api_key)
-    return clients[url]
+    root = service_root(url, SEARCH_ENDPOINT)  # the service root or its /search endpoint: one client for both
+    clients = _http_clients.setdefault(asyncio.get_running_loop(), {})
+    if root not in clients:
+        clients[root] = AsyncSearchClient(root, timeout=timeout, retries=retries, api_key=api_key)
+    return clients[root]
 
 
 @dataclass(frozen=True)

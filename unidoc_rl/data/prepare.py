@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from unidoc_rl.atomic import atomic_write
-from unidoc_rl.prompts import question_message
+from unidoc_rl.prompts import DEFAULT_TEMPLATE, AgentPrompts, load_prompts
 from unidoc_rl.rewards.ground_truth import GroundTruth, GroundTruthError
 
 logger = logging.getLogger(__name__)
@@ -88,14 +88,14 @@ def ground_truth_of(sample: dict) -> GroundTruth:
     return GroundTruth.from_dict(row)
 
 
-def to_row(sample: dict, truth: GroundTruth, data_source: str, split: str, index: int) -> dict:
+def to_row(sample: dict, truth: GroundTruth, data_source: str, split: str, index: int, prompts: AgentPrompts) -> dict:
     meta = sample["meta_info"]
     return {
         "data_source": data_source,
         "agent_name": AGENT_NAME,
         # The question only: the agent loop renders the system prompt from its own settings (coordinate
         # convention, candidates per search), so data and rollout cannot describe different frames.
-        "prompt": [question_message(sample["query"])],
+        "prompt": [prompts.question_message(sample["query"])],
         "ability": ABILITY,
         "reward_model": {"style": "model", "ground_truth": truth.to_dict()},
         "extra_info": {
@@ -166,12 +166,15 @@ def prepare(
     val_size: int | float = 0.1,
     seed: int = 0,
     known_page_ids: set[str] | None = None,
+    prompt_template: str = DEFAULT_TEMPLATE,
 ) -> PreparedSplit:
+    """`prompt_template` words the question turn; train with the same `unidoc_agent.prompt_template`."""
+    prompts = load_prompts(prompt_template)
     truths = validate(samples, known_page_ids)
     train_idx, val_idx = split_samples(samples, val_size, seed)
 
     def rows(indices: Iterable[int], split: str) -> list[dict]:
-        return [to_row(samples[i], truths[i], data_source, split, i) for i in indices]
+        return [to_row(samples[i], truths[i], data_source, split, i, prompts) for i in indices]
 
     return PreparedSplit(train=rows(train_idx, "train"), val=rows(val_idx, "val"))
 
@@ -197,6 +200,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--index_dir", type=Path, default=None, help="search index to check reference pages against (recommended)"
     )
+    parser.add_argument(
+        "--prompt_template",
+        default=DEFAULT_TEMPLATE,
+        help="agent prompt template (name or .jinja path) wording the question turn; the same as the training's "
+        "unidoc_agent.prompt_template",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -210,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
             val_size=val_size,
             seed=args.seed,
             known_page_ids=known,
+            prompt_template=args.prompt_template,
         )
     except SampleValidationError as error:
         raise SystemExit(str(error)) from None

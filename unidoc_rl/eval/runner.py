@@ -30,12 +30,13 @@ from tqdm import tqdm
 from verl.protocol import DataProto
 
 from unidoc_rl.agent.verl_worker import build_agent_loop_worker
+from unidoc_rl.agent_settings import AgentSettings
 from unidoc_rl.episode import EpisodeRecord
 from unidoc_rl.eval.metrics import episode_metrics, native_scores
 from unidoc_rl.eval.samples import EvalSample
 from unidoc_rl.eval.worker import EvaluationWorker
 from unidoc_rl.jsonl import JsonlLog
-from unidoc_rl.prompts import question_message
+from unidoc_rl.prompts import load_prompts
 from unidoc_rl.rewards.answer_match import rule_based_score
 from unidoc_rl.rewards.scorer import EpisodeScorer
 
@@ -96,6 +97,7 @@ class Evaluator:
         self.scorer = scorer
         self.search_urls = search_urls
         self._workers: dict[str, Any] = {}
+        self.prompts = load_prompts(AgentSettings.from_mapping(config.get("unidoc_agent")).prompt_template)
 
     def search_url(self, benchmark: str) -> str:
         url = self.search_urls.get(benchmark) or self.search_urls.get("*")
@@ -114,10 +116,10 @@ class Evaluator:
             self._workers[url] = worker
         return worker
 
-    @staticmethod
-    def prompt(sample: EvalSample) -> list[dict]:
-        """The question alone, as in the RL parquet: the agent loop renders the system prompt from its settings."""
-        return [question_message(sample.query)]
+    def prompt(self, sample: EvalSample) -> list[dict]:
+        """The question alone, worded by the agent's template as in the RL parquet: the agent loop renders the system
+        prompt from its settings."""
+        return [self.prompts.question_message(sample.query)]
 
     async def episode(self, sample: EvalSample, sample_index: int) -> dict:
         started = time.perf_counter()

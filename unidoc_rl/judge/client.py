@@ -16,6 +16,7 @@ import asyncio
 import importlib.util
 import json
 import logging
+import os
 import random
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -30,6 +31,7 @@ from unidoc_rl.judge.prompt import load_template
 from unidoc_rl.judge.settings import JudgeBackend, JudgeSettings
 from unidoc_rl.judge.verdict import VerdictParseError, parse_verdict
 from unidoc_rl.rewards.answer_match import rule_based_score
+from unidoc_rl.service_access import API_KEY_HEADER, service_root
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +226,9 @@ class OpenAIJudge(ResilientJudge):
         return parse_verdict(_message_content(raw))
 
 
+EVAL_ENDPOINT = "/eval"
+
+
 class EvaluatorServiceJudge(ResilientJudge):
     """Judge through the project's judge service (`POST /eval`, see evaluator_api.py).
 
@@ -234,13 +239,18 @@ class EvaluatorServiceJudge(ResilientJudge):
 
     def __init__(self, settings: JudgeSettings):
         super().__init__(settings)
+        self.base_url = service_root(settings.base_url, EVAL_ENDPOINT)  # the root or its /eval endpoint
         self._pending: list[tuple[Triple, asyncio.Future]] = []
         self._batch_tasks: set[asyncio.Task] = set()
 
     def _open_transport(self) -> httpx.AsyncClient:
         self._pending = []
         limits = httpx.Limits(max_connections=self.settings.max_concurrency)
-        return httpx.AsyncClient(base_url=self.settings.base_url, timeout=self.settings.timeout_s, limits=limits)
+        key = os.environ.get(self.settings.api_key_env)
+        headers = {API_KEY_HEADER: key} if key else {}
+        return httpx.AsyncClient(
+            base_url=self.base_url, timeout=self.settings.timeout_s, limits=limits, headers=headers
+        )
 
     async def _close_transport(self, transport: httpx.AsyncClient) -> None:
         for task in list(self._batch_tasks):
@@ -272,7 +282,7 @@ class EvaluatorServiceJudge(ResilientJudge):
         ]
         self.stats.http_requests += 1
         try:
-            response = await transport.post("/eval", json={"prompts": prompts, "bs": len(prompts)})
+            response = await transport.post(EVAL_ENDPOINT, json={"prompts": prompts, "bs": len(prompts)})
             response.raise_for_status()
             scores = response.json()
             if not (isinstance(scores, list) and len(scores) == len(batch)):

@@ -15,7 +15,8 @@ class JudgeBackend(StrEnum):
     OPENAI = "openai"
     """Any OpenAI-compatible chat endpoint (vLLM, SGLang, a hosted API); `base_url` ends in /v1."""
     EVALUATOR_SERVICE = "evaluator_service"
-    """The project's judge service (`python -m unidoc_rl.judge.evaluator_api`); `base_url` is its root."""
+    """The project's judge service (`python -m unidoc_rl.judge.evaluator_api`); `base_url` is its root or its `/eval`
+    endpoint (the reference's RM_URL)."""
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,8 @@ class JudgeSettings:
     base_url: str = "http://127.0.0.1:8000/v1"
     model: str = "judge"
     api_key_env: str = "OPENAI_API_KEY"
-    """Name of the environment variable holding the API key; local servers accept any key."""
+    """Name of the environment variable holding the API key of the endpoint at `base_url`; local servers accept any
+    key. The judge service backend sends it in the X-API-Key header when the variable is set."""
     prompt_template: str = "judge_v1"
     max_concurrency: int = 128
     """Judge requests in flight per reward worker; at least one GRPO step's trajectories (16 prompts x 5) so a

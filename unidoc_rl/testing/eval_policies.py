@@ -1,20 +1,17 @@
 """Scripted policies for evaluation tests and benchmarks, as `ScriptedLLMClient` scripts.
 
-`plan_policy` reads the question from the prompt (first turn) and plays a per-question plan of actions; the
-oracle plan (search a query that finds the gold pages, select the first gold candidate, crop the gold box where
-a crop is required, answer the reference) and the "unknown" plan (search, select 0, answer "unknown") are built
-by `oracle_plan` and `unknown_plan`.
+`plan_policy` finds the question in the prompt (first turn, whatever the template's wording) and plays a
+per-question plan of actions; the oracle plan (search a query that finds the gold pages, select the first gold
+candidate, crop the gold box where a crop is required, answer the reference) and the "unknown" plan (search,
+select 0, answer "unknown") are built by `oracle_plan` and `unknown_plan`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from unidoc_rl.agent.scripted_client import ScriptedCall
-
-_QUESTION = re.compile(r"Question: (.*?)<\|im_end\|>", re.S)
 
 
 @dataclass(frozen=True)
@@ -39,15 +36,16 @@ def unknown_plan(question: str) -> Plan:
 def plan_policy(tokenizer, plans: dict[str, Plan]) -> Callable[[ScriptedCall], str]:
     """A script that finds each trajectory's question in its first prompt and replies with that question's plan."""
     questions: dict[str, str] = {}
+    longest_first = sorted(plans, key=len, reverse=True)  # a question inside another one is not taken for it
 
     def script(call: ScriptedCall) -> str:
         question = questions.get(call.request_id)
         if question is None:
             text = tokenizer.decode(call.prompt_ids, skip_special_tokens=False)
-            match = _QUESTION.search(text)
-            if match is None:
-                raise RuntimeError("no 'Question: ...' in the prompt")
-            question = questions[call.request_id] = match.group(1).strip()
+            question = next((known for known in longest_first if known in text), None)
+            if question is None:
+                raise RuntimeError(f"none of the {len(plans)} planned questions is in the prompt")
+            questions[call.request_id] = question
         replies = plans[question].replies
         return replies[min(call.turn, len(replies) - 1)]
 

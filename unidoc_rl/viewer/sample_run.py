@@ -27,6 +27,7 @@ from PIL import Image
 from search_engine.corpus import discover_documents, render_document
 from unidoc_rl.data.prepare import ground_truth_of, load_samples
 from unidoc_rl.episode import ActionKind, CropStep, EpisodeRecord, FinishReason, SearchStep, TurnStep
+from unidoc_rl.prompts import load_prompts, message_text
 from unidoc_rl.rewards.ground_truth import GroundTruth
 from unidoc_rl.rewards.scorer import EpisodeScorer
 from unidoc_rl.rewards.settings import AnswerScorer, RewardSettings
@@ -43,6 +44,9 @@ from unidoc_rl.vision import (
 REPO = Path(__file__).resolve().parents[2]
 BUDGET = PixelBudget()
 DPI = 100
+
+PROMPTS = load_prompts()
+"""The agent's texts: the observations of these episodes read as the agent would have written them."""
 
 
 @dataclass
@@ -124,7 +128,7 @@ class EpisodeBuilder:
                 record.actions.append(ActionKind.SEARCH)
                 if action.failed:
                     record.searches.append(SearchStep(action.query, [], [], failed=True, error=action.failed))
-                    observation = f"The search failed: {action.failed}. Try again."
+                    observation = message_text(PROMPTS.search_failed(action.failed))
                 else:
                     shown = set(record.shown_page_ids)
                     fresh = [p for p in action.retrieved if p not in shown][:3]
@@ -136,7 +140,9 @@ class EpisodeBuilder:
                     self.candidates = fresh
                     if fresh:
                         self.focus, self.focus_search = fresh[0], len(record.searches) - 1
-                    observation = "Search results: " + ", ".join(f"Image {i} <image>" for i in range(len(fresh)))
+                    shown_pages = [None] * len(fresh)  # the text only: each image renders as <image>
+                    message = PROMPTS.search_results(action.query, shown_pages) if fresh else None
+                    observation = message_text(message or PROMPTS.no_new_pages(action.query))
                 record.turns.append(TurnStep(text, ActionKind.SEARCH, observation=observation))
             elif isinstance(action, Select):
                 page_id = self.candidates[action.index]
@@ -145,9 +151,8 @@ class EpisodeBuilder:
                 self.focus, self.focus_search = page_id, len(record.searches) - 1
                 self.show(page_id)
                 text = f"<think>Image {action.index} looks right.</think>\n<select>{action.index}</select>"
-                record.turns.append(
-                    TurnStep(text, ActionKind.SELECT, observation=f"Selected Image {action.index}: <image>")
-                )
+                observation = message_text(PROMPTS.selected_page(action.index, None))
+                record.turns.append(TurnStep(text, ActionKind.SELECT, observation=observation))
             elif isinstance(action, Crop):
                 raw, display = self.sizes(self.focus)
                 mapped = [model_box_to_raw(box, CoordinateConvention.ABSOLUTE, display, raw) for box in action.boxes]
@@ -165,7 +170,8 @@ class EpisodeBuilder:
                 )
                 boxes = ", ".join("[" + ", ".join(f"{v:.0f}" for v in box) + "]" for box in action.boxes)
                 text = f"<think>The value is in this region; zoom in.</think>\n<bbox>{boxes}</bbox>"
-                record.turns.append(TurnStep(text, ActionKind.BBOX, observation="Cropped region: <image>"))
+                observation = message_text(PROMPTS.cropped_region(zoomed))
+                record.turns.append(TurnStep(text, ActionKind.BBOX, observation=observation))
             elif isinstance(action, Answer):
                 record.actions.append(ActionKind.ANSWER)
                 record.answer = action.text
@@ -175,7 +181,8 @@ class EpisodeBuilder:
             elif isinstance(action, Invalid):
                 record.actions.append(ActionKind.INVALID)
                 record.invalid_reasons.append(action.detail.split(":")[0])
-                observation = f"Your last turn was not a valid action ({action.detail}). Use exactly one action."
+                reason, _, detail = action.detail.partition(": ")
+                observation = message_text(PROMPTS.invalid_action(reason, detail))
                 record.turns.append(
                     TurnStep(action.text, ActionKind.INVALID, detail=action.detail, observation=observation)
                 )
