@@ -8,7 +8,6 @@ cannot reach the viewer through DNS rebinding).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 import threading
@@ -16,6 +15,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from unidoc_rl.http_server import is_loopback
 from unidoc_rl.viewer import render
 from unidoc_rl.viewer.app import NotFound, Viewer
 from unidoc_rl.viewer.links import ServerLinks
@@ -23,7 +23,6 @@ from unidoc_rl.viewer.query import ListQuery, QueryError
 
 logger = logging.getLogger("unidoc_rl.viewer")
 
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": (
@@ -38,15 +37,6 @@ ROUTES = (
     ("crop", re.compile(r"^/crop/(\d+)/(\d+)/(\d+)/(\d+)\.png$")),
     ("asset", re.compile(r"^/static/([A-Za-z0-9_.-]+)$")),
 )
-
-
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def host_of(header: str) -> str:
