@@ -37,7 +37,6 @@ def processor(tiny_policy_dir):
 
 @pytest.fixture
 def policy(tiny_policy_dir):
-    torch.manual_seed(0)
     return Qwen2_5_VLForConditionalGeneration.from_pretrained(
         tiny_policy_dir, attn_implementation="sdpa", dtype=torch.float32
     ).train()
