@@ -130,10 +130,9 @@ async def test_the_local_server_loads_synced_weights_and_stamps_their_step(tiny_
 
     import torch
 
-    from unidoc_rl.verl_plugin.engines import build_engine
-    from unidoc_rl.verl_plugin.local_rollout import LocalGenerationServer
+    from unidoc_rl.verl_plugin.local_rollout import LocalGenerationServer, build_engine
 
-    factory = functools.partial(build_engine, str(tiny_policy_dir), 256, 4, 0, {"engine": "local"})
+    factory = functools.partial(build_engine, str(tiny_policy_dir), 256, 4, 0)
     server = LocalGenerationServer(factory)
     model = server.engine.model
     name, tensor = next(iter(model.state_dict().items()))

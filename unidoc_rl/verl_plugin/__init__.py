@@ -3,7 +3,10 @@
 Importing it registers, through verl's own registries:
 - the trainer mode `unidoc_sync` (verl's synchronous V1 trainer plus the project's per-step metrics);
 - the platform `cpu` (selected by VERL_PLATFORM=cpu) and the rollout `unidoc_local` (the project's transformers
-  engine), with which `main_ppo` trains on machines without GPUs or vLLM.
+  engine), with which `main_ppo` trains on machines without GPUs or vLLM;
+
+and fixes verl's Qwen2/2.5-VL forward over micro-batches without images under transformers 5.x
+(text_only_vision.py).
 
 verl imports the modules named in VERL_USE_EXTERNAL_MODULES when it is itself imported, so
 `VERL_USE_EXTERNAL_MODULES=unidoc_rl.verl_plugin`, set for the driver and passed to Ray's workers through
@@ -19,6 +22,7 @@ if platform.is_selected():
     platform.register_engines()
     platform.join_worker_group()
 
-from unidoc_rl.verl_plugin import local_rollout, trainer  # noqa: E402, F401  (trainer registers `unidoc_sync`)
+from unidoc_rl.verl_plugin import local_rollout, text_only_vision, trainer  # noqa: E402, F401  (trainer registers `unidoc_sync`)
 
 local_rollout.register_rollout()
+text_only_vision.install()

@@ -17,12 +17,18 @@ import torch
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, RolloutReplicaRegistry, TokenOutput
 
-from unidoc_rl.verl_plugin.engines import build_engine
+from unidoc_rl.engine.local_engine import LocalEngine
 from unidoc_rl.verl_plugin.generation_server import GenerationServer
 
 logger = logging.getLogger(__name__)
 
 ROLLOUT_NAME = "unidoc_local"
+
+
+def build_engine(model_path: str, max_model_len: int, max_batch_size: int, seed: int) -> LocalEngine:
+    return LocalEngine.from_pretrained(
+        model_path, max_model_len=max_model_len, max_batch_size=max_batch_size, seed=seed, batch_wait_s=0.05
+    )
 
 
 def server_name(replica_rank: int, suffix: str = "") -> str:
@@ -94,7 +100,6 @@ class LocalRolloutReplica(RolloutReplica):
             int(config.prompt_length + config.response_length),
             int(config.max_num_seqs),
             int(config.seed),
-            dict(config.custom or {}),
         )
         server = (
             ray.remote(LocalGenerationServer)
