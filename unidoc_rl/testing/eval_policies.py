@@ -36,6 +36,13 @@ def unknown_plan(question: str) -> Plan:
     return Plan((f"<search>{question}</search>", "<select>0</select>", "<answer>unknown</answer>"))
 
 
+def question_of(tokenizer, prompt_ids: list[int]) -> str:
+    match = _QUESTION.search(tokenizer.decode(prompt_ids, skip_special_tokens=False))
+    if match is None:
+        raise RuntimeError("no 'Question: ...' in the prompt")
+    return match.group(1).strip()
+
+
 def plan_policy(tokenizer, plans: dict[str, Plan]) -> Callable[[ScriptedCall], str]:
     """A script that finds each trajectory's question in its first prompt and replies with that question's plan."""
     questions: dict[str, str] = {}
@@ -43,11 +50,7 @@ def plan_policy(tokenizer, plans: dict[str, Plan]) -> Callable[[ScriptedCall], s
     def script(call: ScriptedCall) -> str:
         question = questions.get(call.request_id)
         if question is None:
-            text = tokenizer.decode(call.prompt_ids, skip_special_tokens=False)
-            match = _QUESTION.search(text)
-            if match is None:
-                raise RuntimeError("no 'Question: ...' in the prompt")
-            question = questions[call.request_id] = match.group(1).strip()
+            question = questions[call.request_id] = question_of(tokenizer, call.prompt_ids)
         replies = plans[question].replies
         return replies[min(call.turn, len(replies) - 1)]
 
