@@ -64,9 +64,10 @@ def test_vllm_serve_and_local_engine_run_the_same_episodes(served, tiny_policy_d
     config = compose_eval_config(str(tiny_policy_dir), OVERRIDES, "local_cpu")
     samples = load_eval_samples([HELDOUT])
     client = OpenAIPolicyClient(server.base_url, "tiny", image_token_id=image_token_id(processor))
-    remote, remote_turns = asyncio.run(search_first_episodes(client, processor, config, samples, search_url))
+    remote, served_client = asyncio.run(search_first_episodes(client, processor, config, samples, search_url))
     engine = LocalEngine.from_pretrained(tiny_policy_dir, max_batch_size=1)
-    local, local_turns = asyncio.run(search_first_episodes(engine, processor, config, samples, search_url))
+    local, local_client = asyncio.run(search_first_episodes(engine, processor, config, samples, search_url))
+    remote_turns = served_client.by_question()
 
     turns = [turn for episode in remote_turns.values() for turn in episode]
     assert len(remote) == 16 and len(turns) == 32 and all(turn.images == 3 for turn in turns)
@@ -75,7 +76,7 @@ def test_vllm_serve_and_local_engine_run_the_same_episodes(served, tiny_policy_d
     assert [{k: v for k, v in r.items() if k not in drop} for r in remote] == [
         {k: v for k, v in r.items() if k not in drop} for r in local
     ]
-    figures = agreement(remote_turns, local_turns)
+    figures = agreement(remote_turns, local_client.by_question())
     assert figures["identical_episodes"] == 16 and figures["token_agreement"] == 1.0, figures
     assert figures["tokens"] == 768 and figures["max_logprob_diff"] < 1e-4, figures
 

@@ -31,29 +31,35 @@ class EngineTurn:
 
 class SearchFirst(LLMServerClient):
     """Searches the question's first words (as many as fit the turn's `max_tokens`) on each trajectory's first turn,
-    then lets `engine` generate every later turn. `turns[question]` records the engine's turns of each trajectory
-    (one trajectory per question)."""
+    then lets `engine` generate every later turn. `turns[request_id]` records the engine's turns of a trajectory,
+    `questions[request_id]` its question."""
 
     def __init__(self, engine: Any, tokenizer):
         super().__init__(config=None)
         self.engine = engine
         self.tokenizer = tokenizer
         self.turns: dict[str, list[EngineTurn]] = {}
-        self._questions: dict[str, str] = {}
+        self.questions: dict[str, str] = {}
 
     async def generate(self, request_id, *, prompt_ids, sampling_params, image_data=None, **kwargs) -> TokenOutput:
-        question = self._questions.get(request_id)
-        if question is None:
-            question = self._questions[request_id] = question_of(self.tokenizer, prompt_ids)
-            self.turns[question] = []
+        if request_id not in self.questions:
+            question = self.questions[request_id] = question_of(self.tokenizer, prompt_ids)
+            self.turns[request_id] = []
             ids = self._search(question, int(sampling_params.get("max_tokens") or 64))
             return TokenOutput(token_ids=ids, log_probs=[0.0] * len(ids), stop_reason="completed")
         output = await self.engine.generate(
             request_id, prompt_ids=prompt_ids, sampling_params=sampling_params, image_data=image_data
         )
         turn = EngineTurn(list(prompt_ids), list(output.token_ids), output.log_probs, len(image_data or []))
-        self.turns[question].append(turn)
+        self.turns[request_id].append(turn)
         return output
+
+    def by_question(self) -> dict[str, list[EngineTurn]]:
+        """Engine turns per question (for runs with one trajectory per question)."""
+        return {self.questions[request_id]: turns for request_id, turns in self.turns.items()}
+
+    def generated_tokens(self) -> int:
+        return sum(len(turn.token_ids) for turns in self.turns.values() for turn in turns)
 
     def _search(self, question: str, max_tokens: int) -> list[int]:
         words = question.split()
@@ -71,9 +77,9 @@ class SearchFirst(LLMServerClient):
 
 async def search_first_episodes(
     engine, processor, config, samples, search_url: str, concurrency: int = 1
-) -> tuple[list[dict], dict[str, list[EngineTurn]]]:
-    """Result records (as `results.jsonl` holds them) and engine turns per question; with concurrency 1 the
-    episodes run one after another, in order."""
+) -> tuple[list[dict], SearchFirst]:
+    """Result records (as `results.jsonl` holds them) and the client that recorded the engine's turns; with
+    concurrency 1 the episodes run one after another, in order."""
     client = SearchFirst(engine, processor.tokenizer)
     scorer = EpisodeScorer(reward_settings(config, None, None, None))
     evaluator = Evaluator(config, client, processor, scorer, {"*": search_url})
@@ -87,13 +93,13 @@ async def search_first_episodes(
         results = await asyncio.gather(*(one(sample) for sample in samples))
     finally:
         await evaluator.aclose()
-    return list(results), client.turns
+    return list(results), client
 
 
 def agreement(first: dict[str, list[EngineTurn]], second: dict[str, list[EngineTurn]]) -> dict[str, Any]:
-    """Episodes whose engine turns have the same token ids; generated tokens (of `first`) and how many agree up to
-    each turn's first difference (later turns count only while the prompts are still the same); the largest
-    log-prob difference over the agreeing tokens."""
+    """Over two runs' engine turns per question: episodes with the same token ids on every turn; generated tokens
+    (of `first`) and how many agree up to each turn's first difference (later turns count only while the prompts
+    are still the same); the largest log-prob difference over the agreeing tokens."""
     identical = tokens = agreeing = 0
     largest = 0.0
     for question, turns in first.items():
