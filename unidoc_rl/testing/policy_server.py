@@ -127,12 +127,12 @@ class PolicyServer:
         ]
         token_ids, placeholders, hashes, kwargs = [], [], [], []
         for url in urls:
-            png = base64.b64decode(url.partition(",")[2])
             length = self._placeholder_length(decode_data_url(url))
             placeholders.append({"offset": len(token_ids), "length": length})
             token_ids += [self.image_token_id] * length
-            hashes.append(hashlib.sha256(png).hexdigest())
-            kwargs.append(base64.b64encode(png).decode("ascii"))
+            png = url.partition(",")[2]
+            hashes.append(hashlib.sha256(base64.b64decode(png)).hexdigest())
+            kwargs.append(png)
         with self._lock:
             self.renders += len(urls)
         features = {
