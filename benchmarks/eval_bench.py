@@ -2,9 +2,9 @@
 
 Policy, search and judge are real HTTP servers on loopback, each in its own spawned process (they would run on other
 machines; here they share the 2 CPU cores with the harness):
-- policy: a scripted policy (search the question, select, answer) behind the OpenAI-compatible completions server
-  the tests use in place of `vllm serve`, answering each turn `--policy-latency-s` after it arrives (a served
-  model's service time);
+- policy: a scripted policy (search the question, select, answer) behind the loopback stand-in of `vllm serve`'s
+  render and generate endpoints that the tests use, answering each turn `--policy-latency-s` after it arrives (a
+  served model's service time; renders are not delayed);
 - search: the static search service (fixed rankings, page images on disk);
 - judge: the scripted exact-match OpenAI chat server.
 The harness side is `unidoc_rl.eval.runner.Evaluator`, as `python -m unidoc_rl.eval` runs it: verl's agent-loop
@@ -65,7 +65,8 @@ def serve_policy(n: int, latency_s: float, port_queue) -> None:
     from unidoc_rl.testing.tiny_models import tiny_policy_path
 
     samples, rankings = world(n)
-    tokenizer = load_policy_processor(tiny_policy_path()).tokenizer
+    processor = load_policy_processor(tiny_policy_path())
+    tokenizer = processor.tokenizer
     plans = {}
     for sample in samples:
         gold = f"{sample['meta_info']['file_name'][:-4]}_{sample['meta_info']['reference_page'][0]}"
@@ -79,7 +80,7 @@ def serve_policy(n: int, latency_s: float, port_queue) -> None:
             )
         )
     client = ScriptedLLMClient(tokenizer, plan_policy(tokenizer, plans), record_prompts=True)
-    server = PolicyServer(client, delay_s=latency_s).start()
+    server = PolicyServer(client, processor, delay_s=latency_s).start()
     port_queue.put(server.base_url)
     gc.freeze()
     threading.Event().wait()
@@ -129,7 +130,7 @@ def start(target, *args) -> tuple[multiprocessing.Process, str]:
 
 async def run_harness(samples_path: Path, urls: dict, out_dir: Path, concurrency: int, limit: int | None) -> dict:
     from unidoc_rl.agent.verl_worker import rope_processor
-    from unidoc_rl.engine.openai_policy import OpenAIPolicyClient
+    from unidoc_rl.engine.openai_policy import OpenAIPolicyClient, image_token_id
     from unidoc_rl.eval.__main__ import compose_eval_config, reward_settings
     from unidoc_rl.eval.runner import Evaluator
     from unidoc_rl.eval.samples import load_eval_samples
@@ -139,13 +140,9 @@ async def run_harness(samples_path: Path, urls: dict, out_dir: Path, concurrency
     policy_path = str(tiny_policy_path())
     config = compose_eval_config(policy_path, ["unidoc_agent.max_tokens_per_turn=64"], "local_cpu")
     scorer = EpisodeScorer(reward_settings(config, urls["judge"], None, None))
-    evaluator = Evaluator(
-        config,
-        OpenAIPolicyClient(urls["policy"], "scripted"),
-        rope_processor(policy_path),
-        scorer,
-        {"*": urls["search"]},
-    )
+    processor = rope_processor(policy_path)
+    client = OpenAIPolicyClient(urls["policy"], "scripted", image_token_id=image_token_id(processor))
+    evaluator = Evaluator(config, client, processor, scorer, {"*": urls["search"]})
     samples = load_eval_samples([samples_path])[:limit]
     cpu = time.process_time()
     stats = await evaluator.run(samples, out_dir, concurrency=concurrency, progress=False)

@@ -176,7 +176,7 @@ def serve_policy(processor):
 
     def make(plans):
         client = ScriptedLLMClient(processor.tokenizer, plan_policy(processor.tokenizer, plans))
-        server = PolicyServer(client).start()
+        server = PolicyServer(client, processor).start()
         servers.append(server)
         return server
 

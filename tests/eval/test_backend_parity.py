@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from unidoc_rl.agent.scripted_client import ScriptedLLMClient
-from unidoc_rl.engine.openai_policy import OpenAIPolicyClient, PolicyRequestError
+from unidoc_rl.engine.openai_policy import OpenAIPolicyClient, PolicyRequestError, image_token_id
 from unidoc_rl.eval.__main__ import compose_eval_config, reward_settings
 from unidoc_rl.eval.runner import Evaluator
 from unidoc_rl.eval.samples import load_eval_samples
@@ -40,8 +40,12 @@ async def test_scripted_policy_parity(world, processor, tiny_policy_dir, kit):
         ScriptedLLMClient(processor.tokenizer, plan_policy(processor.tokenizer, plans)),
     )
     served_client = ScriptedLLMClient(processor.tokenizer, plan_policy(processor.tokenizer, plans))
-    with PolicyServer(served_client) as server:
-        remote = await run_all(world, processor, tiny_policy_dir, OpenAIPolicyClient(server.base_url, "scripted"))
+    with PolicyServer(served_client, processor) as server:
+        client = OpenAIPolicyClient(server.base_url, "scripted", image_token_id=image_token_id(processor))
+        remote = await run_all(world, processor, tiny_policy_dir, client)
+    # Every turn re-sends the images shown so far; the server rendered each at most once.
+    last_images = {call.request_id: len(call.images) for call in served_client.calls}
+    assert 0 < server.renders <= sum(last_images.values()) < sum(len(call.images) for call in served_client.calls)
     assert [comparable(r) for r in remote] == [comparable(r) for r in local]
     crop = next(r for r in local if r["uid"] == "v1")["episode"]["searches"][0]["crops"]
     assert len(crop) == 1 and crop[0]["page_id"] == "guide_1"
@@ -57,20 +61,19 @@ async def test_tiny_policy_greedy_parity_local_engine_vs_served(world, processor
     local = await run_all(
         world, processor, tiny_policy_dir, LocalEngine.from_pretrained(tiny_policy_dir, max_batch_size=1), overrides, 2
     )
-    with PolicyServer(LocalEngine.from_pretrained(tiny_policy_dir, max_batch_size=1)) as server:
-        remote = await run_all(
-            world, processor, tiny_policy_dir, OpenAIPolicyClient(server.base_url, "tiny"), overrides, 2
-        )
+    with PolicyServer(LocalEngine.from_pretrained(tiny_policy_dir, max_batch_size=1), processor) as server:
+        client = OpenAIPolicyClient(server.base_url, "tiny", image_token_id=image_token_id(processor))
+        remote = await run_all(world, processor, tiny_policy_dir, client, overrides, 2)
     assert [comparable(r) for r in remote] == [comparable(r) for r in local]
     assert all(r["episode"]["num_turns"] >= 1 and r["tokens"]["model"] > 0 for r in local)
 
 
-async def test_endpoint_without_token_ids_is_refused(world):
+async def test_a_server_without_the_generate_endpoint_is_refused(world):
     from unidoc_rl.testing.scripted_llm_server import Reply, ScriptedLLMServer
 
     with ScriptedLLMServer(Reply(content="x")) as server:
-        # A chat-completions-only server has no /v1/completions route: a clear 4xx error, no re-tokenized text.
-        client = OpenAIPolicyClient(server.base_url, "m", max_retries=0)
+        # A chat-completions-only server has no token-in/token-out route: a clear 4xx error, no re-tokenized text.
+        client = OpenAIPolicyClient(server.base_url, "m", image_token_id=99, max_retries=0)
         with pytest.raises(PolicyRequestError, match="HTTP 40"):
             await client.generate("r", prompt_ids=[1, 2], sampling_params={"max_tokens": 4})
         await client.aclose()

@@ -1,16 +1,13 @@
-"""Bad inputs get clear errors; the policy client retries outages; comparison tables of runs."""
+"""Bad inputs get clear errors; comparison tables of runs."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from verl.workers.rollout.replica import TokenOutput
 
-from unidoc_rl.engine.openai_policy import OpenAIPolicyClient, PolicyRequestError, parse_choice
 from unidoc_rl.eval.report import comparison, write_comparison
 from unidoc_rl.eval.samples import SampleError, load_eval_samples
-from unidoc_rl.testing.policy_server import PolicyServer
 
 
 def test_every_bad_sample_is_listed_in_one_error(tmp_path):
@@ -41,39 +38,6 @@ def test_every_bad_sample_is_listed_in_one_error(tmp_path):
     assert "1-indexed" in problems["bench.json#1 (uid b)"][0]
     assert "missing reference_answer, meta_info" in problems["bench.json#3 (uid d)"][0]
     assert "duplicate uid" in problems["bench.json#4 (uid a)"][0]
-
-
-class FlakyEngine:
-    """Fails its first call (the server answers 500), then replies with fixed token ids."""
-
-    def __init__(self):
-        self.calls = []
-
-    async def generate(self, request_id, *, prompt_ids, sampling_params, image_data=None, **kwargs):
-        self.calls.append((request_id, prompt_ids, sampling_params))
-        if len(self.calls) == 1:
-            raise RuntimeError("engine restarting")
-        return TokenOutput(token_ids=[5, 6, 7], log_probs=[-0.5, -0.25, -0.125], stop_reason="completed")
-
-
-async def test_policy_client_retries_a_server_error_and_keeps_token_ids():
-    engine = FlakyEngine()
-    with PolicyServer(engine) as server:
-        client = OpenAIPolicyClient(server.base_url, "m", backoff_s=0.01)
-        params = {"max_tokens": 9, "temperature": 0, "stop": ["</answer>"], "logprobs": True, "logit_bias": {3: -100}}
-        output = await client.generate("traj-1", prompt_ids=[1, 2, 3], sampling_params=params)
-        await client.aclose()
-    assert (output.token_ids, output.log_probs) == ([5, 6, 7], [-0.5, -0.25, -0.125])
-    request_id, prompt_ids, sent = engine.calls[-1]
-    assert (request_id, prompt_ids, len(engine.calls)) == ("traj-1", [1, 2, 3], 2)
-    assert sent["stop"] == ["</answer>"] and sent["logit_bias"] == {3: -100.0} and sent["max_tokens"] == 9
-
-
-def test_a_completion_without_token_ids_is_refused():
-    with pytest.raises(PolicyRequestError, match="no token ids"):
-        parse_choice({"choices": [{"text": "<answer>x</answer>"}]}, want_logprobs=False)
-    with pytest.raises(PolicyRequestError, match="do not align"):
-        parse_choice({"choices": [{"token_ids": [1, 2], "logprobs": {"token_logprobs": [-1.0]}}]}, want_logprobs=True)
 
 
 def _summary(overall: float, benchmarks: dict[str, float]) -> dict:

@@ -28,7 +28,7 @@ def oracle_run(world, processor, tiny_policy_dir, tmp_path_factory, kit):
     client = ScriptedLLMClient(
         processor.tokenizer, plan_policy(processor.tokenizer, kit.oracle_plans(world, processor))
     )
-    with PolicyServer(client) as server:
+    with PolicyServer(client, processor) as server:
         argv = kit.eval_argv(world, server.base_url, tiny_policy_dir, out_dir)
         assert run_cli(argv) == 0
         yield out_dir, argv, server
@@ -164,7 +164,7 @@ def test_n_samples_give_pass_at_k_and_concurrency_is_bounded(world, processor, k
             seen[question] += 1
         return (inner if parity[call.request_id] % 2 == 0 else wrong)(call)
 
-    with PolicyServer(ScriptedLLMClient(tokenizer, script), delay_s=0.02) as server:
+    with PolicyServer(ScriptedLLMClient(tokenizer, script), processor, delay_s=0.02) as server:
         argv = kit.eval_argv(world, server.base_url, tiny_policy_dir, tmp_path, "--n", "2", "--temperature", "1.0")
         argv[argv.index("--concurrency") + 1] = "3"
         assert run_cli(argv) == 0

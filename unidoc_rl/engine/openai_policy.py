@@ -1,27 +1,26 @@
-"""A policy served behind an OpenAI-compatible completions endpoint (`vllm serve CHECKPOINT`), as verl's
-`LLMServerClient.generate` seam: token ids and images in, token ids and log-probs out.
+"""A policy served by stock `vllm serve CHECKPOINT` (0.24 or later), as verl's `LLMServerClient.generate` seam:
+the agent loop's token ids and page images in, token ids and log-probs out.
 
-Token-in/token-out holds over HTTP: the prompt goes out as token ids (`prompt: [int, ...]`), and the reply's
-token ids are read from the choice (`return_token_ids`, vLLM's extension) rather than re-encoded from its text;
-a server that does not return token ids is refused with a clear error. Stop strings, `include_stop_str_in_output`,
-`logit_bias`, `top_k`, `repetition_penalty` and `skip_special_tokens` are vLLM sampling parameters sent in the
-body. Page images travel as base64 PNG data URLs in the body field `images_field` (default
-`multi_modal_data`: `{"image": [url, ...]}`), in the order of their placeholders in the prompt; PNG keeps the
-displayed pixels exact. The trajectory's request id goes in the `X-Request-Id` header.
+Each page image is rendered once by the server (`/v1/chat/completions/render`: its processed pixel tensors and
+placeholder length) and kept while the image lives (an episode re-sends every image shown so far on every turn).
+Each turn goes to `/inference/v1/generate` as the agent loop's own prompt ids, unchanged (so turns stay
+token-exact: model output is never re-tokenized), with every image placed at the offset of its `<|image_pad|>` run
+in those ids. `unidoc_rl.engine.served_protocol` holds the wire format and the checks: a placeholder count or
+length that differs from the agent loop's, an image rendered without features, a prompt length the server counted
+differently, a reply without token ids or with misaligned log-probs raise `PolicyRequestError` naming the cause.
 
-Connection errors, timeouts and 5xx/429 answers are retried with exponential backoff; other errors raise
-`PolicyRequestError` naming the status and the server's message.
+Sampling parameters (stop strings, `include_stop_str_in_output`, `logit_bias`, `top_k`, `skip_special_tokens`)
+are vLLM `SamplingParams` fields; the trajectory's request id goes in the `X-Request-Id` header. Connection errors,
+timeouts and 5xx/429 answers are retried with exponential backoff; other errors raise `PolicyRequestError` naming
+the status and the server's message.
 
 The transport is aiohttp (it ships with verl): under a few hundred concurrent requests httpx's connection pool
-spends more CPU per request scanning its connections than everything else the client does. Each image's data URL
-is encoded once and reused while the image lives (an episode re-sends every image shown so far on every turn).
+spends more CPU per request scanning its connections than everything else the client does.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import json
 import logging
 import random
@@ -33,83 +32,41 @@ from PIL import Image
 from verl.workers.rollout.llm_server import LLMServerClient
 from verl.workers.rollout.replica import TokenOutput
 
+from unidoc_rl.engine.served_protocol import (
+    GENERATE_PATH,
+    RENDER_PATH,
+    PolicyRequestError,
+    RenderedImage,
+    generate_body,
+    image_features,
+    parse_generation,
+    parse_render,
+    render_body,
+)
+
 logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-Id"
-_FORWARDED = ("temperature", "top_p", "repetition_penalty", "stop", "include_stop_str_in_output", "seed")
+
+__all__ = ["REQUEST_ID_HEADER", "OpenAIPolicyClient", "PolicyRequestError", "image_token_id"]
 
 
-class PolicyRequestError(RuntimeError):
-    pass
+def image_token_id(processor) -> int:
+    """The image pad id of a Qwen2-VL-family processor (the token whose runs stand for an image's features)."""
+    return int(processor.tokenizer.convert_tokens_to_ids(processor.image_token))
 
 
-_encoded: dict[int, str] = {}
-"""Data URL per live image, by id (PIL images are unhashable); an entry is dropped when its image is collected."""
+def server_root(url: str) -> str:
+    """`http://host:port` from the server's root or its OpenAI-compatible `/v1` root."""
+    url = url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
-def image_data_url(image: Image.Image) -> str:
-    key = id(image)
-    url = _encoded.get(key)
-    if url is None:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", compress_level=1)
-        url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-        _encoded[key] = url
-        weakref.finalize(image, _encoded.pop, key, None)
-    return url
-
-
-def decode_data_url(url: str) -> Image.Image:
-    header, _, payload = url.partition(",")
-    if not header.startswith("data:image/") or ";base64" not in header:
-        raise ValueError(f"not a base64 image data URL: {url[:40]!r}")
-    image = Image.open(io.BytesIO(base64.b64decode(payload)))
-    image.load()
-    return image
-
-
-def completion_body(
-    model: str, prompt_ids: list[int], sampling_params: dict[str, Any], images: list[Image.Image], images_field: str
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": model,
-        "prompt": [int(token) for token in prompt_ids],
-        "max_tokens": int(sampling_params.get("max_tokens") or sampling_params.get("max_new_tokens") or 512),
-        "return_token_ids": True,
-        "skip_special_tokens": False,
-    }
-    for name in _FORWARDED:
-        if sampling_params.get(name) is not None:
-            body[name] = sampling_params[name]
-    top_k = sampling_params.get("top_k")
-    if top_k is not None and int(top_k) > 0:
-        body["top_k"] = int(top_k)
-    if sampling_params.get("logit_bias"):
-        body["logit_bias"] = {str(int(token)): float(bias) for token, bias in sampling_params["logit_bias"].items()}
-    if sampling_params.get("logprobs"):
-        body["logprobs"] = 0
-    if images:
-        body[images_field] = {"image": [image_data_url(image) for image in images]}
-    return body
-
-
-def parse_choice(payload: Any, want_logprobs: bool) -> tuple[list[int], list[float] | None]:
+def _loads(text: str) -> Any:
     try:
-        choice = payload["choices"][0]
-    except (TypeError, KeyError, IndexError):
-        raise PolicyRequestError(f"not a completion: {str(payload)[:200]!r}") from None
-    token_ids = choice.get("token_ids")
-    if not isinstance(token_ids, list) or not all(isinstance(token, int) for token in token_ids):
-        raise PolicyRequestError(
-            "the completion carries no token ids (choices[0].token_ids); serve the policy with vLLM, whose "
-            "completions API returns them for return_token_ids=true, so model output is never re-tokenized"
-        )
-    if not want_logprobs:
-        return token_ids, None
-    logprobs = (choice.get("logprobs") or {}).get("token_logprobs")
-    if not isinstance(logprobs, list) or len(logprobs) != len(token_ids):
-        raise PolicyRequestError("the completion's logprobs.token_logprobs do not align with its token ids")
-    return token_ids, [float(value) for value in logprobs]
+        return json.loads(text)
+    except ValueError:
+        raise PolicyRequestError(f"policy endpoint sent no JSON: {text[:200]!r}") from None
 
 
 class OpenAIPolicyClient(LLMServerClient):
@@ -118,29 +75,33 @@ class OpenAIPolicyClient(LLMServerClient):
         base_url: str,
         model: str,
         *,
+        image_token_id: int,
         api_key: str | None = None,
         timeout_s: float = 600.0,
         max_retries: int = 3,
         backoff_s: float = 0.5,
         max_connections: int = 256,
-        images_field: str = "multi_modal_data",
     ):
         super().__init__(config=None)
-        self.base_url = base_url.rstrip("/")
+        self.root = server_root(base_url)
         self.model = model
+        self.image_token_id = int(image_token_id)
         self.api_key = api_key
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.max_connections = max_connections
-        self.images_field = images_field
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+        self._rendered: dict[int, RenderedImage] = {}
+        """Rendered features per live image, by id (PIL images are unhashable); dropped when the image is collected."""
 
     def _session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         session = self._sessions.get(loop)
         if session is None or session.closed:
-            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            headers = {"Content-Type": "application/json"}
+            if self.api_key:
+                headers["Authorization"] = f"Bearer {self.api_key}"
             session = aiohttp.ClientSession(
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
@@ -154,26 +115,41 @@ class OpenAIPolicyClient(LLMServerClient):
     ) -> TokenOutput:
         if video_data:
             raise ValueError("OpenAIPolicyClient does not send video inputs")
-        body = await asyncio.to_thread(
-            completion_body,
-            self.model,
-            list(prompt_ids),
-            dict(sampling_params),
-            list(image_data or []),
-            self.images_field,
+        prompt_ids = [int(token) for token in prompt_ids]
+        rendered = await self._render_all(list(image_data or []), str(request_id))
+        features = image_features(prompt_ids, self.image_token_id, rendered)
+        data = await asyncio.to_thread(
+            lambda: json.dumps(generate_body(self.model, prompt_ids, dict(sampling_params), features))
         )
-        payload = await self._post(body, str(request_id))
-        token_ids, logprobs = parse_choice(payload, bool(sampling_params.get("logprobs")))
+        payload = _loads(await self._post(GENERATE_PATH, data, str(request_id)))
+        token_ids, logprobs = parse_generation(payload, len(prompt_ids), bool(sampling_params.get("logprobs")))
         return TokenOutput(token_ids=token_ids, log_probs=logprobs, stop_reason="completed")
 
-    async def _post(self, body: dict[str, Any], request_id: str) -> Any:
+    async def _render_all(self, images: list[Image.Image], request_id: str) -> list[RenderedImage]:
+        missing = {id(image): image for image in images if id(image) not in self._rendered}
+        if missing:
+            results = await asyncio.gather(*(self._render(image, request_id) for image in missing.values()))
+            for image, rendered in zip(missing.values(), results, strict=True):
+                key = id(image)
+                if key not in self._rendered:
+                    weakref.finalize(image, self._rendered.pop, key, None)
+                self._rendered[key] = rendered
+        return [self._rendered[id(image)] for image in images]
+
+    async def _render(self, image: Image.Image, request_id: str) -> RenderedImage:
+        data = await asyncio.to_thread(lambda: json.dumps(render_body(self.model, image)))
+        text = await self._post(RENDER_PATH, data, request_id)
+        return parse_render(await asyncio.to_thread(_loads, text), self.image_token_id)
+
+    async def _post(self, path: str, data: str, request_id: str) -> str:
         last = "no attempt made"
-        url = self.base_url + "/completions"
+        url = self.root + path
         for attempt in range(self.max_retries + 1):
             if attempt:
+                logger.warning("retrying %s (attempt %d) after %s", url, attempt + 1, last)
                 await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
             try:
-                async with self._session().post(url, json=body, headers={REQUEST_ID_HEADER: request_id}) as response:
+                async with self._session().post(url, data=data, headers={REQUEST_ID_HEADER: request_id}) as response:
                     status, text = response.status, await response.text()
             except (TimeoutError, aiohttp.ClientError) as error:
                 last = f"{type(error).__name__}: {error}"
@@ -182,14 +158,9 @@ class OpenAIPolicyClient(LLMServerClient):
                 last = f"HTTP {status}: {text[:200]}"
                 continue
             if status >= 400:
-                raise PolicyRequestError(f"policy endpoint refused the request: HTTP {status}: {text[:500]}")
-            try:
-                return json.loads(text)
-            except ValueError:
-                raise PolicyRequestError(f"policy endpoint sent no JSON: {text[:200]!r}") from None
-        raise PolicyRequestError(
-            f"policy endpoint {self.base_url} failed after {self.max_retries + 1} attempts ({last})"
-        )
+                raise PolicyRequestError(f"policy endpoint refused {path}: HTTP {status}: {text[:500]}")
+            return text
+        raise PolicyRequestError(f"policy endpoint {url} failed after {self.max_retries + 1} attempts ({last})")
 
     async def aclose(self) -> None:
         session = self._sessions.pop(asyncio.get_running_loop(), None)

@@ -105,17 +105,18 @@ def corpus_check(samples, index_dirs: list[str]) -> None:
 
 
 def build_policy(args, config: DictConfig):
-    """(llm client, processor path) for the local engine or an OpenAI-compatible endpoint."""
+    """(llm client, processor) for the local engine or a served policy (`vllm serve`)."""
     from unidoc_rl.agent.verl_worker import rope_processor
 
     rollout = config.actor_rollout_ref.rollout
     if args.policy_url:
-        from unidoc_rl.engine.openai_policy import OpenAIPolicyClient
+        from unidoc_rl.engine.openai_policy import OpenAIPolicyClient, image_token_id
 
+        processor = rope_processor(args.tokenizer_path)
         client = OpenAIPolicyClient(
-            args.policy_url, args.policy_model, api_key=args.policy_api_key, images_field=args.policy_images_field
+            args.policy_url, args.policy_model, image_token_id=image_token_id(processor), api_key=args.policy_api_key
         )
-        return client, rope_processor(args.tokenizer_path)
+        return client, processor
     import torch
 
     from unidoc_rl.engine.local_engine import LocalEngine
@@ -211,11 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--judge-backend", choices=["openai", "evaluator_service"], default=None)
     parser.add_argument("--judge-model", default=None, help="model name sent to the judge endpoint")
     policy = parser.add_argument_group("policy (one of --policy-url or --model-path)")
-    policy.add_argument("--policy-url", default=None, help="OpenAI-compatible endpoint of the policy (vllm serve)")
-    policy.add_argument("--policy-model", default=None, help="model name the endpoint serves")
+    policy.add_argument(
+        "--policy-url",
+        default=None,
+        help="root (or /v1) of a stock `vllm serve CHECKPOINT` (vLLM >= 0.24): images go through its "
+        "/v1/chat/completions/render, turns through /inference/v1/generate as token ids; a server that drops images "
+        "or miscounts tokens fails the episode (errors.jsonl)",
+    )
+    policy.add_argument("--policy-model", default=None, help="model name the endpoint serves (--served-model-name)")
     policy.add_argument("--policy-api-key", default=None)
-    policy.add_argument("--policy-images-field", default="multi_modal_data", help="body field carrying the images")
-    policy.add_argument("--tokenizer-path", default=None, help="local tokenizer/processor files of the served policy")
+    policy.add_argument(
+        "--tokenizer-path", default=None, help="the served checkpoint's tokenizer and processor files (local folder)"
+    )
     policy.add_argument("--model-path", default=None, help="checkpoint for the local engine ('tiny': the test policy)")
     policy.add_argument("--device", default="cpu")
     policy.add_argument("--dtype", default="float32")

@@ -33,19 +33,24 @@ def unknown_plan(question: str) -> Plan:
     return Plan((f"<search>{question}</search>", "<select>0</select>", "<answer>unknown</answer>"))
 
 
+def find_question(tokenizer, prompt_ids: list[int], known) -> str:
+    """The longest of the `known` questions that the prompt holds, whatever the template's wording (a question
+    inside another one is not taken for it)."""
+    text = tokenizer.decode(prompt_ids, skip_special_tokens=False)
+    question = next((candidate for candidate in sorted(known, key=len, reverse=True) if candidate in text), None)
+    if question is None:
+        raise RuntimeError(f"none of the {len(known)} known questions is in the prompt")
+    return question
+
+
 def plan_policy(tokenizer, plans: dict[str, Plan]) -> Callable[[ScriptedCall], str]:
     """A script that finds each trajectory's question in its first prompt and replies with that question's plan."""
     questions: dict[str, str] = {}
-    longest_first = sorted(plans, key=len, reverse=True)  # a question inside another one is not taken for it
 
     def script(call: ScriptedCall) -> str:
         question = questions.get(call.request_id)
         if question is None:
-            text = tokenizer.decode(call.prompt_ids, skip_special_tokens=False)
-            question = next((known for known in longest_first if known in text), None)
-            if question is None:
-                raise RuntimeError(f"none of the {len(plans)} planned questions is in the prompt")
-            questions[call.request_id] = question
+            question = questions[call.request_id] = find_question(tokenizer, call.prompt_ids, plans)
         replies = plans[question].replies
         return replies[min(call.turn, len(replies) - 1)]
 

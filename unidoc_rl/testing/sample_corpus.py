@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 SAMPLE_CORPUS = Path(__file__).resolve().parents[2] / "examples" / "corpus"
@@ -18,3 +19,14 @@ def index_sample_corpus(folder: Path, names: Iterable[str] | None = None, dpi: i
         shutil.copy(pdf, folder / pdf.name)
     ingest(IngestConfig(dataset_dir=folder, backend="bm25", dpi=dpi, progress=False))
     return folder
+
+
+@contextlib.contextmanager
+def sample_search_service(folder: Path, names: Iterable[str] | None = None) -> Iterator[str]:
+    """The search service over the sample corpus (indexed into `folder`) on loopback; yields its URL."""
+    from search_engine.search_engine_api import ServiceConfig, create_app
+    from unidoc_rl.testing.serving import ThreadedUvicorn
+
+    index_sample_corpus(folder, names)
+    with ThreadedUvicorn(create_app(ServiceConfig(dataset_dir=str(folder))), lifespan="off") as server:
+        yield server.url
