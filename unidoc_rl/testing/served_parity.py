@@ -81,7 +81,7 @@ async def search_first_episodes(
 ) -> tuple[list[dict], SearchFirst]:
     """Result records (as `results.jsonl` holds them) and the client that recorded the engine's turns; with
     concurrency 1 the episodes run one after another, in order."""
-    client = SearchFirst(engine, processor.tokenizer, [sample["query"] for sample in samples])
+    client = SearchFirst(engine, processor.tokenizer, [sample.query for sample in samples])
     scorer = EpisodeScorer(reward_settings(config, None, None, None))
     evaluator = Evaluator(config, client, processor, scorer, {"*": search_url})
     gate = asyncio.Semaphore(concurrency)
