@@ -14,6 +14,7 @@ from unidoc_rl.rewards.components import (
     box_iou,
     crop_score,
     format_score,
+    gold_selection_accuracy,
     interleave_candidates,
     matched_box_f1,
     ndcg,
@@ -224,3 +225,37 @@ def test_format_rules_per_action_sequence(answered_episode):
     assert format_score(blank_answer, FormatRule.UNIDOC) == 0.5
     answer_only = EpisodeRecord(actions=[ANS], answer="42 million", finish_reason=FinishReason.ANSWERED)
     assert format_score(answer_only, FormatRule.VRAG) == 0.0
+
+
+def test_strict_components_judge_only_searches_that_showed_gold_and_gold_pages(truth):
+    # Search 1 shows no gold page and keeps candidate 0; search 2 shows report_7 (gold, needs no crop) first, keeps
+    # it uncropped, and crops report_8 (not gold) after a switch; search 3 shows report_3 at rank 1 and keeps rank 0.
+    episode = EpisodeRecord(
+        searches=[
+            SearchStep("a", ["report_1"], ["report_1"], selected="report_1"),
+            SearchStep(
+                "b",
+                ["report_7", "report_8"],
+                ["report_7", "report_8"],
+                crops=[CropStep("report_8", [(0, 0, 9, 9)], [(0, 0, 900, 900)])],
+            ),
+            SearchStep("c", ["report_5", "report_3"], ["report_5", "report_3"], selected="report_5"),
+        ],
+        actions=[A, S, A, B, A, S],
+    )
+    # unidoc: search 1 credited (candidate 0), search 2 right (report_7 is the focus), search 3 wrong.
+    assert selection_score(episode, truth) == pytest.approx(2 / 3)
+    # strict: searches 2 and 3 only.
+    assert gold_selection_accuracy(episode, truth) == 0.5
+    assert selection_score(episode, truth, strict=True) == 0.5
+    # unidoc units: report_1 (1), report_7 (1), report_8 cropped but needs none (0), report_5 (1) -> 3/4.
+    assert crop_score(episode, truth) == 0.75
+    # strict units: report_7 only (gold, needs no crop, not cropped) -> 1.
+    assert crop_score(episode, truth, strict=True) == 1.0
+
+
+def test_strict_components_with_nothing_to_judge_give_zero(truth):
+    episode = EpisodeRecord(searches=[SearchStep("a", ["report_1"], ["report_1"], selected="report_1")])
+    assert gold_selection_accuracy(episode, truth) is None
+    assert (selection_score(episode, truth), crop_score(episode, truth)) == (1.0, 1.0)
+    assert (selection_score(episode, truth, strict=True), crop_score(episode, truth, strict=True)) == (0.0, 0.0)

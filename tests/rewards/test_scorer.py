@@ -160,3 +160,71 @@ async def test_metrics_have_fixed_keys(answered_episode, truth):
     empty = await EpisodeScorer(RewardSettings(answer_scorer="anls")).score(EpisodeRecord(), truth)
     assert list(empty.metrics()) == list(metrics)
     assert empty.score == 0.0
+
+
+def _vacuous_episode() -> EpisodeRecord:
+    """Retrieves no gold page, keeps candidate 0 (`<select>0</select>`), never crops, answers wrongly."""
+    candidates = ["report_1", "report_2", "report_4"]
+    return EpisodeRecord(
+        searches=[SearchStep("revenue", list(candidates), list(candidates), selected="report_1")],
+        shown_page_ids=list(candidates),
+        actions=[ActionKind.SEARCH, ActionKind.SELECT, ActionKind.ANSWER],
+        answer="17 million",
+        finish_reason=FinishReason.ANSWERED,
+        num_turns=3,
+    )
+
+
+def _two_search_episode() -> EpisodeRecord:
+    """Search 1 shows no gold page (keeps candidate 0); search 2 shows report_3 first and selects it but never crops
+    it (its crop is required); answers correctly."""
+    return EpisodeRecord(
+        searches=[
+            SearchStep("revenue", ["report_1", "report_2"], ["report_1", "report_2"], selected="report_1"),
+            SearchStep("2020 revenue", ["report_3", "report_8"], ["report_3", "report_8"], selected="report_3"),
+        ],
+        shown_page_ids=["report_1", "report_2", "report_3", "report_8"],
+        actions=[ActionKind.SEARCH, ActionKind.SELECT, ActionKind.SEARCH, ActionKind.SELECT, ActionKind.ANSWER],
+        answer="42 million",
+        finish_reason=FinishReason.ANSWERED,
+        num_turns=5,
+    )
+
+
+# (episode, (selection, crop, total) under unidoc, (selection, crop, total) under strict), all by hand:
+# - vacuous: retrieval 0, format 1, answer 0. unidoc credits candidate 0 (no gold shown) and no crop on a page that
+#   is not gold: 0.1 * (0 + 1 + 1 + 1) = 0.3. strict judges neither: 0.1 * format = 0.1.
+# - answered (fixture): gold report_3 shown, selected, cropped at IoU 0.975: both give 0.6 + 0.1 * (NDCG + 3).
+# - unanswered (fixture, format 0.5): unidoc crop 0.5 = mean(report_2 not cropped and not gold: 1, report_3 IoU
+#   0.25: 0); strict judges report_3 only: 0, and selection search 2 only (report_7 was right, report_3 chosen): 0.
+# - two searches: ranking report_1, report_3, report_2, report_8 -> NDCG as the answered fixture's. unidoc
+#   selection 1 (search 1 credited with candidate 0), crop mean(report_1: 1, report_3 uncropped: 0) = 0.5;
+#   strict selection = search 2 alone = 1, crop = report_3 alone = 0.
+STRICT_CASES = {
+    "vacuous": (_vacuous_episode, (1.0, 1.0, 0.3), (0.0, 0.0, 0.1)),
+    "answered": (None, (1.0, 1.0, 0.6 + 0.1 * (NDCG_ANSWERED + 3)), (1.0, 1.0, 0.6 + 0.1 * (NDCG_ANSWERED + 3))),
+    "unanswered": (None, (0.0, 0.5, 0.1 * (NDCG_UNANSWERED + 1.0)), (0.0, 0.0, 0.1 * (NDCG_UNANSWERED + 0.5))),
+    "two_searches": (
+        _two_search_episode,
+        (1.0, 0.5, 0.6 + 0.1 * (NDCG_ANSWERED + 2.5)),
+        (1.0, 0.0, 0.6 + 0.1 * (NDCG_ANSWERED + 2.0)),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(STRICT_CASES))
+async def test_unidoc_and_strict_on_the_same_trajectories(name, request, truth):
+    build, reference, strict = STRICT_CASES[name]
+    episode = build() if build else request.getfixturevalue(f"{name}_episode")
+    for flag, (selection, crop, total) in ((False, reference), (True, strict)):
+        settings = RewardSettings.from_mapping({"preset": "unidoc", "answer_scorer": "exact_match", "strict": flag})
+        result = await EpisodeScorer(settings).score(episode, truth)
+        assert (result.selection, result.crop) == (selection, crop), (name, flag)
+        assert result.score == pytest.approx(total), (name, flag)
+
+
+def test_strict_is_off_by_default_and_must_be_a_boolean():
+    assert RewardSettings().strict is False
+    assert RewardSettings.from_mapping({"strict": True}).strict is True
+    with pytest.raises(ValueError, match="strict must be true or false"):
+        RewardSettings.from_mapping({"strict": "yes"})

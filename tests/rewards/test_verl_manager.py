@@ -14,6 +14,7 @@ from verl import DataProto
 from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
 
+from unidoc_rl.rewards.settings import RewardSettings
 from unidoc_rl.rewards.verl_manager import MissingEpisodeError, UniDocRewardManager
 from unidoc_rl.testing.trajectories import reward_worker_trajectory
 
@@ -120,3 +121,10 @@ def test_manager_moves_the_start_up_heap_out_of_the_cyclic_collector(tokenizer_d
     gc.unfreeze()
     UniDocRewardManager(trainer_config("unidoc_dense", tokenizer_dir, judge_server.base_url), tokenizer=None)
     assert gc.get_freeze_count() > 1000
+
+
+@pytest.mark.parametrize(("preset_file", "strict"), [("unidoc_dense", False), ("unidoc_strict", True)])
+def test_reward_files_choose_the_component_definitions(preset_file, strict, tokenizer_dir):
+    config = trainer_config(preset_file, tokenizer_dir, "http://127.0.0.1:9/v1")
+    settings = RewardSettings.from_mapping(config.reward.reward_kwargs)
+    assert (settings.preset, settings.strict) == ("unidoc", strict)

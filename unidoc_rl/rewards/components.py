@@ -97,9 +97,30 @@ def focus_page(step: SearchStep) -> str | None:
     return step.candidates[0] if step.candidates else None
 
 
-def selection_score(episode: EpisodeRecord, truth: GroundTruth) -> float:
+def first_gold_candidate(step: SearchStep, gold: set[str]) -> str | None:
+    """The highest-ranked gold page among the search's candidates; None when it showed no gold page."""
+    return next((page_id for page_id in step.candidates if page_id in gold), None)
+
+
+def gold_selection_accuracy(episode: EpisodeRecord, truth: GroundTruth) -> float | None:
+    """Mean over the answered searches whose candidates held a gold page: 1 when the focus page is the first gold
+    page among them. None when no search showed a gold page (nothing to judge)."""
+    gold = set(truth.gold_page_ids)
+    judged = [(step, target) for step in answered_searches(episode) if (target := first_gold_candidate(step, gold))]
+    if not judged:
+        return None
+    return sum(focus_page(step) == target for step, target in judged) / len(judged)
+
+
+def selection_score(episode: EpisodeRecord, truth: GroundTruth, strict: bool = False) -> float:
     """Mean over answered searches: 1 when the focus page is the first gold page among the candidates, or, when no
-    gold page was among them, the top-1 candidate. A search that showed nothing new counts as a miss."""
+    gold page was among them, the top-1 candidate. A search that showed nothing new counts as a miss.
+
+    `strict`: only the searches that showed a gold page are judged (`gold_selection_accuracy`); a trajectory none of
+    whose searches showed one earns 0."""
+    if strict:
+        accuracy = gold_selection_accuracy(episode, truth)
+        return 0.0 if accuracy is None else accuracy
     searches = answered_searches(episode)
     if not searches:
         return 0.0
@@ -108,7 +129,7 @@ def selection_score(episode: EpisodeRecord, truth: GroundTruth) -> float:
     for step in searches:
         if not step.candidates:
             continue
-        target = next((page_id for page_id in step.candidates if page_id in gold), step.candidates[0])
+        target = first_gold_candidate(step, gold) or step.candidates[0]
         hits += focus_page(step) == target
     return hits / len(searches)
 
@@ -149,15 +170,20 @@ def matched_box_f1(predicted: Sequence[Box], gold: Sequence[Box], iou_threshold:
     return 2.0 * matches / (len(predicted) + len(gold))
 
 
-def crop_score(episode: EpisodeRecord, truth: GroundTruth, iou_threshold: float = 0.5) -> float:
+def crop_score(episode: EpisodeRecord, truth: GroundTruth, iou_threshold: float = 0.5, strict: bool = False) -> float:
     """Mean matched-box F1 over the pages the agent focused on or cropped, per search.
 
     Gold boxes count only on pages whose crop is required; elsewhere the right move is not to crop.
+    `strict`: only gold pages are judged (a page that is not gold says nothing about whether a crop was needed);
+    a trajectory that never focused on or cropped a gold page earns 0.
     """
+    gold_pages = set(truth.gold_page_ids)
     scores: list[float] = []
     for step in episode.searches:
         pages = [focus_page(step)] + [crop.page_id for crop in step.crops]
         for page_id in dict.fromkeys(page_id for page_id in pages if page_id is not None):
+            if strict and page_id not in gold_pages:
+                continue
             predicted = [box for crop in step.crops if crop.page_id == page_id for box in crop.boxes_norm1000]
             gold = truth.boxes_for(page_id) if truth.requires_crop(page_id) else ()
             scores.append(matched_box_f1(predicted, gold, iou_threshold))

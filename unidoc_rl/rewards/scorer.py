@@ -47,8 +47,8 @@ class EpisodeScorer:
     async def score(self, episode: EpisodeRecord, truth: GroundTruth) -> RewardBreakdown:
         fmt = format_score(episode, self.preset.format_rule, self.settings.max_invalid_actions)
         retrieval = retrieval_score(episode, truth, self.settings.ndcg_ideal)
-        selection = selection_score(episode, truth)
-        crop = crop_score(episode, truth, self.settings.crop_iou_threshold)
+        selection = selection_score(episode, truth, self.settings.strict)
+        crop = crop_score(episode, truth, self.settings.crop_iou_threshold, self.settings.strict)
         answer, called, fallback, cached = 0.0, False, False, False
         if fmt >= self.preset.answer_gate and answered(episode):
             if self.judge is None:

@@ -28,11 +28,17 @@ class RewardSettings:
     crop_iou_threshold: float = 0.5
     ndcg_ideal: NdcgIdeal = NdcgIdeal.ALL_GOLD
     """Ideal DCG of the retrieval reward: `all_gold` (every gold page; missed evidence costs) or `ranked_length`."""
+    strict: bool = False
+    """Selection and crop judge only what they can: selection only the searches that showed a gold page, crop only
+    gold pages; a trajectory with nothing they can judge earns 0 from them (the weights stay the preset's). False
+    keeps the reference's definitions (docs/rewards.md, "Strict components")."""
     judge: JudgeSettings = field(default_factory=JudgeSettings)
 
     def __post_init__(self):
         object.__setattr__(self, "answer_scorer", AnswerScorer(self.answer_scorer))
         object.__setattr__(self, "ndcg_ideal", NdcgIdeal(self.ndcg_ideal))
+        if not isinstance(self.strict, bool):
+            raise ValueError(f"strict must be true or false, got {self.strict!r}")
         if self.max_invalid_actions < 0:
             raise ValueError(f"max_invalid_actions must be >= 0, got {self.max_invalid_actions}")
         if not 0.0 < self.crop_iou_threshold <= 1.0:
