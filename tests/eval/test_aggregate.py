@@ -32,7 +32,7 @@ def result(
         "accuracy": accuracy,
         "judge": {"score": accuracy, "fallback": fallback, "source": "fallback" if fallback else "judge"},
         "native": native or {},
-        "metrics": {"recall@1": recall, "turns": turns, "finish_reason": finish, "selection": 1.0},
+        "metrics": {"recall@1": recall, "turns": turns, "finish_reason": finish},
         "tokens": {"prompt": 10, "response": 20, "model": 5, "total": 30},
         "latency_s": 1.0,
     }
@@ -120,3 +120,21 @@ def test_pass_at_k_and_per_question_accuracy():
     assert group["pass@k"]["1"]["mean"] == pytest.approx(0.125)
     assert group["pass@k"]["2"]["mean"] == pytest.approx(0.25)
     assert group["pass@k"]["4"]["mean"] == pytest.approx(0.5)
+
+
+def test_evidence_metrics_are_averaged_per_question_with_intervals():
+    # Question q1 has two samples (gold selection 1 and undefined: its search showed no gold page), q2 two samples
+    # (0 and 0.5), q3 one sample with no defined value. Per question: q1 1.0, q2 0.25, q3 left out -> mean 0.625,
+    # where a mean over episodes would give 0.5.
+    lines = []
+    for uid, values in (("q1", (1.0, None)), ("q2", (0.0, 0.5)), ("q3", (None,))):
+        for index, value in enumerate(values):
+            line = result("slidevqa", uid, 0.0, {}, index=index)
+            line["metrics"]["gold_selection"] = value
+            lines.append(line)
+    overall = summarize(lines)["overall"]
+    assert overall["metrics"]["gold_selection"] == pytest.approx(0.625)
+    assert overall["metrics_ci95"]["gold_selection"] == list(bootstrap_interval([1.0, 0.25]))
+    assert overall["metrics"]["gold_crop_f1"] is None and overall["metrics_ci95"]["gold_crop_f1"] is None
+    # Behaviour stays a mean over episodes.
+    assert overall["metrics"]["turns"] == 2.0

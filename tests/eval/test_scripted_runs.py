@@ -9,7 +9,17 @@ import pytest
 from unidoc_rl.eval.__main__ import main
 from unidoc_rl.eval.runner import read_results
 
-ACCURACY_LIKE = ("recall@1", "recall@3", "recall@5", "recall@all", "ndcg", "selection", "crop_rate", "crop_f1")
+ACCURACY_LIKE = (
+    "recall@1",
+    "recall@3",
+    "recall@5",
+    "recall@all",
+    "ndcg",
+    "gold_shown",
+    "gold_selection",
+    "crop_rate",
+    "gold_crop_f1",
+)
 
 
 def run_cli(argv) -> int:
@@ -50,7 +60,7 @@ def test_oracle_scores_one_on_every_metric(oracle_run):
         assert group["finish_reasons"] == {"answered": 1.0}
         assert group["judge_fallbacks"] == 0
     overall = summary["overall"]
-    assert overall["metrics"]["crop_rate"] == 1.0 and overall["metrics"]["crop_f1"] == 1.0
+    assert overall["metrics"]["crop_rate"] == 1.0 and overall["metrics"]["gold_crop_f1"] == 1.0
     assert overall["metrics"]["crop_any"] == pytest.approx(1 / 6)
     # The reward of an oracle episode: every component 1 except retrieval of the unanswerable sample (no gold
     # pages: NDCG 0), so its UniDoc total is 0.6 + 0.1 * 3 instead of 1.0.
@@ -115,9 +125,12 @@ def test_unknown_policy_scores_zero_accuracy_with_expected_retrieval(
     assert metrics["recall@3"] == pytest.approx(1.0)
     ndcg = [1.0, 1 / 2, 1.0, 1 / 1.5849625007211562, 1.0]
     assert metrics["ndcg"] == pytest.approx(sum(ndcg) / 5)
-    # Select 0 is right where the gold page is candidate 0 (s1, v1, m2) and where no gold was shown (m1).
-    assert metrics["selection"] == pytest.approx(4 / 6)
-    assert metrics["crop_rate"] == 0.0 and metrics["crop_f1"] == 0.0
+    # Every search of the 5 samples with evidence showed its gold page; select 0 is right where it is candidate 0
+    # (s1, v1, m2). m1 (no gold pages) is left out of both, where the reward's selection credits its select 0.
+    assert metrics["gold_shown"] == 1.0
+    assert metrics["gold_selection"] == pytest.approx(3 / 5)
+    assert overall["reward"]["selection"] == pytest.approx(4 / 6)
+    assert metrics["crop_rate"] == 0.0 and metrics["gold_crop_f1"] == 0.0
     assert summary["benchmarks"]["slidevqa"]["categories"]["hop"]["multi-hop"]["metrics"]["recall@1"] == 0.0
     mmlb = summary["benchmarks"]["mmlongbench"]["all"]["native"]
     assert mmlb["mmlb_score"]["mean"] == 0.0 and mmlb["mmlb_f1"] == 0.0

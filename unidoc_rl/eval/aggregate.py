@@ -2,7 +2,9 @@
 
 Accuracy is averaged per question first (with `--n` samples a question's accuracy is the mean of its samples) and
 the interval comes from resampling questions (percentile bootstrap, fixed seed), so repeated samples of one
-question never count as independent evidence. pass@k is the unbiased estimator 1 - C(n-c, k)/C(n, k).
+question never count as independent evidence. The evidence metrics (`unidoc_rl/eval/evidence.py`) are averaged the
+same way, over the questions where they are defined, with their intervals in `metrics_ci95`. pass@k is the
+unbiased estimator 1 - C(n-c, k)/C(n, k).
 """
 
 from __future__ import annotations
@@ -13,29 +15,16 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from unidoc_rl.eval.evidence import EVIDENCE_METRICS
 from unidoc_rl.eval.mmlongbench import f1_not_answerable
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
-MEAN_FIELDS = (
-    "recall@1",
-    "recall@3",
-    "recall@5",
-    "recall@all",
-    "ndcg",
-    "selection",
-    "crop_rate",
-    "crop_f1",
-    "crop_any",
-    "invalid_rate",
-    "any_invalid",
-    "answered",
-    "searches",
-    "search_failures",
-    "turns",
-)
+BEHAVIOUR_FIELDS = ("crop_any", "invalid_rate", "any_invalid", "answered", "searches", "search_failures", "turns")
+"""Per-episode behaviour, averaged over episodes."""
 REWARD_FIELDS = ("score", "format", "retrieval", "selection", "crop", "answer")
-"""The training reward's total and components, averaged as training's validation reports them."""
+"""The training reward's total and components (reward components, not evidence metrics: under `unidoc` selection
+and crop credit actions they cannot judge), averaged as training's validation reports them."""
 NATIVE_ACCURACIES = ("mmlb_score", "slidevqa_em", "slidevqa_f1")
 
 
@@ -62,6 +51,12 @@ def pass_at_k(n: int, correct: int, k: int) -> float:
 def _mean(values: Iterable[float | None]) -> float | None:
     present = [float(v) for v in values if v is not None]
     return sum(present) / len(present) if present else None
+
+
+def _per_question(questions: list[list[dict]], name: str) -> list[float]:
+    """One evidence metric per question: the mean of its episodes where defined; questions with none left out."""
+    means = (_mean(r["metrics"].get(name) for r in group) for group in questions)
+    return [mean for mean in means if mean is not None]
 
 
 def _with_interval(per_question: list[float]) -> dict:
@@ -108,7 +103,14 @@ def summarize_group(results: list[dict]) -> dict:
         )
     if native:
         summary["native"] = native
-    summary["metrics"] = {name: _mean(r["metrics"].get(name) for r in results) for name in MEAN_FIELDS}
+    evidence = {name: _per_question(questions, name) for name in EVIDENCE_METRICS}
+    summary["metrics"] = {
+        **{name: _mean(values) for name, values in evidence.items()},
+        **{name: _mean(r["metrics"].get(name) for r in results) for name in BEHAVIOUR_FIELDS},
+    }
+    summary["metrics_ci95"] = {
+        name: list(bootstrap_interval(values)) if values else None for name, values in evidence.items()
+    }
     if all("reward" in r for r in results):
         summary["reward"] = {name: _mean(r["reward"][name] for r in results) for name in REWARD_FIELDS}
     reasons = Counter(r["metrics"]["finish_reason"] for r in results)

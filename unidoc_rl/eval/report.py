@@ -1,6 +1,7 @@
 """Tables and plots of a summary (`summary.json`), and side-by-side comparison of several runs.
 
-Files written into a run folder: `summary.md` and `summary.csv` (one row per benchmark and per category value),
+Files written into a run folder: `summary.md` and `summary.csv` (one row per benchmark and per category value; the
+reward's total and components as `reward_*` columns),
 `accuracy_by_category.png`, `turns.png` (histogram of turns per episode) and `finish_reasons.png`.
 `compare.md` / `compare.csv` hold one row per run (and per row of a paper-figures file) and one column per
 benchmark's accuracy.
@@ -19,19 +20,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unidoc_rl.atomic import atomic_write, atomic_write_bytes
+from unidoc_rl.eval.aggregate import REWARD_FIELDS
 
 ROW_METRICS = (
     "recall@1",
     "recall@3",
     "recall@5",
     "ndcg",
-    "selection",
+    "gold_shown",
+    "gold_selection",
     "crop_rate",
-    "crop_f1",
+    "gold_crop_f1",
     "invalid_rate",
     "answered",
     "turns",
 )
+"""Evidence and behaviour metrics (`metrics`), one column each."""
 NATIVE_COLUMNS = ("mmlb_score", "mmlb_f1", "slidevqa_em", "slidevqa_f1")
 
 
@@ -56,6 +60,8 @@ def _rows(summary: dict) -> list[dict]:
             out[name] = entry["mean"] if isinstance(entry, dict) else entry
         for name in ROW_METRICS:
             out[name] = group["metrics"].get(name)
+        for name in REWARD_FIELDS:  # reward components, not task metrics
+            out[f"reward_{name}"] = group.get("reward", {}).get(name)
         out["answered_rate"] = group["finish_reasons"].get("answered", 0.0)
         out["model_tokens"] = group["tokens"]["model"]
         out["latency_s"] = group["latency_s"]["mean"]
