@@ -43,12 +43,16 @@ TABLE_COLUMNS = (
     ("format", ("reward", "format")),
     ("invalid rate", ("metrics", "invalid_rate")),
     ("retrieval NDCG", ("metrics", "ndcg")),
-    ("selection", ("metrics", "selection")),
-    ("crop F1", ("metrics", "crop_f1")),
+    ("gold shown", ("metrics", "gold_shown")),
+    ("selection | gold shown", ("metrics", "gold_selection")),
+    ("crop rate", ("metrics", "crop_rate")),
+    ("gold crop F1", ("metrics", "gold_crop_f1")),
     ("accuracy", ("accuracy", "mean")),
     ("mean reward", ("reward", "score")),
 )
-"""Columns of the final table: (title, path into an evaluation's summary.json `overall`)."""
+"""Columns of the final table: (title, path into an evaluation's summary.json `overall`). Selection and crop are the
+evidence metrics (unidoc_rl/eval/evidence.py), not the reward's components, which credit actions they cannot judge;
+`format` and `mean reward` are the reward's."""
 GRPO_STEP_METRICS = {
     "reward": "critic/score/mean",
     "reward_std_within_groups": "unidoc/reward/std_within_groups",

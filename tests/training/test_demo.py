@@ -7,22 +7,31 @@ def test_table_rows_are_read_from_the_harness_summary():
     overall = {
         "accuracy": {"mean": 0.31249, "ci95": [0.1, 0.5]},
         "reward": {"format": 0.9, "score": 0.412345},
-        "metrics": {"invalid_rate": 0.05, "ndcg": 0.5, "selection": 0.75, "crop_f1": None},
+        "metrics": {
+            "invalid_rate": 0.05,
+            "ndcg": 0.5,
+            "gold_shown": 0.25,
+            "gold_selection": 0.75,
+            "crop_rate": 0.0,
+            "gold_crop_f1": None,
+        },
     }
     row = table_row(overall)
     assert row == {
         "format": 0.9,
         "invalid rate": 0.05,
         "retrieval NDCG": 0.5,
-        "selection": 0.75,
-        "crop F1": None,
+        "gold shown": 0.25,
+        "selection | gold shown": 0.75,
+        "crop rate": 0.0,
+        "gold crop F1": None,
         "accuracy": 0.312,
         "mean reward": 0.412,
     }
     assert [title for title, _ in TABLE_COLUMNS] == list(row)
     lines = format_table({"after SFT": row}).splitlines()
     assert lines[0].startswith("| policy | format |") and lines[2] == (
-        "| after SFT | 0.900 | 0.050 | 0.500 | 0.750 | — | 0.312 | 0.412 |"
+        "| after SFT | 0.900 | 0.050 | 0.500 | 0.250 | 0.750 | 0.000 | — | 0.312 | 0.412 |"
     )
 
 
