@@ -288,3 +288,33 @@ def test_summary_rows_read_the_evaluation_harness_summary():
     assert (rows["overall"].accuracy, rows["overall"].low, rows["overall"].high) == (0.75, 0.5, 1.0)
     multi_hop = next(row for label, row in rows.items() if label.endswith("multi-hop"))
     assert (multi_hop.accuracy, multi_hop.count) == (0.5, 2)
+
+
+def test_evaluation_harness_lines_show_reward_components_and_evidence_metrics():
+    # The harness's shape: the reward breakdown under `reward` (an object), the evidence metrics under `metrics`.
+    line = {
+        "uid": "q1",
+        "benchmark": "slidevqa",
+        "episode": {"uid": "q1", "question": "Q?", "answer": "7", "finish_reason": "answered", "turns": []},
+        "reward": {"score": 0.3, "format": 1.0, "selection": 1.0, "crop": 1.0, "answer": 0.0, "judge_called": 1.0},
+        "judge": {"score": 0.0, "fallback": False, "source": "judge"},
+        "metrics": {"gold_shown": 0.0, "gold_selection": None, "gold_crop_f1": 0.0, "turns": 3.0},
+    }
+    row = summarize(line, 0, 0, 0, SampleInfo())
+    assert row.reward == 0.3 and row.components["selection"] == 1.0
+    assert row.evidence == {"gold_shown": 0.0, "gold_crop_f1": 0.0}  # undefined and non-evidence keys left out
+    entry = parse_entry(line, SampleInfo())
+    assert entry.evidence == row.evidence and entry.correct is False
+
+
+def test_summary_rows_show_evidence_metrics_and_labelled_reward_components():
+    summary = {
+        "overall": {
+            "episodes": 2,
+            "accuracy": {"mean": 0.5, "ci95": [0.0, 1.0]},
+            "metrics": {"gold_selection": 0.25, "gold_crop_f1": None, "turns": 3.0},
+            "reward": {"score": 0.3, "selection": 1.0},
+        }
+    }
+    (row,) = summary_rows(summary)
+    assert row.rates == {"gold_selection": 0.25, "reward score": 0.3, "reward selection": 1.0}

@@ -197,3 +197,25 @@ def test_the_command_serves_on_loopback_until_stopped(fixture_run):
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=20) == 0
+
+
+def test_episode_list_and_page_show_evidence_metrics(tmp_path):
+    episode = {"uid": "q1", "question": "Q?", "answer": "7", "finish_reason": "answered", "num_turns": 1}
+    run = tmp_path / "run"
+    run.mkdir()
+    line = {
+        "episode": episode,
+        "reward": {"score": 0.3, "selection": 1.0},
+        "metrics": {"gold_selection": 0.25, "gold_shown": 0.5},
+    }
+    (run / "results.jsonl").write_text(json.dumps(line) + "\n")
+    server, url = serve_in_thread(Viewer(ViewerSettings(run_dir=run)))
+    try:
+        listing = get(url, "/?sort=gold_selection")[2].decode()
+        assert ">gold_selection" in listing and "<td class='num'>0.25</td>" in listing
+        page = get(url, "/episode/0/0")[2].decode()
+        assert "<caption>reward components</caption>" in page and "<caption>evidence metrics</caption>" in page
+        assert "data-evidence='gold_shown'" in page and "data-component='selection'" in page
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from unidoc_rl.eval.evidence import EVIDENCE_METRICS
 from unidoc_rl.viewer.query import order_components
 from unidoc_rl.viewer.records import EpisodeEntry, EpisodeSummary, RecordError, SampleInfo, parse_entry, summarize
 
@@ -74,6 +75,8 @@ class Facets:
     categories: tuple[str, ...]
     components: tuple[str, ...]
     """Reward components in display order."""
+    evidence: tuple[str, ...]
+    """Evidence metrics some episode records, in display order."""
 
 
 FINISH_ORDER = ("answered", "max_turns", "max_images", "max_model_len", "no_action", "unfinished")
@@ -94,7 +97,7 @@ class EpisodeIndex:
         self._lock = threading.Lock()
         self._cache: tuple | None = None
         self._rows: list[EpisodeSummary] = []
-        self._facets = Facets((), (), ())
+        self._facets = Facets((), (), (), ())
         self.refresh()
 
     def _current(self) -> None:
@@ -108,6 +111,7 @@ class EpisodeIndex:
             finish_reasons=tuple(sorted(finishes, key=_finish_order)),
             categories=tuple(sorted({label for row in rows for label in row.categories})),
             components=tuple(order_components(name for row in rows for name in row.components)),
+            evidence=tuple(name for name in EVIDENCE_METRICS if any(name in row.evidence for row in rows)),
         )
         self._cache = state
 

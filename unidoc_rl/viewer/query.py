@@ -83,7 +83,10 @@ class ListQuery:
 
 
 def metric_value(row: EpisodeSummary, name: str) -> float | None:
-    return row.reward if name == "reward" else row.components.get(name)
+    """The total reward, a reward component or an evidence metric (their names do not overlap)."""
+    if name == "reward":
+        return row.reward
+    return row.components.get(name, row.evidence.get(name))
 
 
 _BUILTIN_KEYS: dict[str, Callable[[EpisodeSummary], object]] = {
@@ -98,8 +101,8 @@ _BUILTIN_KEYS: dict[str, Callable[[EpisodeSummary], object]] = {
 
 
 def sort_key(name: str) -> Callable[[EpisodeSummary], object]:
-    """The value a row sorts by: a built-in column or a reward component."""
-    return _BUILTIN_KEYS.get(name) or (lambda row: row.components.get(name))
+    """The value a row sorts by: a built-in column, a reward component or an evidence metric."""
+    return _BUILTIN_KEYS.get(name) or (lambda row: metric_value(row, name))
 
 
 def predicates(query: ListQuery) -> list[Callable[[EpisodeSummary], bool]]:

@@ -5,9 +5,11 @@ Line shapes read (both are JSON objects, one per line):
   (the reward breakdown: format, retrieval, selection, crop, answer, judge flags), `episode` (the EpisodeRecord
   dict), and optionally `ground_truth` (the reward's GroundTruth dict).
 - evaluation (`results.jsonl`): `uid`, `benchmark`, category fields, `episode`, the reward components (under
-  `components`, `rewards` or `reward_components`), the judge verdict (`verdict`, `judge` or `judge_verdict`: a
-  number, a boolean, a string or an object), the benchmark's own score (`benchmark_score` or `score`), and
-  optionally `correct`, `reference_answer`, `ground_truth`, `checkpoint`/`global_step`.
+  `reward`, as the evaluation harness writes them, or `components`, `rewards` or `reward_components`), the evidence
+  metrics (in `metrics`, as the harness writes them: `unidoc_rl/eval/evidence.py`), the judge verdict (`verdict`,
+  `judge` or `judge_verdict`: a number, a boolean, a string or an object), the benchmark's own score
+  (`benchmark_score` or `score`), and optionally `correct`, `reference_answer`, `ground_truth`,
+  `checkpoint`/`global_step`.
 A bare EpisodeRecord dict (a line with `turns` or `searches` at the top level) is read as an episode too.
 Fields the viewer does not know are kept and shown verbatim on the episode page.
 """
@@ -18,9 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unidoc_rl.episode import EpisodeRecord
+from unidoc_rl.eval.evidence import EVIDENCE_METRICS
 from unidoc_rl.rewards.ground_truth import GroundTruth, GroundTruthError
 
-COMPONENT_KEYS = ("components", "rewards", "reward_components")
+COMPONENT_KEYS = ("components", "rewards", "reward_components", "reward")
+"""Where a line holds its reward breakdown (`reward` only when it is an object; a number is the training total)."""
 VERDICT_KEYS = ("verdict", "judge", "judge_verdict")
 CATEGORY_KEYS = ("category", "query_type", "source_type", "doc_type", "evidence_type", "answer_type")
 CORE_COMPONENTS = ("format", "retrieval", "selection", "crop", "answer")
@@ -54,6 +58,8 @@ class EpisodeSummary:
     question_folded: str
     reward: float | None
     components: dict[str, float]
+    evidence: dict[str, float]
+    """The evidence metrics the line records (defined ones only)."""
     finish_reason: str
     categories: tuple[str, ...]
     answered: bool
@@ -71,6 +77,8 @@ class EpisodeEntry:
     record: EpisodeRecord
     reward: float | None
     components: dict[str, float]
+    evidence: dict[str, float]
+    """The evidence metrics the line records (defined ones only)."""
     verdict: Any
     benchmark_score: float | None
     correct: bool | None
@@ -105,6 +113,13 @@ def components_of(line: dict) -> dict[str, float]:
         if isinstance(value, dict):
             return {name: number for name, raw in value.items() if (number := _number(raw)) is not None}
     return {}
+
+
+def evidence_of(line: dict) -> dict[str, float]:
+    metrics = line.get("metrics")
+    if not isinstance(metrics, dict):
+        return {}
+    return {name: number for name in EVIDENCE_METRICS if (number := _number(metrics.get(name))) is not None}
 
 
 def reward_of(line: dict, components: dict[str, float]) -> float | None:
@@ -229,6 +244,7 @@ def summarize(line: dict, source: int, number: int, offset: int, samples: Sample
         question_folded=samples.intern(question.casefold()),
         reward=reward_of(line, components),
         components=components,
+        evidence=evidence_of(line),
         finish_reason=str(episode.get("finish_reason") or "unfinished"),
         categories=categories_of(line, samples.categories.get(uid, ())),
         answered=answered,
@@ -267,6 +283,7 @@ def parse_entry(line: dict, samples: SampleInfo) -> EpisodeEntry:
         record=record,
         reward=reward_of(line, components),
         components=components,
+        evidence=evidence_of(line),
         verdict=verdict_of(line),
         benchmark_score=benchmark_score_of(line),
         correct=correct_of(line, components, record.answer is not None),

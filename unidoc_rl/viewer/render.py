@@ -104,7 +104,7 @@ def _input(name: str, value, label: str, kind: str = "text", width: str = "", pl
 def filter_form(query: ListQuery, index: EpisodeIndex, links) -> str:
     facets = index.facets
     categories, finishes = facets.categories, facets.finish_reasons
-    metrics = ["reward", *facets.components]
+    metrics = ["reward", *facets.components, *facets.evidence]
     parts = [
         _input("text", query.text, "Question contains", width="16em", placeholder="text or uid"),
         _select("finish", [("", "any"), *[(r, r) for r in finishes]], query.finish, "Finish reason"),
@@ -124,7 +124,7 @@ def filter_form(query: ListQuery, index: EpisodeIndex, links) -> str:
     if len(index.logs) > 1:
         sources = [("", "all"), *[(str(log.number), log.label) for log in index.logs]]
         parts.append(_select("source", sources, "" if query.source is None else str(query.source), "Log"))
-    sorts = [*BUILTIN_SORTS, *facets.components]
+    sorts = [*BUILTIN_SORTS, *facets.components, *facets.evidence]
     parts.append(_select("sort", [(s, s) for s in sorts], query.sort, "Sort by"))
     parts.append(_select("order", [("asc", "ascending"), ("desc", "descending")], query.order, "Order"))
     parts.append(_select("per_page", [(str(n), str(n)) for n in (25, 50, 100, 200)], str(query.per_page), "Per page"))
@@ -148,6 +148,7 @@ def episode_list(
     index: EpisodeIndex, rows: Sequence[EpisodeSummary], page: ListPage, query: ListQuery, links, run_name: str
 ) -> str:
     components = index.facets.components
+    evidence = index.facets.evidence
     single_log = len(index.logs) == 1
     header = (
         "<tr>"
@@ -156,6 +157,7 @@ def episode_list(
         + "<th>question</th>"
         + _sort_header("reward", "reward", query, links)
         + "".join(_sort_header(name, name, query, links) for name in components)
+        + "".join(_sort_header(name, name, query, links) for name in evidence)
         + _sort_header("turns", "turns", query, links)
         + "<th>finish</th><th>ans.</th><th>corr.</th><th>category</th></tr>"
     )
@@ -172,6 +174,7 @@ def episode_list(
             f"{e(question) or '<i>no question</i>'}</a></td>"
             + reward_cell(row.reward)
             + "".join(f"<td class='num'>{num(row.components.get(name), 2)}</td>" for name in components)
+            + "".join(f"<td class='num'>{num(row.evidence.get(name), 2)}</td>" for name in evidence)
             + f"<td class='num'>{row.num_turns}</td>"
             f"<td>{badge(row.finish_reason, row.finish_reason)}"
             f"{' ' + badge('forced', 'forced') if row.forced else ''}</td>"
@@ -180,7 +183,8 @@ def episode_list(
         )
     if not page.rows:
         body.append(
-            f"<tr><td colspan='{9 + len(components)}' class='empty'>No episode matches these filters.</td></tr>"
+            f"<tr><td colspan='{9 + len(components) + len(evidence)}' class='empty'>"
+            "No episode matches these filters.</td></tr>"
         )
     start = (page.page - 1) * query.per_page + 1 if page.total else 0
     end = start + len(page.rows) - 1 if page.total else 0
@@ -248,7 +252,16 @@ def _component_rows(entry: EpisodeEntry) -> str:
         notes.append(f"failed searches: {entry.components['search_failures']:g}")
     if entry.components.get("forced_answer"):
         notes.append("answer given in a forced final turn")
-    return f"<table class='components'>{''.join(rows)}</table><p class='muted small'>{e(' · '.join(notes))}</p>"
+    evidence = "".join(
+        f"<tr data-evidence='{e(name)}'><th>{e(name)}</th><td>{interval_bar(value, None, None)}</td>"
+        f"<td class='num'>{num(value)}</td></tr>"
+        for name, value in entry.evidence.items()
+    )
+    return (
+        f"<table class='components'><caption>reward components</caption>{''.join(rows)}</table>"
+        f"<p class='muted small'>{e(' · '.join(notes))}</p>"
+        + (f"<table class='components'><caption>evidence metrics</caption>{evidence}</table>" if evidence else "")
+    )
 
 
 def episode_page(

@@ -21,6 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from unidoc_rl.eval.evidence import EVIDENCE_METRICS
 from unidoc_rl.viewer.index import find_files
 
 _NOT_A_COMPONENT = r"(?!judge_|score$|search_failures$|forced_answer$|std_within_groups$)"
@@ -138,8 +139,14 @@ def _rows(node, path: list[str], out: list[tuple[list[str], dict]]) -> None:
     if isinstance(node, dict):
         accuracy = node.get("accuracy", node.get("acc"))
         if isinstance(accuracy, dict) and isinstance(accuracy.get("mean"), int | float):
-            # The evaluation harness's shape: {"accuracy": {"mean": m, "ci95": [low, high]}, ...}.
-            out.append((path, {**node, "accuracy": accuracy["mean"], "ci95": accuracy.get("ci95")}))
+            # The evaluation harness's shape: {"accuracy": {"mean": m, "ci95": [low, high]}, "metrics": {...},
+            # "reward": {...}, ...}: its evidence metrics, and its reward components labelled as such, are shown too.
+            metrics, reward = node.get("metrics") or {}, node.get("reward") or {}
+            shown = {
+                **{name: metrics[name] for name in EVIDENCE_METRICS if metrics.get(name) is not None},
+                **{f"reward {name}": value for name, value in reward.items() if value is not None},
+            }
+            out.append((path, {**node, **shown, "accuracy": accuracy["mean"], "ci95": accuracy.get("ci95")}))
         elif isinstance(accuracy, int | float) and not isinstance(accuracy, bool):
             out.append((path, node))
         for key, value in node.items():
