@@ -25,12 +25,15 @@ OPENING = "<search>Northwind revenue</search>"
 OPENING_PROBABILITY = 0.9
 """How likely the fine-tuned policy opens an episode with OPENING: likely enough that each micro-batch of 4
 trajectories has one with images (1 - 0.1^4), unlikely enough that trajectories differ and GRPO has a signal."""
-PROBS_DIFF_BOUND = 1e-2
-"""Largest |p_rollout - p_actor| over a step's response tokens. Measured with the weights in sync: 3.7e-3 and
-4.5e-3 (steps 1 and 2). It is not float noise: verl bans the vision placeholder tokens in vLLM's logits
-(`monkey_patch_compute_logits`), so vLLM's probabilities are renormalized over the rest of the vocabulary, while the
-actor's are not; the tiny random policy puts about 3/1024 of its mass on those tokens. vLLM starts on dummy weights
-(`rollout.load_format`), so step 1 agrees only if the initial sync landed too."""
+PROBS_DIFF_MAX = 0.05
+PROBS_DIFF_MEAN = 5e-3
+"""Bounds on |p_rollout - p_actor| over a step's response tokens (max, mean). Measured with this test's settings:
+step 1 3.6e-3 / 2.1e-3, step 2 1.6e-2 / 1.0e-3, Pearson correlation of the probabilities 0.9998 and 0.99999. With the
+sync after step 1 skipped (a counterfactual run), step 2 gave 0.79 / 0.15 and a correlation of 0.49. The floor is
+not float noise: verl bans the vision placeholder tokens in vLLM's logits (`monkey_patch_compute_logits`), so
+vLLM's probabilities are renormalized over the rest of the vocabulary while the actor's are not, and the tiny random
+policy puts about 3/1024 of its mass on those tokens. vLLM starts on dummy weights (`rollout.load_format`), so step 1
+agrees only if the initial sync landed too."""
 
 pytestmark = [
     pytest.mark.slow,
@@ -97,10 +100,10 @@ def test_train_sh_trains_through_verls_vllm_rollout_on_cpu(train_sh, policy):
         "actor_rollout_ref.rollout.name=vllm",
         "actor_rollout_ref.rollout.n=2",
         "actor_rollout_ref.rollout.calculate_log_probs=true",
-        # Step 1 changes the weights whatever the rewards (a group with equal rewards has no GRPO gradient), and by
-        # far more than the bound: each weight moves by about lr on Adam's first step.
+        # Step 1 changes the weights whatever the rewards (a group with equal rewards has no GRPO gradient): each
+        # weight moves by about lr on Adam's first step. At 1e-2 the policy stops searching at step 2.
         "actor_rollout_ref.actor.entropy_coeff=0.01",
-        "actor_rollout_ref.actor.optim.lr=1e-2",
+        "actor_rollout_ref.actor.optim.lr=1e-3",
         "trainer.val_before_train=false",
         "trainer.test_freq=0",
         "trainer.save_freq=0",
@@ -114,10 +117,10 @@ def test_train_sh_trains_through_verls_vllm_rollout_on_cpu(train_sh, policy):
     assert "vLLMHttpServer" in output  # verl's own vLLM server served the rollout
     assert sorted(steps) == [1, 2]
     assert steps[1]["actor/grad_norm"] > 0  # step 1 changed the weights that step 2 rolls out with
-    assert steps[1]["actor/lr"] == pytest.approx(1e-2)
     for step in (1, 2):
         metrics = steps[step]
         assert metrics["training/rollout_probs_diff_valid"] == 1
-        assert metrics["training/rollout_probs_diff_max"] < PROBS_DIFF_BOUND
+        assert metrics["training/rollout_probs_diff_max"] < PROBS_DIFF_MAX
+        assert metrics["training/rollout_probs_diff_mean"] < PROBS_DIFF_MEAN
         assert metrics["training/rollout_actor_probs_pearson_corr"] > 0.999
         assert metrics["unidoc/agent/searches"] > 0
