@@ -165,3 +165,13 @@ def test_trajectory_lines_are_the_viewers_training_log_format():
             "episode": record,
         }
     ]
+
+
+def test_cpu_platform_gives_vllm_servers_their_cpu_environment():
+    from unidoc_rl.engine.vllm_server import cpu_environment
+    from unidoc_rl.verl_plugin.platform import PlatformCPU
+
+    # verl starts its vLLM server actors with this environment, which vLLM's engine and workers inherit.
+    env = PlatformCPU().rollout_env_vars()
+    assert env == cpu_environment()
+    assert int(env["VLLM_CPU_KVCACHE_SPACE"]) >= 1 and env["HF_HUB_OFFLINE"] == "1"

@@ -4,8 +4,10 @@ Importing it registers, through verl's own registries:
 - the trainer mode `unidoc_sync` (verl's synchronous V1 trainer plus the project's per-step metrics);
 - the platform `cpu` (selected by VERL_PLATFORM=cpu) and the rollout `unidoc_local` (the project's transformers
   engine), with which `main_ppo` trains on machines without GPUs or vLLM;
+- on the CPU platform, inside vLLM's worker processes, the fix that lets verl's vLLM rollout take weight syncs
+  from vLLM's CPU build (`vllm_cpu.py`).
 
-and fixes verl's Qwen2/2.5-VL forward over micro-batches without images under transformers 5.x
+Importing it also fixes verl's Qwen2/2.5-VL forward over micro-batches without images under transformers 5.x
 (text_only_vision.py).
 
 verl imports the modules named in VERL_USE_EXTERNAL_MODULES when it is itself imported, so
@@ -13,7 +15,7 @@ verl imports the modules named in VERL_USE_EXTERNAL_MODULES when it is itself im
 `ray_kwargs.ray_init.runtime_env.env_vars` (configs/unidoc_grpo.yaml), loads it everywhere verl runs.
 """
 
-from unidoc_rl.verl_plugin import platform, trl_compat
+from unidoc_rl.verl_plugin import platform, trl_compat, vllm_cpu
 
 # Before anything imports verl's engines: they resolve the platform at import time.
 platform.register_platform()
@@ -21,6 +23,7 @@ trl_compat.install_value_head_stand_in()
 if platform.is_selected():
     platform.register_engines()
     platform.join_worker_group()
+    vllm_cpu.install()
 
 from unidoc_rl.verl_plugin import local_rollout, text_only_vision, trainer  # noqa: E402, F401  (trainer registers `unidoc_sync`)
 

@@ -165,7 +165,14 @@ class PlatformCPU(PlatformBase):
         return ["RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"]
 
     def is_ipc_supported(self) -> bool:
-        return False
+        return False  # verl's vLLM rollout then passes synced weights through shared memory
+
+    def rollout_env_vars(self) -> dict[str, str]:
+        # The environment of verl's vLLM server actors (and so of vLLM's engine and worker processes): vLLM's CPU
+        # build sizes its KV cache in host RAM from VLLM_CPU_KVCACHE_SPACE, and must not reach for a model hub.
+        from unidoc_rl.engine.vllm_server import cpu_environment
+
+        return cpu_environment()
 
     def cudart(self) -> Any:
         return None
