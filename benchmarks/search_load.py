@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from unidoc_rl.testing.serving import free_port
+from unidoc_rl.testing.serving import free_port, wait_until_healthy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,15 +38,8 @@ def start_service(workdir: Path) -> tuple[subprocess.Popen, str]:
          "--port", str(port), "--log_level", "warning"],
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return service, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    service.kill()
-    raise RuntimeError("the service did not start")
+    wait_until_healthy(service, url, timeout_s=60)
+    return service, url
 
 
 async def run_load(url: str, queries: list[str], requests: int, concurrency: int, max_seconds: float, top_k: int):

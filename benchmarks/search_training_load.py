@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_bench import SyntheticCorpus, build_index  # noqa: E402
 
 from search_engine.ivf import build_ivf  # noqa: E402
-from unidoc_rl.testing.serving import free_port  # noqa: E402
+from unidoc_rl.testing.serving import free_port, wait_until_healthy  # noqa: E402
 
 DIM = 128
 QUERY_VECTORS = 25
@@ -106,15 +106,8 @@ def start_service(args, max_batch_queries: int) -> tuple[subprocess.Popen, str]:
     ]  # fmt: skip
     service = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and service.poll() is None:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return service, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    service.kill()
-    raise RuntimeError("the service did not start")
+    wait_until_healthy(service, url, timeout_s=600)
+    return service, url
 
 
 async def grpo_steps(url: str, args) -> dict:

@@ -7,19 +7,10 @@ import json
 import pytest
 
 from unidoc_rl.eval.__main__ import main
+from unidoc_rl.eval.evidence import EVIDENCE_METRICS
 from unidoc_rl.eval.runner import read_results
 
-ACCURACY_LIKE = (
-    "recall@1",
-    "recall@3",
-    "recall@5",
-    "recall@all",
-    "ndcg",
-    "gold_shown",
-    "gold_selection",
-    "crop_rate",
-    "gold_crop_f1",
-)
+ACCURACY_LIKE = EVIDENCE_METRICS
 
 
 def run_cli(argv) -> int:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 
+import httpx
 import uvicorn
 
 from unidoc_rl.http_server import server_config
@@ -16,6 +18,19 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
+
+
+def wait_until_healthy(process: subprocess.Popen, url: str, timeout_s: float, path: str = "/health") -> None:
+    """Waits until `url + path` answers 200; kills the process and raises if it exits or the time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(url + path, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"the service at {url} did not start")
 
 
 class ThreadedUvicorn:
