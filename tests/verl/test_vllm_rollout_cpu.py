@@ -90,7 +90,10 @@ def policy(services, tmp_path_factory, tiny_policy_dir):
     rows = pd.read_parquet(services["root"] / "data/train.parquet")
     questions = [prompts.message_text(list(row)[-1]) for row in rows["prompt"][:4]]
     return searching_policy(
-        tiny_policy_dir, tmp_path_factory.mktemp("policy") / "searching", questions, prompts.system_prompt()
+        tiny_policy_dir,
+        tmp_path_factory.mktemp("policy") / "searching",
+        questions,
+        prompts.load_prompts().system_prompt(),
     )
 
 
