@@ -44,7 +44,7 @@ TABLE_COLUMNS = (
     ("invalid rate", ("metrics", "invalid_rate")),
     ("retrieval NDCG", ("metrics", "ndcg")),
     ("gold shown", ("metrics", "gold_shown")),
-    ("selection | gold shown", ("metrics", "gold_selection")),
+    ("selection when gold shown", ("metrics", "gold_selection")),
     ("crop rate", ("metrics", "crop_rate")),
     ("gold crop F1", ("metrics", "gold_crop_f1")),
     ("accuracy", ("accuracy", "mean")),

@@ -22,7 +22,7 @@ def test_table_rows_are_read_from_the_harness_summary():
         "invalid rate": 0.05,
         "retrieval NDCG": 0.5,
         "gold shown": 0.25,
-        "selection | gold shown": 0.75,
+        "selection when gold shown": 0.75,
         "crop rate": 0.0,
         "gold crop F1": None,
         "accuracy": 0.312,
@@ -30,6 +30,7 @@ def test_table_rows_are_read_from_the_harness_summary():
     }
     assert [title for title, _ in TABLE_COLUMNS] == list(row)
     lines = format_table({"after SFT": row}).splitlines()
+    assert {line.count("|") for line in lines} == {len(row) + 2}  # a well-formed Markdown table: no '|' in a title
     assert lines[0].startswith("| policy | format |") and lines[2] == (
         "| after SFT | 0.900 | 0.050 | 0.500 | 0.250 | 0.750 | 0.000 | — | 0.312 | 0.412 |"
     )
