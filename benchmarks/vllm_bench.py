@@ -29,10 +29,11 @@ import httpx
 
 from unidoc_rl.agent.verl_worker import rope_processor
 from unidoc_rl.engine.local_engine import LocalEngine
-from unidoc_rl.engine.openai_policy import OpenAIPolicyClient, image_token_id, server_root
+from unidoc_rl.engine.openai_policy import OpenAIPolicyClient, image_token_id
 from unidoc_rl.engine.vllm_server import VllmServer
 from unidoc_rl.eval.__main__ import compose_eval_config
 from unidoc_rl.eval.samples import load_eval_samples
+from unidoc_rl.service_access import service_root
 from unidoc_rl.testing.sample_corpus import sample_search_service
 from unidoc_rl.testing.served_parity import agreement, search_first_episodes
 from unidoc_rl.testing.serving import free_port
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         with VllmServer(policy, free_port(), Path(tmp) / "vllm.log", served_model_name="tiny") as server:
             ready_s = time.perf_counter() - started
-            version = httpx.get(server_root(server.base_url) + "/version", timeout=10).json().get("version")
+            version = httpx.get(service_root(server.base_url, "/v1") + "/version", timeout=10).json().get("version")
             client = OpenAIPolicyClient(server.base_url, "tiny", image_token_id=image_token_id(processor))
             served, served_turns = asyncio.run(timed(client, processor, config, samples, search_url, args.concurrency))
         engine = LocalEngine.from_pretrained(policy, max_batch_size=args.concurrency)

@@ -22,10 +22,11 @@ import httpx
 import pytest
 
 from unidoc_rl.engine.local_engine import LocalEngine
-from unidoc_rl.engine.openai_policy import OpenAIPolicyClient, image_token_id, server_root
+from unidoc_rl.engine.openai_policy import OpenAIPolicyClient, image_token_id
 from unidoc_rl.engine.served_protocol import GENERATE_PATH
 from unidoc_rl.eval.__main__ import compose_eval_config
 from unidoc_rl.eval.samples import load_eval_samples
+from unidoc_rl.service_access import service_root
 from unidoc_rl.testing.sample_corpus import sample_search_service
 from unidoc_rl.testing.served_parity import agreement, search_first_episodes
 from unidoc_rl.testing.serving import free_port
@@ -90,7 +91,7 @@ def test_vllm_serve_and_local_engine_run_the_same_episodes(served, tiny_policy_d
             "token_ids": turn.prompt_ids,
             "sampling_params": {"max_tokens": 1, "temperature": 0.0, "logprobs": 0, "skip_special_tokens": False},
         }
-        reply = httpx.post(server_root(server.base_url) + GENERATE_PATH, json=body, timeout=120).json()
+        reply = httpx.post(service_root(server.base_url, "/v1") + GENERATE_PATH, json=body, timeout=120).json()
         assert reply["usage"]["prompt_tokens"] == len(turn.prompt_ids)
         blind_shift.append(abs(reply["choices"][0]["logprobs"]["content"][0]["logprob"] - turn.log_probs[0]))
     assert min(blind_shift) > 1e-3, blind_shift

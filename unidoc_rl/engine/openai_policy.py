@@ -43,6 +43,7 @@ from unidoc_rl.engine.served_protocol import (
     parse_render,
     render_body,
 )
+from unidoc_rl.service_access import service_root
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +55,6 @@ __all__ = ["REQUEST_ID_HEADER", "OpenAIPolicyClient", "PolicyRequestError", "ima
 def image_token_id(processor) -> int:
     """The image pad id of a Qwen2-VL-family processor (the token whose runs stand for an image's features)."""
     return int(processor.tokenizer.convert_tokens_to_ids(processor.image_token))
-
-
-def server_root(url: str) -> str:
-    """`http://host:port` from the server's root or its OpenAI-compatible `/v1` root."""
-    url = url.rstrip("/")
-    return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
 def _loads(text: str) -> Any:
@@ -83,7 +78,7 @@ class OpenAIPolicyClient(LLMServerClient):
         max_connections: int = 256,
     ):
         super().__init__(config=None)
-        self.root = server_root(base_url)
+        self.root = service_root(base_url, "/v1")  # the server root or its OpenAI-compatible /v1 root
         self.model = model
         self.image_token_id = int(image_token_id)
         self.api_key = api_key
