@@ -18,6 +18,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from unidoc_rl.import_hooks import after_import
+
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 
 _TORCHVISION_IMAGE_MODULE = "transformers.models.qwen2_vl.image_processing_qwen2_vl"
@@ -74,40 +76,12 @@ def _make_policy_processor_image_only(module) -> None:
         package.Qwen2_5_VLProcessor = module.Qwen2_5_VLProcessor
 
 
-class _PolicyProcessorFinder(importlib.abc.MetaPathFinder):
-    """Replaces `Qwen2_5_VLProcessor` by its image-only subclass (same name) as its module is imported.
-
-    Stock code that loads a Qwen2.5-VL checkpoint (`Qwen2_5_VLProcessor.from_pretrained`, as vLLM does) otherwise
-    builds the video processor, which needs torchvision. The policy takes page images only.
-    """
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != _POLICY_PROCESSOR_MODULE:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        stock_exec = spec.loader.exec_module
-
-        def exec_module(module):
-            stock_exec(module)
-            _make_policy_processor_image_only(module)
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
 def install_image_only_policy_processor() -> None:
-    if HAS_TORCHVISION or any(isinstance(finder, _PolicyProcessorFinder) for finder in sys.meta_path):
-        return
-    sys.meta_path.insert(0, _PolicyProcessorFinder())
-    if _POLICY_PROCESSOR_MODULE in sys.modules:
-        _make_policy_processor_image_only(sys.modules[_POLICY_PROCESSOR_MODULE])
+    """Replaces `Qwen2_5_VLProcessor` by its image-only subclass (same name) as its module is imported: stock code
+    that loads a Qwen2.5-VL checkpoint (`Qwen2_5_VLProcessor.from_pretrained`, as vLLM does) otherwise builds the
+    video processor, which needs torchvision. The policy takes page images only."""
+    if not HAS_TORCHVISION:
+        after_import(_POLICY_PROCESSOR_MODULE, _make_policy_processor_image_only)
 
 
 install_torchvision_free_image_module()

@@ -18,9 +18,7 @@ already is), so that verl's other processes do not pay for importing it (about 3
 
 from __future__ import annotations
 
-import importlib.abc
-import sys
-from collections.abc import Callable
+from unidoc_rl.import_hooks import after_import
 
 LINEAR_MODULE = "vllm.model_executor.layers.linear"
 
@@ -43,43 +41,5 @@ def keep_unquantized_linear_weights() -> None:
     UnquantizedLinearMethod.process_weights_after_loading = process_weights_after_loading
 
 
-class _AfterImport(importlib.abc.MetaPathFinder):
-    """Runs `action` once the module `name` has been executed by its own loader."""
-
-    def __init__(self, name: str, action: Callable[[], None]):
-        self.name = name
-        self.action = action
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != self.name:
-            return None
-        sys.meta_path.remove(self)
-        for finder in sys.meta_path:
-            spec = finder.find_spec(fullname, path, target) if hasattr(finder, "find_spec") else None
-            if spec is not None:
-                spec.loader = _ThenRun(spec.loader, self.action)
-                return spec
-        return None
-
-
-class _ThenRun(importlib.abc.Loader):
-    def __init__(self, loader, action: Callable[[], None]):
-        self.loader = loader
-        self.action = action
-
-    def __getattr__(self, name):
-        return getattr(self.loader, name)
-
-    def create_module(self, spec):
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module) -> None:
-        self.loader.exec_module(module)
-        self.action()
-
-
 def install() -> None:
-    if LINEAR_MODULE in sys.modules:
-        keep_unquantized_linear_weights()
-    elif not any(isinstance(finder, _AfterImport) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _AfterImport(LINEAR_MODULE, keep_unquantized_linear_weights))
+    after_import(LINEAR_MODULE, lambda _module: keep_unquantized_linear_weights())
