@@ -89,6 +89,17 @@ def next_token_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> tor
     return -log_probs[(mask[:, 1:] * mask[:, :-1]).bool()].mean()
 
 
+def train_through_verls_forward(policy, batch, verl_patch):
+    """Plain transformers logits of `batch`, then verl's patched forward and a backward of its next-token loss:
+    (plain logits, verl's logits, loss)."""
+    expected = plain_logits(policy, batch)
+    verl_patch(policy)
+    logits = policy(**batch).logits
+    loss = next_token_loss(logits, batch)
+    loss.backward()
+    return expected, logits, loss
+
+
 def plain_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """transformers' own forward on the same inputs (before verl patches the classes)."""
     with torch.no_grad():
@@ -101,12 +112,7 @@ def vision_grads(model) -> dict[str, torch.Tensor | None]:
 
 def test_a_micro_batch_without_images_trains_with_a_zero_vision_contribution(policy, processor, verl_patch):
     batch = text_only_batch(processor)
-    expected = plain_logits(policy, batch)
-    verl_patch(policy)
-
-    logits = policy(**batch).logits
-    loss = next_token_loss(logits, batch)
-    loss.backward()
+    expected, logits, loss = train_through_verls_forward(policy, batch, verl_patch)
 
     attended = batch["attention_mask"].bool()
     assert attended.sum() < attended.numel()  # the shorter row is left-padded
@@ -122,12 +128,7 @@ def test_a_micro_batch_without_images_trains_with_a_zero_vision_contribution(pol
 def test_a_micro_batch_with_an_image_trains_the_vision_tower(policy, processor, verl_patch):
     batch = image_batch(processor, policy)
     assert batch["pixel_values"].shape[0] > 0
-    expected = plain_logits(policy, batch)
-    verl_patch(policy)
-
-    logits = policy(**batch).logits
-    loss = next_token_loss(logits, batch)
-    loss.backward()
+    expected, logits, loss = train_through_verls_forward(policy, batch, verl_patch)
 
     attended = batch["attention_mask"].bool()
     torch.testing.assert_close(logits[attended], expected[attended], rtol=0, atol=1e-5)
