@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from PIL import Image
 
 from synthetic_data.services import StageError
-from unidoc_rl.actions import AnswerAction, BBoxAction, InvalidAction, SearchAction, SelectAction, parse_action
+from unidoc_rl.actions import BBoxAction, InvalidAction, SearchAction, SelectAction
 from unidoc_rl.agent_settings import AgentSettings
 from unidoc_rl.environment import AgentEnvironment, Observation
 from unidoc_rl.episode import FinishReason
+from unidoc_rl.episode_state import EpisodeState
 from unidoc_rl.prompts import message_text
 from unidoc_rl.vision import PixelBudget
 
@@ -42,43 +43,40 @@ class Trajectory:
     def __init__(self, uid: str, question: str, settings: AgentSettings, budget: PixelBudget, backend):
         self.settings = settings
         self.environment = AgentEnvironment(settings, budget, backend)
-        self.state = self.environment.new_state(uid=uid, question=question)
         self.messages: list[dict[str, str]] = [
             {"role": message["role"], "content": message_text(message)}
-            for message in self.environment.prompts.prompt_messages(
-                question, settings.convention, settings.limits.n_candidates
-            )
+            for message in self.environment.reset(uid=uid, question=question)
         ]
         self.images: list[ShownImage] = []
         self._crops = 0
 
+    @property
+    def state(self) -> EpisodeState:
+        return self.environment.state
+
     async def act(self, text: str) -> Observation | None:
-        """Play one assistant turn as the agent loop does; returns its observation (None after the answer)."""
-        state = self.state
-        if state.finished:
+        """Play one assistant turn through the agent's environment; returns its observation (None after the answer).
+
+        SFT data holds only turns the agent accepts and episodes that end on the teacher's own answer, so any turn
+        the environment refuses, a spent budget (which would bring a forced final-answer request) and a last turn
+        that does not answer stop the trajectory with a `TrajectoryError`.
+        """
+        if self.environment.done:
             raise TrajectoryError("the episode has finished")
-        if state.turns_left <= 0:
-            raise TrajectoryError(f"no turns left (max_turns={self.settings.limits.max_turns})")
-        action = parse_action(text, max_boxes=self.settings.limits.max_boxes)
+        result = await self.environment.step(text)
+        self.messages.append({"role": "assistant", "content": text})
+        action = result.action
         if isinstance(action, InvalidAction):
             raise TrajectoryError(f"turn {text!r} is not a valid action: {action.reason.value}: {action.detail}")
-        state.begin_turn()
-        state.record_turn(text, action.kind)
-        self.messages.append({"role": "assistant", "content": text})
-        if isinstance(action, AnswerAction):
-            state.record_answer(action.text)
-            state.finish(FinishReason.ANSWERED)
+        if result.final_answer_request is not None:
+            raise TrajectoryError(f"{action.kind.value} would exceed a budget ({result.final_answer_request.value})")
+        if result.done:
+            if result.finish_reason is not FinishReason.ANSWERED:
+                raise TrajectoryError(f"the last turn must answer (max_turns={self.settings.limits.max_turns})")
             return None
-        if state.turns_left <= 0:
-            raise TrajectoryError("the last turn must answer")
-        step = await self.environment.step(state, action)
-        if step.budget_reason is not None:
-            raise TrajectoryError(f"{action.kind.value} would exceed a budget ({step.budget_reason.value})")
-        observation = step.observation
+        observation = result.observation
         if observation.reports_invalid:
             raise TrajectoryError(f"the agent refused {text!r}: {observation.text}")
-        state.record_observation(observation.text)
-        step.commit()
         self.messages.append({"role": "user", "content": observation.text})
         self.images.extend(self._named(action, observation))
         return observation

@@ -25,12 +25,11 @@ from uuid import uuid4
 from PIL import Image
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
 
-from unidoc_rl.actions import STOP_STRINGS, Action, AnswerAction, first_closing_end, parse_action
+from unidoc_rl.actions import STOP_STRINGS, first_closing_end
 from unidoc_rl.agent.search import resolve_backend
 from unidoc_rl.agent_settings import AgentSettings
 from unidoc_rl.environment import AgentEnvironment, Observation
-from unidoc_rl.episode import ActionKind, EpisodeRecord, FinishReason
-from unidoc_rl.episode_state import EpisodeState
+from unidoc_rl.episode import EpisodeRecord, FinishReason
 from unidoc_rl.prompts import load_prompts, message_text
 from unidoc_rl.vision import PixelBudget
 
@@ -109,8 +108,8 @@ class UniDocAgentLoop(AgentLoopBase):
         backend = resolve_backend(
             self.settings.search_url, timeout=self.settings.search_timeout, retries=self.settings.search_retries
         )
-        environment = AgentEnvironment(self.settings, self.budget, backend)
-        state = environment.new_state(uid=_sample_uid(kwargs), question=self.prompts.question_of(messages))
+        environment = AgentEnvironment(self.settings, self.budget, backend, prompts=self.prompts)
+        environment.reset(uid=_sample_uid(kwargs), question=self.prompts.question_of(messages))
         metrics: dict[str, float] = {"generate_sequences": 0.0, "tool_calls": 0.0}
         request_id = uuid4().hex
 
@@ -118,39 +117,23 @@ class UniDocAgentLoop(AgentLoopBase):
         want_logprobs = bool(sampling_params.get("logprobs"))
         tokens = _Tokens(ids=list(prompt_ids), prompt_length=len(prompt_ids), logprobs=[] if want_logprobs else None)
 
-        while not state.finished:
-            if state.turns_left <= 0:
-                state.finish(FinishReason.MAX_TURNS)
+        while not environment.done:
+            generated = await self._generate(tokens, sampling_params, request_id, metrics)
+            if generated is None:
+                environment.end(FinishReason.MAX_MODEL_LEN)
                 break
-            action = await self._assistant_turn(tokens, state, sampling_params, request_id, metrics)
-            if action is None:
+            token_ids, logprobs = generated
+            if not token_ids:
+                environment.empty_turn()
                 break
-            if isinstance(action, AnswerAction):
-                state.record_answer(action.text)
-                state.finish(FinishReason.ANSWERED)
-                break
-            last_turn = state.turns_left <= 0
+            await self._append_assistant(tokens, token_ids, logprobs)
+            text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+            tokens.last_assistant = {"role": "assistant", "content": text}
             started = time.perf_counter()
-            step = await environment.step(state, action, render=not last_turn)
+            await environment.step(text, admit=lambda observation: self._append_observation(tokens, observation))
             metrics["tool_calls"] += time.perf_counter() - started
-            if step.budget_reason is not None:
-                step.commit()
-                await self._final_answer(tokens, state, step.budget_reason, sampling_params, request_id, metrics)
-                break
-            if last_turn:
-                # No assistant turn would read the observation: the action counts by kind, without effects.
-                step.commit()
-                state.finish(FinishReason.MAX_TURNS)
-                break
-            if not await self._append_observation(tokens, step.observation):
-                if not step.observation.reports_invalid:
-                    state.record_action(action.kind)
-                state.finish(FinishReason.MAX_MODEL_LEN)
-                break
-            state.record_observation(step.observation.text)
-            step.commit()
 
-        return self._output(tokens, state.record, metrics)
+        return self._output(tokens, environment.record, metrics)
 
     def _prompt(self, raw_prompt) -> list[dict[str, Any]]:
         """The chat prompt with the system prompt rendered from this loop's own settings.
@@ -209,34 +192,6 @@ class UniDocAgentLoop(AgentLoopBase):
         cut = _first_action_end(self.tokenizer, token_ids)
         return token_ids[:cut], (logprobs[:cut] if logprobs is not None else None)
 
-    async def _assistant_turn(
-        self,
-        tokens: _Tokens,
-        state: EpisodeState,
-        sampling_params: dict[str, Any],
-        request_id: str,
-        metrics: dict[str, float],
-        forced: bool = False,
-    ) -> Action | None:
-        """Generate and append one turn; returns its parsed action, or None when the episode had to end."""
-        generated = await self._generate(tokens, sampling_params, request_id, metrics)
-        if generated is None:
-            state.finish(FinishReason.MAX_MODEL_LEN)
-            return None
-        token_ids, logprobs = generated
-        state.begin_turn()
-        if not token_ids:
-            state.record_turn("", ActionKind.INVALID, forced=forced)
-            state.record.turns[-1].detail = "no_action: the turn is empty"
-            state.finish(FinishReason.NO_ACTION)
-            return None
-        await self._append_assistant(tokens, token_ids, logprobs)
-        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
-        tokens.last_assistant = {"role": "assistant", "content": text}
-        action = parse_action(text, max_boxes=self.settings.limits.max_boxes)
-        state.record_turn(text, action.kind, forced=forced)
-        return action
-
     async def _append_assistant(self, tokens: _Tokens, token_ids: list[int], logprobs: list[float] | None) -> None:
         if tokens.logprobs is not None and logprobs is None:
             logprobs = [0.0] * len(token_ids)
@@ -270,21 +225,6 @@ class UniDocAgentLoop(AgentLoopBase):
         tokens.images.extend(observation.images)
         tokens.user_turns += 1
         return True
-
-    async def _final_answer(self, tokens, state, reason: FinishReason, sampling_params, request_id, metrics):
-        """End on a spent budget, after one last request for an answer when turns and context allow it.
-
-        A valid answer in that turn is the episode's answer (marked forced; the finish reason names the budget).
-        Any other reply is "did not answer": kept as a forced turn, not counted as an action or invalid action.
-        """
-        if self.settings.force_final_answer and state.turns_left > 0:
-            request = Observation(self.prompts.final_answer_request(reason.value), [])
-            if await self._append_observation(tokens, request):
-                state.record_observation(request.text)
-                action = await self._assistant_turn(tokens, state, sampling_params, request_id, metrics, forced=True)
-                if isinstance(action, AnswerAction):
-                    state.record_answer(action.text, forced=True)
-        state.finish(reason)
 
     # --- output --------------------------------------------------------------------------------------------
 
