@@ -58,6 +58,7 @@ def serve_policy(n: int, latency_s: float, port_queue) -> None:
     import gc
     import threading
 
+    from unidoc_rl.actions import AnswerAction, SearchAction, SelectAction, format_action
     from unidoc_rl.agent.scripted_client import ScriptedLLMClient
     from unidoc_rl.compat import load_policy_processor
     from unidoc_rl.testing.eval_policies import Plan, plan_policy
@@ -73,10 +74,9 @@ def serve_policy(n: int, latency_s: float, port_queue) -> None:
         query = sample["query"]
         select = rankings[query].index(gold)
         plans[query] = Plan(
-            (
-                f"<search>{query}</search>",
-                f"<select>{select}</select>",
-                f"<answer>{sample['reference_answer']}</answer>",
+            tuple(
+                format_action(action)
+                for action in (SearchAction(query), SelectAction(select), AnswerAction(sample["reference_answer"]))
             )
         )
     client = ScriptedLLMClient(tokenizer, plan_policy(tokenizer, plans), record_prompts=True)

@@ -22,6 +22,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from unidoc_rl.actions import AnswerAction, BBoxAction, SearchAction, format_action
 from unidoc_rl.agent.scripted_client import ScriptedCall, ScriptedLLMClient
 from unidoc_rl.agent.search import StaticSearchBackend, register_inprocess_backend
 from unidoc_rl.agent.verl_worker import build_agent_loop_worker, compose_verl_config, rope_processor
@@ -41,10 +42,11 @@ def make_pages(count: int, size: tuple[int, int]) -> dict[str, Image.Image]:
 
 def script_for(turns: int) -> list[str]:
     """search, bbox × (turns - 2), answer; a single turn is just the answer."""
+    answer = format_action(AnswerAction("42"))
     if turns == 1:
-        return ["<answer>42</answer>"]
-    crops = [f"<bbox>[{10 + 3 * i}, {20 + 2 * i}, {90 + 3 * i}, {110 + 2 * i}]</bbox>" for i in range(turns - 2)]
-    return ["<search>annual revenue</search>", *crops, "<answer>42</answer>"]
+        return [answer]
+    crops = [format_action(BBoxAction(((10 + 3 * i, 20 + 2 * i, 90 + 3 * i, 110 + 2 * i),))) for i in range(turns - 2)]
+    return [format_action(SearchAction("annual revenue")), *crops, answer]
 
 
 class TimedClient(ScriptedLLMClient):

@@ -18,6 +18,7 @@ from synthetic_data.rerank import balanced_orders, tally, winner
 from synthetic_data.services import StageError, StageLog, StageStats
 from synthetic_data.teacher import Evidence, Teacher
 from synthetic_data.trajectory import Trajectory
+from unidoc_rl.actions import AnswerAction, BBoxAction, SearchAction, SelectAction, format_action
 from unidoc_rl.agent_settings import AgentSettings
 from unidoc_rl.episode_state import PageView
 from unidoc_rl.rewards.components import box_iou
@@ -89,11 +90,6 @@ def model_box(box_norm1000: Box, display: tuple[int, int], convention: Coordinat
     return tuple(int(value) for value in best)
 
 
-def _turn(think: str, action: str, argument: str) -> str:
-    prefix = f"<think>{think}</think>" if think else ""
-    return f"{prefix}<{action}>{argument}</{action}>"
-
-
 class Synthesizer:
     def __init__(
         self,
@@ -128,7 +124,7 @@ class Synthesizer:
         queries: list[str] = []
         evidence: list[Evidence] = []
         for round_index in range(self.options.max_searches):
-            await trajectory.act(_turn(think, "search", query))
+            await trajectory.act(format_action(SearchAction(query), think))
             queries.append(query)
             failure = trajectory.failed_search()
             if failure is not None:
@@ -142,7 +138,7 @@ class Synthesizer:
             decision = await self.teacher.decide(question, queries, evidence, must_answer, log.stage("decide"))
             if decision.answer is not None:
                 answer_think = " ".join(part for part in (read_think, decision.think) if part)
-                await trajectory.act(_turn(answer_think, "answer", decision.answer))
+                await trajectory.act(format_action(AnswerAction(decision.answer), answer_think))
                 verdict = await self.teacher.judge(
                     question, sample.reference_answer, decision.answer, log.stage("judge")
                 )
@@ -153,7 +149,7 @@ class Synthesizer:
     async def _work_on(self, question: str, pages: list[PageView], trajectory: Trajectory, log: StageLog):
         """Select a candidate, crop it if the teacher says so, and read it; returns (reading think, evidence)."""
         index, think = await self._select(question, pages, log.stage("rerank"))
-        await trajectory.act(_turn(think, "select", str(index)))
+        await trajectory.act(format_action(SelectAction(index), think))
         focus = pages[index]
         crop = None
         if self.options.enable_crop:
@@ -162,7 +158,7 @@ class Synthesizer:
             choice = await self.teacher.region(question, focus.page_id, labelled, blocks, log.stage("region"))
             if choice.crop:
                 box = model_box(choice.box, focus.display_size, self.settings.convention)
-                observation = await trajectory.act(_turn(choice.think, "bbox", "[" + ", ".join(map(str, box)) + "]"))
+                observation = await trajectory.act(format_action(BBoxAction((box,)), choice.think))
                 (crop,) = observation.images
         return await self.teacher.read(question, focus.page_id, focus.raw, crop, log.stage("read"))
 

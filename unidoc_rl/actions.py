@@ -10,15 +10,21 @@ end, and `first_closing_end` finds it for engines that ignore stop strings.
 Strict about: argument syntax (an ASCII-digit index, four finite numbers per box, non-empty text), a missing
 closing tag, and an action tag nested inside another action's argument. `parse_action` never raises.
 
+`format_action` writes an action in the grammar (every producer of model text uses it: synthesis, scripted policies,
+the viewer's sample run, benchmarks); parsing what it writes gives the action back.
+
 Checks that need episode context (an index within the candidate list, a box inside the page) belong to the
 episode state, not to the parser.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+
+import numpy as np
 
 from unidoc_rl.episode import ActionKind
 
@@ -91,6 +97,7 @@ class InvalidAction:
 Action = SearchAction | SelectAction | BBoxAction | AnswerAction | InvalidAction
 
 _THINK_BLOCK = re.compile(r"<\s*think\s*>.*?<\s*/\s*think\s*>", re.IGNORECASE | re.DOTALL)
+_THINK_TAG = re.compile(r"<\s*/?\s*think\s*>", re.IGNORECASE)
 _OPEN_TAG = re.compile(r"<\s*(search|select|bbox|answer)\s*>", re.IGNORECASE)
 _ANY_ACTION_TAG = re.compile(r"<\s*/?\s*(search|select|bbox|answer)\s*>", re.IGNORECASE)
 _INDEX = re.compile(r"[0-9]{1,6}")
@@ -158,3 +165,56 @@ def parse_action(text: str, max_boxes: int = 4) -> Action:
     if isinstance(boxes, InvalidAction):
         return boxes
     return BBoxAction(boxes)
+
+
+def _number(value: float) -> str:
+    """The shortest positional form that reads back as the same float (the grammar has no exponents)."""
+    return np.format_float_positional(float(value), trim="-")
+
+
+def _holds_tag(text: str) -> bool:
+    return bool(_ANY_ACTION_TAG.search(text) or _THINK_TAG.search(text) or first_closing_end(text) is not None)
+
+
+def format_boxes(boxes: tuple[Box, ...] | list[Box]) -> str:
+    """`[x1, y1, x2, y2]` for one box, `[[…], […]]` for several."""
+    written = ["[" + ", ".join(_number(value) for value in box) + "]" for box in boxes]
+    return written[0] if len(written) == 1 else "[" + ", ".join(written) + "]"
+
+
+def format_action(action: Action, think: str | None = None) -> str:
+    """One assistant turn holding `action` (after an optional `<think>` block), in the grammar `parse_action` reads.
+
+    Raises ValueError for what would not parse back: an invalid action, an empty or whitespace-only argument, an
+    action or think tag inside an argument or in the think text, a non-finite box number, an empty box list.
+    The parser normalizes whitespace (a query's runs collapse to one space, an answer is stripped), so a text in
+    another form reads back normalized.
+    """
+    if isinstance(action, InvalidAction):
+        raise ValueError(f"an invalid action ({action.reason.value}) has no text form")
+    if isinstance(action, SearchAction):
+        tag, argument = "search", action.query
+    elif isinstance(action, AnswerAction):
+        tag, argument = "answer", action.text
+    elif isinstance(action, SelectAction):
+        if action.index < 0:
+            raise ValueError(f"a select index is non-negative, got {action.index}")
+        tag, argument = "select", str(action.index)
+    elif isinstance(action, BBoxAction):
+        if not action.boxes:
+            raise ValueError("a bbox action needs at least one box")
+        if not all(math.isfinite(value) for box in action.boxes for value in box):
+            raise ValueError(f"box numbers are finite, got {action.boxes}")
+        tag, argument = "bbox", format_boxes(action.boxes)
+    else:
+        raise TypeError(f"not an action: {action!r}")
+    if not argument.strip():
+        raise ValueError(f"<{tag}> needs a non-empty argument")
+    if _holds_tag(argument):
+        raise ValueError(f"the argument of <{tag}> holds a tag: {_clip(argument)!r}")
+    prefix = ""
+    if think:
+        if _holds_tag(think):
+            raise ValueError(f"the think text holds a tag: {_clip(think)!r}")
+        prefix = f"<think>{think}</think>"
+    return f"{prefix}<{tag}>{argument}</{tag}>"

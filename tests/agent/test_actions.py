@@ -1,3 +1,4 @@
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -11,6 +12,7 @@ from unidoc_rl.actions import (
     SearchAction,
     SelectAction,
     first_closing_end,
+    format_action,
     parse_action,
 )
 from unidoc_rl.episode import ActionKind
@@ -131,3 +133,54 @@ def test_select_round_trip(index, space):
 def test_bbox_round_trip(boxes):
     body = str([list(box) for box in boxes]) if len(boxes) > 1 else str(list(boxes[0]))
     assert parse_action(f"<bbox>{body}</bbox>") == BBoxAction(tuple(tuple(float(v) for v in box) for box in boxes))
+
+
+# --- format_action: what every producer of model text writes -------------------------------------------------
+
+_WORDS = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), blacklist_characters="<>"))
+_NORMAL_TEXT = st.lists(_WORDS.filter(bool), min_size=1, max_size=6).map(" ".join)
+_FINITE = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6)
+_ACTIONS = st.one_of(
+    _NORMAL_TEXT.map(SearchAction),
+    _NORMAL_TEXT.map(AnswerAction),
+    st.integers(min_value=0, max_value=999_999).map(SelectAction),
+    st.lists(st.tuples(_FINITE, _FINITE, _FINITE, _FINITE), min_size=1, max_size=4).map(
+        lambda boxes: BBoxAction(tuple(boxes))
+    ),
+)
+
+
+@given(_ACTIONS, st.one_of(st.none(), _NORMAL_TEXT))
+def test_parsing_a_formatted_action_gives_it_back(action, think):
+    assert parse_action(format_action(action, think=think)) == action
+
+
+def test_formatted_actions_read_as_the_grammar_writes_them():
+    assert format_action(SearchAction("annual revenue"), think="find it") == (
+        "<think>find it</think><search>annual revenue</search>"
+    )
+    assert format_action(SelectAction(2)) == "<select>2</select>"
+    assert format_action(BBoxAction(((10.0, 20.5, 300.0, 400.0),))) == "<bbox>[10, 20.5, 300, 400]</bbox>"
+    assert format_action(BBoxAction(((1e-7, 0, 1, 1), (2, 2, 3, 3)))) == (
+        "<bbox>[[0.0000001, 0, 1, 1], [2, 2, 3, 3]]</bbox>"
+    )
+    assert format_action(AnswerAction("42 million")) == "<answer>42 million</answer>"
+
+
+@pytest.mark.parametrize(
+    ("action", "think", "problem"),
+    [
+        (InvalidAction(InvalidReason.BAD_BOX, "x"), None, "no text form"),
+        (SearchAction("  "), None, "non-empty argument"),
+        (AnswerAction("see <answer>x</answer>"), None, "holds a tag"),
+        (AnswerAction("a </search> b"), None, "holds a tag"),
+        (SearchAction("q <think>x</think>"), None, "holds a tag"),
+        (SearchAction("q"), "I will <search>q</search>", "think text holds a tag"),
+        (BBoxAction(((0, 0, float("inf"), 1),)), None, "finite"),
+        (BBoxAction(()), None, "at least one box"),
+        (SelectAction(-1), None, "non-negative"),
+    ],
+)
+def test_format_action_refuses_what_would_not_parse_back(action, think, problem):
+    with pytest.raises(ValueError, match=problem):
+        format_action(action, think=think)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from unidoc_rl.actions import AnswerAction, BBoxAction, SearchAction, SelectAction, format_action
 from unidoc_rl.agent.scripted_client import ScriptedCall
 
 
@@ -22,15 +23,16 @@ class Plan:
 def oracle_plan(query: str, ranking: list[str], gold: list[str], answer: str, crop_box_display=None) -> Plan:
     """`ranking`: the page ids the search returns for `query`; candidates are its first pages."""
     first_gold = next((index for index, page in enumerate(ranking) if page in gold), 0)
-    replies = [f"<search>{query}</search>", f"<select>{first_gold}</select>"]
+    replies = [format_action(SearchAction(query)), format_action(SelectAction(first_gold))]
     if crop_box_display is not None:
-        replies.append("<bbox>[" + ", ".join(str(round(v)) for v in crop_box_display) + "]</bbox>")
-    replies.append(f"<answer>{answer}</answer>")
+        replies.append(format_action(BBoxAction((tuple(round(v) for v in crop_box_display),))))
+    replies.append(format_action(AnswerAction(answer)))
     return Plan(tuple(replies))
 
 
 def unknown_plan(question: str) -> Plan:
-    return Plan((f"<search>{question}</search>", "<select>0</select>", "<answer>unknown</answer>"))
+    actions = (SearchAction(question), SelectAction(0), AnswerAction("unknown"))
+    return Plan(tuple(format_action(action) for action in actions))
 
 
 def find_question(tokenizer, prompt_ids: list[int], known) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 from verl.workers.rollout.llm_server import LLMServerClient
 from verl.workers.rollout.replica import TokenOutput
 
+from unidoc_rl.actions import SearchAction, format_action
 from unidoc_rl.eval.__main__ import reward_settings
 from unidoc_rl.eval.runner import Evaluator
 from unidoc_rl.rewards.scorer import EpisodeScorer
@@ -65,7 +66,7 @@ class SearchFirst(LLMServerClient):
     def _search(self, question: str, max_tokens: int) -> list[int]:
         words = question.split()
         for count in range(len(words), 0, -1):
-            ids = self.tokenizer.encode(f"<search>{' '.join(words[:count])}</search>", add_special_tokens=False)
+            ids = self.tokenizer.encode(format_action(SearchAction(" ".join(words[:count]))), add_special_tokens=False)
             if len(ids) <= max_tokens:
                 break
         return ids

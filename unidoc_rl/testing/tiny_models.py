@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from unidoc_rl.actions import AnswerAction, format_action
 from unidoc_rl.atomic import atomic_directory
 
 QWEN_SPECIAL_TOKENS = [
@@ -134,7 +135,8 @@ def _repo_path(relative: str) -> Path:
 def _sample_text(relative: str, repeats: int = 10) -> list[str]:
     """The samples' questions and answers, repeated so that their words outrank the generated sentences' pairs."""
     samples = json.loads(_repo_path(relative).read_text())
-    return [f"{sample['query']} <answer>{sample['reference_answer']}</answer>" for sample in samples] * repeats
+    texts = [f"{sample['query']} {format_action(AnswerAction(sample['reference_answer']))}" for sample in samples]
+    return texts * repeats
 
 
 def default_cache_dir() -> Path:
