@@ -44,6 +44,25 @@ setup(
     ext_modules=[
         Extension("search_engine._kernel", ["search_engine/_kernel.c"], extra_compile_args=["-O3"], optional=True)
     ],
+    # The console commands (`make install` puts them in .venv/bin); each is also a module or script command
+    # (README.md's table), which keeps working without the install's scripts.
+    entry_points={
+        "console_scripts": [
+            "unidoc-ingest = search_engine.ingestion:main",
+            "unidoc-build-ivf = search_engine.ivf:main",
+            "unidoc-search-service = search_engine.search_engine_api:main",
+            "unidoc-synthesize = synthetic_data.generate_cot_data:main",
+            "unidoc-convert-sft = synthetic_data.convert_to_llamafactory:main",
+            "unidoc-prepare-data = unidoc_rl.data.prepare:main",
+            "unidoc-judge-service = unidoc_rl.judge.evaluator_api:main",
+            "unidoc-train-local = unidoc_rl.trainer.local:main",
+            "unidoc-eval = unidoc_rl.eval.__main__:main",
+            "unidoc-eval-adapters = unidoc_rl.eval.adapters:main",
+            "unidoc-view = unidoc_rl.viewer.__main__:main",
+            "unidoc-demo = unidoc_rl.demo:console_main",
+            "unidoc-tiny-models = unidoc_rl.testing.tiny_models:main",
+        ]
+    },
     extras_require={
         "search": requirements("requirements_search.txt"),
         "train": requirements("requirements_train.txt"),

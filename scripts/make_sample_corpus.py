@@ -1,10 +1,13 @@
 """Generate the bundled sample corpus: eight small PDFs and unified-JSON samples that are true of them.
 
-Questions cover running text, table rows, chart bars and 4.5-pt small print; multi-hop questions need a bridge
-fact on one page and the answer on another page of the same document. Every gold box in the samples is the
-rectangle the generator actually drew (converted to the 0-1000 frame of the page), so the samples cannot drift
-from the pages. Besides samples.json (every question) it writes a stratified train / held-out partition. The
-output is deterministic: running it again rewrites the same bytes.
+The content is data beside this script: scripts/sample_corpus/documents.yaml holds each document's pages (headings,
+running text, tables, bar charts, small print) and scripts/sample_corpus/questions.yaml the questions, the regions
+that hold their evidence and their answers; this script draws the pages and writes the samples. Questions cover
+running text, table rows, chart bars and 4.5-pt small print; multi-hop questions need a bridge fact on one page and
+the answer on another page of the same document. Every gold box in the samples is the rectangle the generator
+actually drew (converted to the 0-1000 frame of the page), so the samples cannot drift from the pages. Besides
+samples.json (every question) it writes a stratified train / held-out partition. The output is deterministic:
+running it again rewrites the same bytes.
 
     python scripts/make_sample_corpus.py --out_dir examples
 """
@@ -20,10 +23,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
 from fpdf import FPDF
 
 PAGE_WIDTH_MM, PAGE_HEIGHT_MM = 210.0, 297.0
 FIXED_DATE = datetime(2026, 1, 1, tzinfo=UTC)
+"""Every PDF's creation date, so that the output is the same bytes on every run."""
+DATA_DIR = Path(__file__).with_name("sample_corpus")
+"""The corpus's content: documents.yaml (the pages' texts, tables, charts and small print) and questions.yaml."""
 
 
 @dataclass
@@ -130,484 +137,68 @@ def _bar_chart(doc: Document, page: Page, name: str, title: str, bars: list[tupl
     return bottom
 
 
-def _small_print(doc: Document, page: Page, name: str, text: str, y: float) -> None:
+def _small_print(doc: Document, page: Page, name: str, text: str, y: float) -> float:
     """Text at 4.5 pt: unreadable at the display budget of a whole page, legible once cropped and zoomed."""
     pdf = doc.pdf
     pdf.set_font("Helvetica", "", 4.5)
     pdf.set_xy(20, y)
     pdf.multi_cell(110, 2.0, text)
     page.regions[name] = (20, y, 130, pdf.get_y())
+    return pdf.get_y()
 
 
-def annual_report() -> Document:
-    doc = _new_document("northwind_annual_report_2023", "Northwind Energy Annual Report 2023")
-    page = doc.new_page()
-    _heading(doc, page, "Northwind Energy - Annual Report 2023")
-    _paragraphs(
-        doc,
-        page,
-        "letter",
-        [
-            "Letter from the chief executive. In 2023 Northwind Energy connected its first offshore wind farm, "
-            "Harbour Point, to the grid. The farm has 48 turbines and supplies power to about 210,000 homes.",
-            "Our workforce grew to 3,150 employees across nine countries. Safety remained our first priority: "
-            "the lost-time injury rate fell to 0.21 per million hours worked.",
-            "The board proposes a dividend of 1.35 euros per share, up from 1.10 euros in 2022.",
-        ],
-        y=40,
-    )
-    page = doc.new_page()
-    _heading(doc, page, "Revenue by region (million euros)")
-    _table(
-        doc,
-        page,
-        "revenue_table",
-        ["Region", "2021", "2022", "2023"],
-        [
-            ["Europe", "1,240", "1,385", "1,512"],
-            ["Asia", "610", "702", "845"],
-            ["America", "455", "498", "530"],
-            ["Africa", "88", "104", "131"],
-            ["Total", "2,393", "2,689", "3,018"],
-        ],
-        y=40,
-    )
-    _paragraphs(
-        doc,
-        page,
-        "table_note",
-        ["Asia was the fastest growing region, with revenue up 20 percent compared with 2022."],
-        y=100,
-    )
-    page = doc.new_page()
-    _heading(doc, page, "Installed capacity")
-    bottom = _bar_chart(
-        doc,
-        page,
-        "capacity_chart",
-        "Installed capacity by source, 2023 (MW)",
-        [("Wind", 2400), ("Solar", 1650), ("Hydro", 900), ("Battery", 420)],
-        y=40,
-    )
-    _small_print(
-        doc,
-        page,
-        "capacity_footnote",
-        "Footnote 7: battery capacity excludes the Lakeside pilot plant, commissioned on 14 November 2023 "
-        "with a rated output of 35 MW, which enters commercial service in 2024.",
-        y=bottom + 150,
-    )
+BLOCKS = ("paragraphs", "table", "bar_chart", "small_print")
+"""The kinds of block a page of documents.yaml draws under its heading."""
+
+
+def _strings(value, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"{where}: expected a list of strings (quote numbers), got {value!r}")
+    return value
+
+
+def _string(value, where: str) -> str:
+    return _strings([value], where)[0]
+
+
+def _number(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}: expected a number, got {value!r}")
+    return value
+
+
+def _draw(doc: Document, page: Page, block: dict, previous_bottom: float | None) -> float:
+    """Draw one block of documents.yaml on `page`; returns its bottom in millimetres."""
+    kinds = [kind for kind in BLOCKS if kind in block]
+    if len(kinds) != 1:
+        raise ValueError(f"{doc.stem}: a block names exactly one of {BLOCKS}, got {sorted(block)}")
+    kind = kinds[0]
+    name = _string(block[kind], f"{doc.stem}: {kind}")
+    where = f"{doc.stem}: {name}"
+    if ("y" in block) == ("below_previous" in block) or ("y" not in block and previous_bottom is None):
+        raise ValueError(f"{where}: give `y`, or `below_previous` after another block")
+    y = _number(block["y"], where) if "y" in block else previous_bottom + _number(block["below_previous"], where)
+    if kind == "paragraphs":
+        return _paragraphs(doc, page, name, _strings(block["texts"], where), y)
+    if kind == "table":
+        rows = [_strings(row, where) for row in block["rows"]]
+        return _table(doc, page, name, _strings(block["header"], where), rows, y)
+    if kind == "bar_chart":
+        bars = [(_string(label, where), _number(value, where)) for label, value in block["bars"].items()]
+        return _bar_chart(doc, page, name, _string(block["title"], where), bars, y)
+    return _small_print(doc, page, name, _string(block["text"], where), y)
+
+
+def render(spec: dict) -> Document:
+    """One document of documents.yaml, drawn page by page; its pages keep the regions the questions point at."""
+    doc = _new_document(spec["stem"], _string(spec["title"], spec["stem"]))
+    for page_spec in spec["pages"]:
+        page = doc.new_page()
+        _heading(doc, page, _string(page_spec["heading"], doc.stem))
+        bottom = None
+        for block in page_spec.get("blocks", []):
+            bottom = _draw(doc, page, block, bottom)
     return doc
-
-
-def battery_study() -> Document:
-    doc = _new_document("lakeside_battery_study", "Lakeside Battery Storage Study")
-    page = doc.new_page()
-    _heading(doc, page, "Lakeside battery storage study")
-    _paragraphs(
-        doc,
-        page,
-        "summary",
-        [
-            "Summary. The Lakeside pilot stores surplus solar power during the day and releases it during the "
-            "evening peak. The study measured a round-trip efficiency of 87 percent over twelve months.",
-            "The cells use lithium iron phosphate chemistry, chosen for its long cycle life and thermal stability.",
-        ],
-        y=40,
-    )
-    page = doc.new_page()
-    _heading(doc, page, "Test results by season")
-    _table(
-        doc,
-        page,
-        "season_table",
-        ["Season", "Cycles", "Efficiency", "Peak MW"],
-        [
-            ["Winter", "61", "84%", "29"],
-            ["Spring", "88", "88%", "33"],
-            ["Summer", "92", "89%", "35"],
-            ["Autumn", "74", "87%", "31"],
-        ],
-        y=40,
-    )
-    _small_print(
-        doc,
-        page,
-        "warranty_note",
-        "Warranty terms: the cell supplier guarantees 80 percent of rated capacity after 6,000 full cycles "
-        "or 12 years, whichever comes first. Claims must be filed within 90 days of detection.",
-        y=260,
-    )
-    return doc
-
-
-def water_survey() -> Document:
-    doc = _new_document("city_water_survey", "City Water Survey 2024")
-    page = doc.new_page()
-    _heading(doc, page, "City water survey 2024")
-    _paragraphs(
-        doc,
-        page,
-        "intro",
-        [
-            "The survey covered 1,200 households in the districts of Eastbank, Millford and Old Town. Residents "
-            "were asked about tap water taste, pressure and the number of supply interruptions in the past year.",
-            "Overall satisfaction reached 78 percent, the highest value since the survey began in 2016.",
-        ],
-        y=40,
-    )
-    page = doc.new_page()
-    _heading(doc, page, "Daily use per person (litres)")
-    _bar_chart(
-        doc,
-        page,
-        "use_chart",
-        "Average daily water use per person by district, 2024",
-        [("Eastbank", 132), ("Millford", 118), ("Old Town", 141)],
-        y=40,
-    )
-    return doc
-
-
-def product_catalog() -> Document:
-    doc = _new_document("solar_product_catalog", "Solar Product Catalog")
-    page = doc.new_page()
-    _heading(doc, page, "Solar product catalog")
-    _table(
-        doc,
-        page,
-        "product_table",
-        ["Model", "Power W", "Price EUR", "Weight kg"],
-        [
-            ["SP-200", "200", "149", "11.5"],
-            ["SP-350", "350", "239", "18.2"],
-            ["SP-500", "500", "329", "24.8"],
-        ],
-        y=40,
-    )
-    _small_print(
-        doc,
-        page,
-        "shipping_note",
-        "Shipping: orders above 1,000 euros ship free within the EU. Panels are delivered on pallets of 20 units; "
-        "partial pallets carry a handling fee of 45 euros.",
-        y=270,
-    )
-    return doc
-
-
-def transit_report() -> Document:
-    doc = _new_document("castleton_transit_report_2024", "Castleton Transit Service Report 2024")
-    page = doc.new_page()
-    _heading(doc, page, "Castleton Transit - Service Report 2024")
-    _paragraphs(
-        doc,
-        page,
-        "overview",
-        [
-            "Castleton Transit carried 47.9 million passengers in 2024 on four bus lines. The fleet grew to "
-            "412 buses, of which 138 are battery electric.",
-            "Every line is run from one depot: the Riverside line is operated from the Kestrel Road depot, the "
-            "Hilltop line from the Ashgrove depot and the Canal line from the Northgate depot.",
-            "The new Airport Express line started service on 3 June 2024. It links the central bus station "
-            "with Castleton airport in 26 minutes.",
-        ],
-        y=40,
-    )
-    page = doc.new_page()
-    _heading(doc, page, "Passenger trips by line (millions)")
-    _table(
-        doc,
-        page,
-        "trips_table",
-        ["Line", "2022", "2023", "2024"],
-        [
-            ["Riverside", "18.2", "19.5", "21.3"],
-            ["Hilltop", "12.7", "13.1", "13.9"],
-            ["Canal", "9.8", "10.4", "10.6"],
-            ["Airport Express", "-", "-", "2.1"],
-        ],
-        y=40,
-    )
-    page = doc.new_page()
-    _heading(doc, page, "Punctuality")
-    bottom = _bar_chart(
-        doc,
-        page,
-        "ontime_chart",
-        "On-time departures by line, 2024 (percent)",
-        [("Riverside", 91), ("Hilltop", 84), ("Canal", 88)],
-        y=40,
-    )
-    _small_print(
-        doc,
-        page,
-        "ontime_note",
-        "Note 3: a departure counts as on time when it leaves no more than 2 minutes late. Airport Express "
-        "journeys are excluded because the line ran for only seven months of the year.",
-        y=bottom + 120,
-    )
-    page = doc.new_page()
-    _heading(doc, page, "Depots")
-    _table(
-        doc,
-        page,
-        "depot_table",
-        ["Depot", "Buses", "Staff", "Opened"],
-        [
-            ["Kestrel Road", "164", "520", "1998"],
-            ["Ashgrove", "131", "415", "2006"],
-            ["Northgate", "117", "388", "2015"],
-        ],
-        y=40,
-    )
-    _small_print(
-        doc,
-        page,
-        "staff_note",
-        "Depot staff include drivers, mechanics and cleaners. The 46 control-room staff at head office are "
-        "counted separately and are not assigned to any depot.",
-        y=262,
-    )
-    return doc
-
-
-def climate_bulletin() -> Document:
-    doc = _new_document("koldal_climate_bulletin_2024", "Koldal Ridge Observatory Climate Bulletin 2024")
-    page = doc.new_page()
-    _heading(doc, page, "Koldal Ridge Observatory - Climate Bulletin")
-    _paragraphs(
-        doc,
-        page,
-        "overview",
-        [
-            "The Koldal Ridge Observatory stands at 2,310 metres. It recorded a mean annual temperature of "
-            "1.8 degrees Celsius in 2024, 0.6 degrees above the 1991-2020 average.",
-            "Four automatic weather stations are named after trees and each overlooks one valley: Birch "
-            "overlooks the Lenna valley, Fir the Orsa valley, Larch the Tamsen valley and Pine the Vella valley.",
-            "The longest dry spell of the year lasted 23 days, from 4 to 26 August.",
-        ],
-        y=40,
-    )
-    page = doc.new_page()
-    _heading(doc, page, "Snowfall")
-    _bar_chart(
-        doc,
-        page,
-        "snowfall_chart",
-        "Snowfall by month, winter 2023/24 (cm)",
-        [("November", 48), ("December", 95), ("January", 122), ("February", 87), ("March", 64)],
-        y=40,
-    )
-    page = doc.new_page()
-    _heading(doc, page, "Automatic weather stations, 2024")
-    _table(
-        doc,
-        page,
-        "station_table",
-        ["Station", "Altitude m", "Mean temp C", "Max gust km/h"],
-        [
-            ["Birch", "1,840", "3.9", "118"],
-            ["Fir", "2,120", "2.4", "131"],
-            ["Larch", "2,480", "0.7", "156"],
-            ["Pine", "1,560", "5.2", "97"],
-        ],
-        y=40,
-    )
-    _small_print(
-        doc,
-        page,
-        "outage_note",
-        "Station Pine was out of service from 2 to 17 March 2024 after a lightning strike; its mean temperature "
-        "is computed from the remaining 350 days of the year.",
-        y=262,
-    )
-    page = doc.new_page()
-    _heading(doc, page, "Glacier and snow cover")
-    _paragraphs(
-        doc,
-        page,
-        "glacier",
-        [
-            "Glacier monitoring. The Koldal glacier retreated 31 metres in 2024, the largest annual loss since "
-            "measurements began in 1962.",
-            "Snow cover. The snow depth at the observatory peaked on 18 February, and the ground was free of snow "
-            "from 9 June to 30 September.",
-        ],
-        y=40,
-    )
-    _small_print(
-        doc,
-        page,
-        "calibration_note",
-        "Calibration: the gust sensors at Station Larch were replaced on 9 October 2024. Readings taken before "
-        "that date may under-report gusts by up to 4 percent.",
-        y=262,
-    )
-    return doc
-
-
-def admissions_report() -> Document:
-    doc = _new_document("greenfield_admissions_2025", "Greenfield University Admissions Report 2025")
-    page = doc.new_page()
-    _heading(doc, page, "Greenfield University - Admissions 2025")
-    _paragraphs(
-        doc,
-        page,
-        "overview",
-        [
-            "Greenfield University received 18,420 applications for the 2025 intake and admitted 4,960 students.",
-            "Each faculty is housed in one campus building: Engineering in the Corran Building, Medicine in the "
-            "Hale Building, Law in the Marsh Building and Arts in the Tilde Building.",
-            "The median entry grade of admitted students rose to 86.5 points.",
-        ],
-        y=40,
-    )
-    page = doc.new_page()
-    _heading(doc, page, "Applications and offers by faculty")
-    _table(
-        doc,
-        page,
-        "faculty_table",
-        ["Faculty", "Applications", "Offers", "Enrolled"],
-        [
-            ["Engineering", "5,210", "1,480", "1,302"],
-            ["Medicine", "6,940", "610", "598"],
-            ["Law", "3,180", "920", "811"],
-            ["Arts", "3,090", "1,950", "1,612"],
-        ],
-        y=40,
-    )
-    page = doc.new_page()
-    _heading(doc, page, "International students")
-    bottom = _bar_chart(
-        doc,
-        page,
-        "international_chart",
-        "International students enrolled by faculty, 2025",
-        [("Engineering", 412), ("Medicine", 96), ("Law", 158), ("Arts", 233)],
-        y=40,
-    )
-    _small_print(
-        doc,
-        page,
-        "residence_note",
-        "International students are those whose permanent address is outside the country. The 27 students "
-        "with dual residence are counted once, under their first faculty.",
-        y=bottom + 120,
-    )
-    page = doc.new_page()
-    _heading(doc, page, "Campus buildings")
-    _table(
-        doc,
-        page,
-        "building_table",
-        ["Building", "Opened", "Lecture halls", "Seats"],
-        [
-            ["Corran", "1971", "12", "2,400"],
-            ["Hale", "1988", "9", "1,650"],
-            ["Marsh", "2003", "6", "980"],
-            ["Tilde", "2019", "8", "1,320"],
-        ],
-        y=40,
-    )
-    _small_print(
-        doc,
-        page,
-        "scholarship_note",
-        "Scholarships: applicants from households with an income below 32,000 euros qualify for a tuition fee "
-        "waiver of 75 percent. Waiver applications close on 15 March.",
-        y=262,
-    )
-    return doc
-
-
-def harvest_report() -> Document:
-    doc = _new_document("orchard_valley_harvest_2024", "Orchard Valley Cooperative Harvest Report 2024")
-    page = doc.new_page()
-    _heading(doc, page, "Orchard Valley Cooperative - Harvest 2024")
-    _paragraphs(
-        doc,
-        page,
-        "overview",
-        [
-            "The Orchard Valley Cooperative has 64 member farms. Together they harvested 11,800 tonnes of fruit "
-            "in 2024.",
-            "Each crop is packed at one site: apples at the Dunmore packhouse, pears at Elm Cross, cherries at "
-            "Fenwick and plums at Garlow.",
-            "A late frost on 22 April damaged the cherry blossom across the upper valley.",
-        ],
-        y=40,
-    )
-    page = doc.new_page()
-    _heading(doc, page, "Harvest by crop (tonnes)")
-    _table(
-        doc,
-        page,
-        "harvest_table",
-        ["Crop", "2022", "2023", "2024"],
-        [
-            ["Apples", "6,150", "6,420", "6,900"],
-            ["Pears", "2,310", "2,240", "2,480"],
-            ["Cherries", "1,120", "1,340", "860"],
-            ["Plums", "1,470", "1,510", "1,560"],
-        ],
-        y=40,
-    )
-    page = doc.new_page()
-    _heading(doc, page, "Prices paid to members")
-    bottom = _bar_chart(
-        doc,
-        page,
-        "price_chart",
-        "Average price paid to members, 2024 (euros per kg)",
-        [("Apples", 0.62), ("Pears", 0.71), ("Cherries", 3.4), ("Plums", 0.95)],
-        y=40,
-    )
-    _small_print(
-        doc,
-        page,
-        "levy_note",
-        "Prices are shown before the cooperative's marketing levy of 1.5 percent, which is deducted from each "
-        "member's payment at the end of the season.",
-        y=bottom + 120,
-    )
-    page = doc.new_page()
-    _heading(doc, page, "Packhouses")
-    _table(
-        doc,
-        page,
-        "packhouse_table",
-        ["Packhouse", "Staff", "Cold store t", "Packing lines"],
-        [
-            ["Dunmore", "210", "4,200", "6"],
-            ["Elm Cross", "85", "1,500", "3"],
-            ["Fenwick", "40", "300", "2"],
-            ["Garlow", "62", "900", "2"],
-        ],
-        y=40,
-    )
-    _small_print(
-        doc,
-        page,
-        "packhouse_note",
-        "Fenwick runs only from June to August; its staff figure is the seasonal peak, of whom 28 are students. "
-        "The Dunmore cold store is held at 0.5 degrees Celsius.",
-        y=262,
-    )
-    return doc
-
-
-DOCUMENTS = [
-    annual_report,
-    battery_study,
-    water_survey,
-    product_catalog,
-    transit_report,
-    climate_bulletin,
-    admissions_report,
-    harvest_report,
-]
 
 
 @dataclass(frozen=True)
@@ -629,6 +220,7 @@ class Question:
     query: str
     answer: str
     hops: tuple[Hop, ...]
+    """One hop per page; a multi-hop question's `source_type` is that of the page holding the answer."""
 
     @property
     def query_type(self) -> str:
@@ -643,186 +235,25 @@ def answer_keys(answer: str) -> tuple[str, ...]:
     return tuple(re.findall(r"\d[\d.,]*\d|\d", answer)) or (answer,)
 
 
-def single(
-    uid: str, stem: str, page: int, regions: list[str], crop: bool, source_type: str, query: str, answer: str
-) -> Question:
-    return Question(uid, stem, source_type, query, answer, (Hop(page, tuple(regions), crop),))
+def _question(spec: dict) -> Question:
+    uid = _string(spec["uid"], "a question's uid")
+    hops = []
+    for hop in spec["hops"]:
+        page, crop_required = hop["page"], hop["crop_required"]
+        if isinstance(page, bool) or not isinstance(page, int) or not isinstance(crop_required, bool):
+            raise ValueError(f"{uid}: a hop's page is an integer and its crop_required true or false")
+        evidence = tuple(_strings(hop.get("evidence", []), uid))
+        hops.append(Hop(page, tuple(_strings(hop["regions"], uid)), crop_required, evidence))
+    fields = [_string(spec[key], f"{uid}: {key}") for key in ("document", "source_type", "query", "answer")]
+    return Question(uid, *fields, tuple(hops))
 
 
-def multi(uid: str, stem: str, source_type: str, query: str, answer: str, *hops: Hop) -> Question:
-    """A question whose evidence sits on two or more pages; `source_type` is that of the page holding the answer."""
-    return Question(uid, stem, source_type, query, answer, hops)
+def _load(name: str) -> list[dict]:
+    return yaml.safe_load((DATA_DIR / name).read_text(encoding="utf-8"))
 
 
-NW, LB, WS, SP = "northwind_annual_report_2023", "lakeside_battery_study", "city_water_survey", "solar_product_catalog"
-CT, KR, GU, OV = (
-    "castleton_transit_report_2024",
-    "koldal_climate_bulletin_2024",
-    "greenfield_admissions_2025",
-    "orchard_valley_harvest_2024",
-)
-
-QUESTIONS = [
-    single("nw-dividend", NW, 1, ["letter"], False, "text",
-           "What dividend per share does the Northwind Energy board propose for 2023?", "1.35 euros per share"),
-    single("nw-turbines", NW, 1, ["letter"], False, "text",
-           "How many turbines does the Harbour Point offshore wind farm have?", "48"),
-    single("nw-asia-2023", NW, 2, ["revenue_table.row.Asia"], True, "table",
-           "What was Northwind Energy's revenue in Asia in 2023, in million euros?", "845"),
-    single("nw-total-2022", NW, 2, ["revenue_table.row.Total"], True, "table",
-           "What was Northwind Energy's total revenue in 2022, in million euros?", "2,689"),
-    single("nw-solar-capacity", NW, 3, ["capacity_chart.bar.Solar"], True, "chart",
-           "How many MW of solar capacity did Northwind Energy have installed in 2023?", "1650 MW"),
-    single("nw-lakeside-output", NW, 3, ["capacity_footnote"], True, "layout",
-           "What is the rated output of the Lakeside pilot plant mentioned in the footnote on installed capacity?",
-           "35 MW"),
-    single("lb-efficiency", LB, 1, ["summary"], False, "text",
-           "What round-trip efficiency did the Lakeside battery study measure over twelve months?", "87 percent"),
-    single("lb-summer-cycles", LB, 2, ["season_table.row.Summer"], True, "table",
-           "How many cycles did the Lakeside battery complete in summer?", "92"),
-    single("lb-warranty", LB, 2, ["warranty_note"], True, "layout",
-           "After how many full cycles does the supplier guarantee 80 percent of rated capacity?", "6,000"),
-    single("ws-satisfaction", WS, 1, ["intro"], False, "text",
-           "What overall satisfaction did the 2024 city water survey report?", "78 percent"),
-    single("ws-oldtown-use", WS, 2, ["use_chart.bar.Old Town"], True, "chart",
-           "What is the average daily water use per person in Old Town in litres?", "141"),
-    single("sp-350-price", SP, 1, ["product_table.row.SP-350"], True, "table",
-           "What is the price of the SP-350 solar panel in euros?", "239"),
-    single("sp-handling-fee", SP, 1, ["shipping_note"], True, "layout",
-           "What handling fee is charged for partial pallets of solar panels?", "45 euros"),
-    # Further questions on the first four documents, with one paragraph per text answer.
-    single("nw-employees", NW, 1, ["letter.2"], False, "text",
-           "How many employees did Northwind Energy's workforce grow to in 2023?", "3,150"),
-    single("nw-europe-2023", NW, 2, ["revenue_table.row.Europe"], True, "table",
-           "What was Northwind Energy's revenue in Europe in 2023, in million euros?", "1,512"),
-    single("nw-lakeside-commissioned", NW, 3, ["capacity_footnote"], True, "layout",
-           "On what date was the Lakeside pilot plant commissioned, according to footnote 7?", "14 November 2023"),
-    single("lb-chemistry", LB, 1, ["summary.2"], False, "text",
-           "Which cell chemistry does the Lakeside battery pilot use?", "lithium iron phosphate"),
-    single("lb-winter-efficiency", LB, 2, ["season_table.row.Winter"], True, "table",
-           "What was the winter season efficiency in the Lakeside test results?", "84%"),
-    single("ws-households", WS, 1, ["intro.1"], False, "text",
-           "How many households did the city water survey cover?", "1,200"),
-    single("ws-millford-use", WS, 2, ["use_chart.bar.Millford"], True, "chart",
-           "What is the average daily water use per person in Millford in litres?", "118"),
-    single("sp-500-weight", SP, 1, ["product_table.row.SP-500"], True, "table",
-           "How much does the SP-500 solar panel weigh in kg?", "24.8 kg"),
-    # Castleton Transit.
-    single("ct-passengers", CT, 1, ["overview.1"], False, "text",
-           "How many passengers did Castleton Transit carry in 2024?", "47.9 million"),
-    single("ct-airport-minutes", CT, 1, ["overview.3"], False, "text",
-           "How many minutes does the Airport Express take from the central bus station to Castleton airport?",
-           "26 minutes"),
-    single("ct-canal-2024", CT, 2, ["trips_table.row.Canal"], True, "table",
-           "How many million passenger trips did the Canal line carry in 2024?", "10.6"),
-    single("ct-canal-ontime", CT, 3, ["ontime_chart.bar.Canal"], True, "chart",
-           "What percentage of Canal line departures were on time in 2024?", "88"),
-    single("ct-ontime-rule", CT, 3, ["ontime_note"], True, "layout",
-           "According to note 3, how many minutes late may a departure leave and still count as on time?", "2 minutes"),
-    single("ct-northgate-opened", CT, 4, ["depot_table.row.Northgate"], True, "table",
-           "In which year was the Northgate depot opened?", "2015"),
-    single("ct-control-room", CT, 4, ["staff_note"], True, "layout",
-           "How many control-room staff does Castleton Transit have at head office?", "46"),
-    multi("ct-riverside-buses", CT, "table",
-          "How many buses are based at the depot that operates the Riverside line?", "164",
-          Hop(1, ("overview.2",), False, ("Riverside", "Kestrel Road")),
-          Hop(4, ("depot_table.row.Kestrel Road",), True, ("Kestrel Road", "164"))),
-    multi("ct-canal-depot-staff", CT, "table",
-          "How many staff work at the depot from which the Canal line is run?", "388",
-          Hop(1, ("overview.2",), False, ("Canal", "Northgate")),
-          Hop(4, ("depot_table.row.Northgate",), True, ("Northgate", "388"))),
-    multi("ct-ashgrove-ontime", CT, "chart",
-          "What percentage of departures were on time in 2024 on the line operated from the Ashgrove depot?", "84",
-          Hop(1, ("overview.2",), False, ("Hilltop", "Ashgrove")),
-          Hop(3, ("ontime_chart.bar.Hilltop",), True, ("Hilltop", "84"))),
-    # Koldal Ridge Observatory.
-    single("kr-mean-temp", KR, 1, ["overview.1"], False, "text",
-           "What mean annual temperature did the Koldal Ridge Observatory record in 2024?", "1.8 degrees Celsius"),
-    single("kr-glacier", KR, 4, ["glacier.1"], False, "text",
-           "How many metres did the Koldal glacier retreat in 2024?", "31 metres"),
-    single("kr-january-snow", KR, 2, ["snowfall_chart.bar.January"], True, "chart",
-           "How many centimetres of snow fell at Koldal Ridge in January of winter 2023/24?", "122"),
-    single("kr-pine-altitude", KR, 3, ["station_table.row.Pine"], True, "table",
-           "At what altitude in metres does the Pine weather station stand?", "1,560"),
-    single("kr-larch-gust", KR, 3, ["station_table.row.Larch"], True, "table",
-           "What maximum gust in km/h did the Larch weather station measure in 2024?", "156"),
-    single("kr-pine-outage", KR, 3, ["outage_note"], True, "layout",
-           "From how many days of the year is Station Pine's mean temperature computed after the lightning strike?",
-           "350"),
-    single("kr-gust-underreport", KR, 4, ["calibration_note"], True, "layout",
-           "By up to how many percent may gust readings taken before the sensor replacement under-report?",
-           "4 percent"),
-    multi("kr-lenna-altitude", KR, "table",
-          "What is the altitude in metres of the weather station that overlooks the Lenna valley?", "1,840",
-          Hop(1, ("overview.2",), False, ("Birch", "Lenna")),
-          Hop(3, ("station_table.row.Birch",), True, ("Birch", "1,840"))),
-    multi("kr-tamsen-sensors", KR, "layout",
-          "On what date were the gust sensors replaced at the weather station that overlooks the Tamsen valley?",
-          "9 October 2024",
-          Hop(1, ("overview.2",), False, ("Larch", "Tamsen")),
-          Hop(4, ("calibration_note",), True, ("Larch", "9 October 2024"))),
-    multi("kr-peak-month-snow", KR, "chart",
-          "How many centimetres of snow fell at Koldal Ridge in the month in which the snow depth peaked?", "87",
-          Hop(2, ("snowfall_chart.bar.February",), True, ("February", "87")),
-          Hop(4, ("glacier.2",), False, ("peaked on 18 February",))),
-    # Greenfield University.
-    single("gu-applications", GU, 1, ["overview.1"], False, "text",
-           "How many applications did Greenfield University receive for the 2025 intake?", "18,420"),
-    single("gu-entry-grade", GU, 1, ["overview.3"], False, "text",
-           "What was the median entry grade of students admitted to Greenfield University?", "86.5 points"),
-    single("gu-law-offers", GU, 2, ["faculty_table.row.Law"], True, "table",
-           "How many offers did the Law faculty make?", "920"),
-    single("gu-medicine-applications", GU, 2, ["faculty_table.row.Medicine"], True, "table",
-           "How many applications did the Medicine faculty receive?", "6,940"),
-    single("gu-arts-international", GU, 3, ["international_chart.bar.Arts"], True, "chart",
-           "How many international students are enrolled in Greenfield's Arts faculty?", "233"),
-    single("gu-dual-residence", GU, 3, ["residence_note"], True, "layout",
-           "How many Greenfield students with dual residence are counted once among the international students?",
-           "27"),
-    single("gu-fee-waiver", GU, 4, ["scholarship_note"], True, "layout",
-           "What tuition fee waiver do Greenfield scholarship applicants from low-income households qualify for?",
-           "75 percent"),
-    multi("gu-medicine-halls", GU, "table",
-          "How many lecture halls does the building that houses Greenfield's Medicine faculty have?", "9",
-          Hop(1, ("overview.2",), False, ("Medicine", "Hale Building")),
-          Hop(4, ("building_table.row.Hale",), True, ("Hale", "9"))),
-    multi("gu-marsh-international", GU, "chart",
-          "How many international students are enrolled in the faculty housed in the Marsh Building?", "158",
-          Hop(1, ("overview.2",), False, ("Law", "Marsh Building")),
-          Hop(3, ("international_chart.bar.Law",), True, ("Law", "158"))),
-    multi("gu-most-applied-building", GU, "text",
-          "In which building is the Greenfield faculty that received the most applications housed?",
-          "Hale Building",
-          Hop(1, ("overview.2",), False, ("Medicine in the Hale Building",)),
-          Hop(2, ("faculty_table",), True, ("Medicine", "6,940"))),
-    # Orchard Valley Cooperative.
-    single("ov-member-farms", OV, 1, ["overview.1"], False, "text",
-           "How many member farms does the Orchard Valley Cooperative have?", "64"),
-    single("ov-frost-date", OV, 1, ["overview.3"], False, "text",
-           "On what date did a late frost damage the cherry blossom in Orchard Valley?", "22 April"),
-    single("ov-pears-2023", OV, 2, ["harvest_table.row.Pears"], True, "table",
-           "How many tonnes of pears were harvested in 2023?", "2,240"),
-    single("ov-cherries-price", OV, 3, ["price_chart.bar.Cherries"], True, "chart",
-           "What average price per kg was paid to Orchard Valley members for cherries in 2024?", "3.4 euros per kg"),
-    single("ov-levy", OV, 3, ["levy_note"], True, "layout",
-           "What marketing levy does the Orchard Valley Cooperative deduct from members' payments?", "1.5 percent"),
-    single("ov-elmcross-storage", OV, 4, ["packhouse_table.row.Elm Cross"], True, "table",
-           "How many tonnes of cold storage does the Elm Cross packhouse have?", "1,500"),
-    single("ov-dunmore-cold", OV, 4, ["packhouse_note"], True, "layout",
-           "At what temperature is the Dunmore cold store held?", "0.5 degrees Celsius"),
-    multi("ov-apple-packhouse-staff", OV, "table",
-          "How many staff work at the packhouse where Orchard Valley's apples are packed?", "210",
-          Hop(1, ("overview.2",), False, ("apples", "Dunmore")),
-          Hop(4, ("packhouse_table.row.Dunmore",), True, ("Dunmore", "210"))),
-    multi("ov-garlow-price", OV, "chart",
-          "What average price per kg was paid to members in 2024 for the crop packed at Garlow?", "0.95 euros",
-          Hop(1, ("overview.2",), False, ("plums", "Garlow")),
-          Hop(3, ("price_chart.bar.Plums",), True, ("Plums", "0.95"))),
-    multi("ov-cherry-students", OV, "layout",
-          "How many students are among the peak staff of the packhouse where cherries are packed?", "28",
-          Hop(1, ("overview.2",), False, ("cherries", "Fenwick")),
-          Hop(4, ("packhouse_note",), True, ("Fenwick", "28"))),
-]  # fmt: skip
+DOCUMENTS: list[dict] = _load("documents.yaml")
+QUESTIONS: list[Question] = [_question(spec) for spec in _load("questions.yaml")]
 
 HELDOUT_SHARE = 0.25
 """Share of each (source_type, query_type) stratum held out from training."""
@@ -874,8 +305,8 @@ def build(out_dir: Path) -> tuple[list[Path], dict[str, Path]]:
     corpus_dir.mkdir(parents=True, exist_ok=True)
     documents = {}
     pdf_paths = []
-    for make in DOCUMENTS:
-        doc = make()
+    for spec in DOCUMENTS:
+        doc = render(spec)
         path = corpus_dir / f"{doc.stem}.pdf"
         doc.pdf.output(str(path))
         documents[doc.stem] = doc

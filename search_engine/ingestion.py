@@ -11,25 +11,20 @@ there. Broken or encrypted PDFs are reported and skipped.
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-if __name__ == "__main__" and not __package__:
-    # Run as a script: import the package from the checkout, not this folder (its types.py shadows the stdlib's).
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from search_engine.bm25_index import BM25_MODEL, DEFAULT_BM25_SETTINGS  # noqa: E402
-from search_engine.corpus import (  # noqa: E402
+from search_engine.bm25_index import BM25_MODEL, DEFAULT_BM25_SETTINGS
+from search_engine.corpus import (
     PAGES_DIRNAME,
     DocumentError,
     RenderedPage,
@@ -38,8 +33,8 @@ from search_engine.corpus import (  # noqa: E402
     discover_documents,
     render_document,
 )
-from search_engine.ivf import encode_shard  # noqa: E402
-from search_engine.manifest import (  # noqa: E402
+from search_engine.ivf import encode_shard
+from search_engine.manifest import (
     BACKENDS,
     STORES,
     DocumentEntry,
@@ -49,9 +44,9 @@ from search_engine.manifest import (  # noqa: E402
     read_manifest,
     write_manifest,
 )
-from search_engine.pooling import DEFAULT_POOL_SIZE, pool_pages  # noqa: E402
-from search_engine.shards import load_texts, load_vectors, referenced_files, write_text_shard, write_vector_shard  # noqa: E402
-from unidoc_rl.atomic import remove_stale_temporaries  # noqa: E402
+from search_engine.pooling import DEFAULT_POOL_SIZE, pool_pages
+from search_engine.shards import load_texts, load_vectors, referenced_files, write_text_shard, write_vector_shard
+from unidoc_rl.atomic import remove_stale_temporaries
 
 logger = logging.getLogger("search_engine.ingestion")
 

@@ -23,28 +23,23 @@ are searchable at once and cost a pooled scan of that remainder until the next b
 
 from __future__ import annotations
 
-import sys
+import argparse
+import functools
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-if __name__ == "__main__" and not __package__:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+import numpy as np
+import torch
+from tqdm import tqdm
 
-import argparse  # noqa: E402
-import functools  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import time  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from search_engine.manifest import FileEntry, IndexFormatError, Manifest, ShardEntry, read_manifest, write_manifest  # noqa: E402
-from search_engine.shards import load_pooled, shard_path  # noqa: E402
-from unidoc_rl.atomic import atomic_write, sha256_file  # noqa: E402
+from search_engine.manifest import FileEntry, IndexFormatError, Manifest, ShardEntry, read_manifest, write_manifest
+from search_engine.shards import load_pooled, shard_path
+from unidoc_rl.atomic import atomic_write, sha256_file
 
 try:
     from search_engine import _kernel

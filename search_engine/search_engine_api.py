@@ -15,34 +15,29 @@ picked up on the next batch (old or new index, never a mix).
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import logging
+import os
 import sys
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Annotated, Any
 
-if __name__ == "__main__" and not __package__:
-    # Run as a script: import the package from the checkout, not this folder (its types.py shadows the stdlib's).
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
+from starlette.concurrency import run_in_threadpool
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-from dataclasses import dataclass, fields  # noqa: E402
-from typing import Annotated, Any  # noqa: E402
-
-from fastapi import Depends, FastAPI, HTTPException, Query, Request  # noqa: E402
-from fastapi.exceptions import RequestValidationError  # noqa: E402
-from fastapi.responses import FileResponse, JSONResponse  # noqa: E402
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr  # noqa: E402
-from starlette.concurrency import run_in_threadpool  # noqa: E402
-
-from search_engine.batching import DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH_QUERIES, SearchBatcher  # noqa: E402
-from search_engine.corpus import PAGES_DIRNAME  # noqa: E402
-from search_engine.ingestion import INDEX_DIRNAME  # noqa: E402
-from search_engine.ivf import DEFAULT_PREFILTER, DEFAULT_PROBE  # noqa: E402
-from search_engine.maxsim import DEFAULT_RESIDENCY, RESIDENCY_MODES  # noqa: E402
-from search_engine.searcher import Searcher, SearchSettings  # noqa: E402
-from search_engine.vector_index import DEFAULT_CANDIDATES  # noqa: E402
-from unidoc_rl.http_server import api_key_guard, require_key_beyond_loopback, run_server  # noqa: E402
+from search_engine.batching import DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH_QUERIES, SearchBatcher
+from search_engine.corpus import PAGES_DIRNAME
+from search_engine.ingestion import INDEX_DIRNAME
+from search_engine.ivf import DEFAULT_PREFILTER, DEFAULT_PROBE
+from search_engine.maxsim import DEFAULT_RESIDENCY, RESIDENCY_MODES
+from search_engine.searcher import Searcher, SearchSettings
+from search_engine.vector_index import DEFAULT_CANDIDATES
+from unidoc_rl.http_server import api_key_guard, require_key_beyond_loopback, run_server
 
 logger = logging.getLogger("search_engine.api")
 

@@ -15,19 +15,14 @@ written. The output is written atomically; a summary (kept, dropped by verdict, 
 
 from __future__ import annotations
 
-import sys
+import argparse
+import json
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-if __name__ == "__main__" and not __package__:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script: import the checkout's packages
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
-
-from unidoc_rl.atomic import atomic_write_bytes  # noqa: E402
+from unidoc_rl.atomic import atomic_write_bytes
 
 IMAGE_PLACEHOLDER = "<image>"
 VERDICTS = ("yes", "no", "any")

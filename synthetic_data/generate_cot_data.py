@@ -12,27 +12,22 @@ See docs/sft.md for the stages, the output files and resuming.
 
 from __future__ import annotations
 
-import sys
+import argparse
+import asyncio
+import json
+import logging
+import os
+from dataclasses import replace
 from pathlib import Path
 
-if __name__ == "__main__" and not __package__:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script: import the checkout's packages
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-from dataclasses import replace  # noqa: E402
-
-from synthetic_data.layout import MinerULayoutParser  # noqa: E402
-from synthetic_data.runner import parse_samples, run_all  # noqa: E402
-from synthetic_data.services import AccountedSearch, ChatService, RetryPolicy  # noqa: E402
-from synthetic_data.synthesize import LayoutSource, SynthesisOptions, Synthesizer  # noqa: E402
-from synthetic_data.teacher import Teacher  # noqa: E402
-from unidoc_rl.agent_settings import AgentSettings  # noqa: E402
-from unidoc_rl.data.prepare import load_samples  # noqa: E402
-from unidoc_rl.vision import CoordinateConvention, PixelBudget  # noqa: E402
+from synthetic_data.layout import MinerULayoutParser
+from synthetic_data.runner import parse_samples, run_all
+from synthetic_data.services import AccountedSearch, ChatService, RetryPolicy
+from synthetic_data.synthesize import LayoutSource, SynthesisOptions, Synthesizer
+from synthetic_data.teacher import Teacher
+from unidoc_rl.agent_settings import AgentSettings
+from unidoc_rl.data.prepare import load_samples
+from unidoc_rl.vision import CoordinateConvention, PixelBudget
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_AGENT_CONFIG = REPO_ROOT / "configs" / "unidoc_grpo.yaml"

@@ -351,6 +351,11 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
+def console_main() -> None:
+    """`unidoc-demo`: `main` for a console script, which exits with what its function returns (here: status 0)."""
+    main()
+
+
 def _grpo_steps(metrics_path: Path) -> list[dict]:
     """Per GRPO step: mean reward, within-group reward spread, loss and gradient norm (verl's file-logger lines)."""
     from unidoc_rl.jsonl import read_jsonl

@@ -4,7 +4,9 @@ search service, judge service, agent-loop client and train.sh (subprocesses and 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import pkgutil
 import shutil
 import subprocess
 import sys
@@ -28,6 +30,16 @@ from unidoc_rl.testing.serving import free_port
 REFERENCE_JUDGE_MODEL = "Qwen/Qwen2.5-72B-Instruct"
 TRAIN_ENV = {"MODEL_PATH": "/ckpt/sft", "TRAIN_FILE": "/data/train.parquet", "VAL_FILE": "/data/val.parquet"}
 JUDGE_VARIABLES = ("RM_URL", "JUDGE_URL", "JUDGE_MODEL", "UNIDOC_JUDGE_API_KEY")
+SCRIPT_COMMANDS = (
+    "search_engine/ingestion.py",
+    "search_engine/ivf.py",
+    "search_engine/search_engine_api.py",
+    "synthetic_data/generate_cot_data.py",
+    "synthetic_data/convert_to_llamafactory.py",
+    "unidoc_rl/judge/evaluator_api.py",
+    "scripts/make_sample_corpus.py",
+)
+"""The commands typed as `python path/to/file.py` (README.md, docs/, the reference repository's README)."""
 
 
 def clean_env(**values: str) -> dict[str, str]:
@@ -167,6 +179,44 @@ def test_judge_service_refuses_a_public_bind_without_a_key(repo_root: Path):
     )
     assert result.returncode == 2
     assert "binding to 0.0.0.0 exposes the service" in result.stderr and "UNIDOC_JUDGE_API_KEY" in result.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPT_COMMANDS)
+def test_each_script_command_answers_help_from_another_folder(script: str, repo_root: Path, tmp_path: Path):
+    """`python /path/to/file.py --help` typed elsewhere: the file imports the packages as installed (here: the
+    checkout on PYTHONPATH), without editing sys.path itself."""
+    assert "sys.path" not in (repo_root / script).read_text()
+    result = subprocess.run(
+        [sys.executable, str(repo_root / script), "--help"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("usage:")
+
+
+def test_no_file_beside_a_script_command_shadows_a_module(repo_root: Path, tmp_path: Path):
+    """A file run as a script has its folder first on sys.path, so a module there named like a stdlib or installed
+    one would be imported in that one's place. search_engine/types.py has such a name, but the interpreter imports
+    `types` while it starts, before the script's folder is searched; any other such name fails here."""
+    probe = "import sys; names = sorted(sys.modules); import json; print(json.dumps(names))"
+    started = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60
+    )
+    started = set(json.loads(started.stdout))
+    assert "types" in started
+    site_packages = [path for path in sys.path if path.endswith("site-packages")]
+    importable = set(sys.stdlib_module_names) | {module.name for module in pkgutil.iter_modules(site_packages)}
+    for folder in sorted({Path(script).parent for script in SCRIPT_COMMANDS}):
+        beside = {
+            path.name.split(".")[0]
+            for path in (repo_root / folder).iterdir()
+            if path.suffix in {".py", ".so"} or (path / "__init__.py").exists()
+        }
+        assert beside & importable <= started, (folder, sorted(beside & importable - started))
 
 
 def run_train_sh(repo_root: Path, **env: str) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""Benchmark annotation files → unified evaluation samples (DESIGN.md §5) with categories and page ids.
+"""Benchmark annotation files → unified evaluation samples (docs/evaluation.md) with categories and page ids.
 
     python -m unidoc_rl.eval.adapters mmlongbench --input samples.json --out data/eval/mmlongbench.json
     python -m unidoc_rl.eval.adapters slidevqa --input test.jsonl --out data/eval/slidevqa.json

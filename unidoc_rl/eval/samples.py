@@ -1,10 +1,10 @@
 """Evaluation samples: unified JSON samples with their benchmark, categories and ground truth.
 
-A unified sample (DESIGN.md §5) may carry, in `meta_info`, what evaluation reads beyond training's fields:
-`benchmark` (name), `categories` ({field: [values]}; a sample counts once under each value), `answer_format`
-(the benchmark's own scoring rule, e.g. MMLongBench-Doc's Int/Float/Str/List/None) and `reference_boxes` /
-`crop_required` per reference page. Unlike RL samples, evaluation samples may have no reference page at all
-(unanswerable questions).
+A unified sample (README.md, Data formats; docs/evaluation.md, Evaluation samples) may carry, in `meta_info`, what
+evaluation reads beyond training's fields: `benchmark` (name), `categories` ({field: [values]}; a sample counts once
+under each value), `answer_format` (the benchmark's own scoring rule, e.g. MMLongBench-Doc's
+Int/Float/Str/List/None) and `reference_boxes` / `crop_required` per reference page. Unlike RL samples, evaluation
+samples may have no reference page at all (unanswerable questions).
 """
 
 from __future__ import annotations

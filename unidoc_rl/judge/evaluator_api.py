@@ -16,25 +16,18 @@ clients (X-API-Key header; `--api-key` or UNIDOC_JUDGE_API_KEY), as the search s
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
+import contextlib
+import gc
+import logging
+import os
 
-if __name__ == "__main__" and not __package__:
-    # Run as a script from its folder: import the package from the checkout, not this folder.
-    sys.path[0] = str(Path(__file__).resolve().parents[2])
+from fastapi import Depends, FastAPI
+from pydantic import BaseModel, ConfigDict, Field
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import gc  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-
-from fastapi import Depends, FastAPI  # noqa: E402
-from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
-
-from unidoc_rl.http_server import api_key_guard, require_key_beyond_loopback, run_server  # noqa: E402
-from unidoc_rl.judge.client import OpenAIJudge  # noqa: E402
-from unidoc_rl.judge.settings import JudgeBackend, JudgeSettings  # noqa: E402
+from unidoc_rl.http_server import api_key_guard, require_key_beyond_loopback, run_server
+from unidoc_rl.judge.client import OpenAIJudge
+from unidoc_rl.judge.settings import JudgeBackend, JudgeSettings
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""A search service on loopback with fixed results per query, speaking the service contract (DESIGN.md §4):
+"""A search service on loopback with fixed results per query, speaking the service contract (docs/search.md, Service):
 `POST /search`, `GET /search`, `GET /health`, `GET /image/{page_id}`. Tests and benchmarks of stages above search
 (evaluation, synthesis) use it where the ranking must be known exactly; unknown queries get no hits.
 
