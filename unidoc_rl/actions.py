@@ -1,6 +1,6 @@
 """Parse one assistant turn into a typed action, or a typed reason why it is not one.
 
-Grammar (DESIGN §2): an optional `<think>…</think>`, then exactly one of `<search>query</search>`,
+Grammar (docs/agent.md, Action grammar): an optional `<think>…</think>`, then exactly one of `<search>query</search>`,
 `<select>i</select>`, `<bbox>[x1,y1,x2,y2]</bbox>` (or a list of such boxes), `<answer>text</answer>`.
 
 Tolerant of: opening-tag case and inner whitespace, whitespace around arguments, free text before or after the

@@ -104,7 +104,6 @@ def test_each_console_command_is_a_callable_that_answers_help(name, monkeypatch,
 def test_contracts_are_cited_from_documents_in_the_repository(repo_root):
     # DESIGN.md is not part of the repository; each contract is stated in docs/ or README.md.
     cited = re.compile(r"DESIGN(\.md)? ?§")
-    pending = {"unidoc_rl/actions.py"}  # its grammar citation (to docs/agent.md) is fixed on merge
     folders = ("unidoc_rl", "synthetic_data", "search_engine", "docs", "configs", "scripts", "tests", "benchmarks")
     paths = [
         repo_root / "README.md",
@@ -115,4 +114,4 @@ def test_contracts_are_cited_from_documents_in_the_repository(repo_root):
         for path in paths
         if path.suffix in {".py", ".md", ".yaml", ".jinja", ".txt"} and cited.search(path.read_text(errors="replace"))
     ]
-    assert sorted(set(offenders) - pending) == []
+    assert offenders == []
