@@ -316,8 +316,9 @@ def test_the_viewer_shows_a_real_evaluation_runs_reward_and_verdict(
         assert row.components["answer"] == (0.0 if uid in unselected else 1.0)
         assert row.answered is True and row.correct is True  # the verdict, not the gated answer reward
         evidence = {name: result["metrics"][name] for name in EVIDENCE_METRICS}
-        assert row.evidence == {name: value for name, value in evidence.items() if value is not None} != {}
+        assert row.evidence == {name: value for name, value in evidence.items() if value is not None}
         assert f"benchmark: {result['benchmark']}" in row.categories
+    assert rows["s1"].evidence["recall@1"] == 1.0 and rows["m1"].evidence == {}  # m1 has no gold page
     assert rows["s2"].reward == 0.0 and rows["s2"].categories == ("benchmark: slidevqa", "hop: multi-hop")
     # The oracle's UniDoc total: 0.6 answer + 0.1 each for format, retrieval, selection, crop.
     assert rows["s1"].reward == pytest.approx(1.0)
