@@ -65,35 +65,33 @@ class JudgeVerdict:
         )
 
 
-_BREAKDOWN_FIELDS = {f.name: f for f in fields(RewardBreakdown)}
-_BREAKDOWN_REQUIRED = {
-    name for name, f in _BREAKDOWN_FIELDS.items() if f.default is MISSING and f.default_factory is MISSING
-}
+_BREAKDOWN_KINDS = {f.name: f.type for f in fields(RewardBreakdown)}
+_BREAKDOWN_REQUIRED = frozenset(
+    f.name for f in fields(RewardBreakdown) if f.default is MISSING and f.default_factory is MISSING
+)
 
 
 def breakdown_from_dict(data) -> RewardBreakdown:
     """A reward breakdown as logged (`asdict`) or as verl carries it (`RewardBreakdown.metrics()`: all floats)."""
-    if not isinstance(data, Mapping):
+    if not isinstance(data, dict | Mapping):
         raise EpisodeLogError(f"reward must be an object (the reward breakdown), got {data!r}")
-    unknown = set(data) - set(_BREAKDOWN_FIELDS)
-    if unknown:
-        raise EpisodeLogError(f"reward has unknown fields {sorted(unknown)}")
-    missing = _BREAKDOWN_REQUIRED - set(data)
-    if missing:
-        raise EpisodeLogError(f"reward lacks {sorted(missing)}")
+    if not _BREAKDOWN_REQUIRED <= data.keys() <= _BREAKDOWN_KINDS.keys():
+        unknown = set(data) - set(_BREAKDOWN_KINDS)
+        if unknown:
+            raise EpisodeLogError(f"reward has unknown fields {sorted(unknown)}")
+        raise EpisodeLogError(f"reward lacks {sorted(_BREAKDOWN_REQUIRED - set(data))}")
     values: dict[str, Any] = {}
     for name, value in data.items():
-        kind = _BREAKDOWN_FIELDS[name].type
-        where = f"reward.{name}"
+        kind = _BREAKDOWN_KINDS[name]
         if kind == "bool":
-            values[name] = _flag(value, where, numbers=True)
+            values[name] = _flag(value, f"reward.{name}", numbers=True)
         elif kind == "int":
-            number = _number(value, where)
+            number = _number(value, f"reward.{name}")
             if number != int(number):
-                raise EpisodeLogError(f"{where} must be a whole number, got {value!r}")
+                raise EpisodeLogError(f"reward.{name} must be a whole number, got {value!r}")
             values[name] = int(number)
         else:
-            values[name] = _number(value, where)
+            values[name] = _number(value, f"reward.{name}")
     return RewardBreakdown(**values)
 
 
@@ -177,7 +175,7 @@ class EpisodeLogLine:
 
     @classmethod
     def from_dict(cls, line) -> EpisodeLogLine:
-        if not isinstance(line, Mapping):
+        if not isinstance(line, dict | Mapping):
             raise EpisodeLogError(f"a line must be a JSON object, got {type(line).__name__}")
         schema = line.get("schema")
         if schema != SCHEMA:
@@ -186,7 +184,7 @@ class EpisodeLogLine:
         unknown = set(line) - _FIELDS
         if unknown:
             raise EpisodeLogError(f"unknown fields {sorted(unknown)}")
-        if not isinstance(line.get("episode"), Mapping):
+        if not isinstance(line.get("episode"), dict | Mapping):
             raise EpisodeLogError("no `episode` object in the line")
         try:
             episode = EpisodeRecord.from_dict(line["episode"])
@@ -230,6 +228,8 @@ _FIELDS = frozenset({"schema", *(f.name for f in fields(EpisodeLogLine))})
 
 
 def _number(value, where: str) -> float:
+    if type(value) is float or type(value) is int:  # the common case, without the slower ABC check
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, Real):
         raise EpisodeLogError(f"{where} must be a number, got {value!r}")
     return float(value)
@@ -262,7 +262,7 @@ def _whole(value, where: str) -> int | None:
 
 
 def _object(value, where: str) -> dict:
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict | Mapping):
         raise EpisodeLogError(f"{where} must be an object, got {value!r}")
     return dict(value)
 

@@ -7,7 +7,7 @@ schema, an unknown field, a field of the wrong type) is reported with the reason
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from unidoc_rl.episode import EpisodeRecord
 from unidoc_rl.episode_log import EpisodeLogError, EpisodeLogLine, JudgeVerdict
@@ -104,7 +104,7 @@ def read_line(line: dict) -> EpisodeLogLine:
 
 def components_of(line: EpisodeLogLine) -> dict[str, float]:
     """Every field of the reward breakdown as a number (empty for an unscored episode)."""
-    return {} if line.reward is None else {name: float(value) for name, value in asdict(line.reward).items()}
+    return {} if line.reward is None else line.reward.metrics()
 
 
 def evidence_of(line: EpisodeLogLine) -> dict[str, float]:
