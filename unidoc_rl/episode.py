@@ -66,6 +66,13 @@ class SearchStep:
     """The search service failed (error, timeout): no candidates, and left out of retrieval and selection."""
     error: str | None = None
 
+    @property
+    def focus_page(self) -> str | None:
+        """The page the agent worked on after this search: its `<select>`, else candidate 0 (the default focus)."""
+        if self.selected is not None:
+            return self.selected
+        return self.candidates[0] if self.candidates else None
+
 
 @dataclass
 class TurnStep:
@@ -100,6 +107,28 @@ class EpisodeRecord:
     """The answer came in a forced final turn (the finish reason then names the budget)."""
     finish_reason: FinishReason | None = None
     num_turns: int = 0
+
+    @property
+    def answered(self) -> bool:
+        """The episode ended on a valid `<answer>` with non-empty text, in a turn of its own or in the final turn
+        forced by a spent budget. (The agent loop sets `answer` only so; a hand-built record may not.)"""
+        return (
+            (self.finish_reason is FinishReason.ANSWERED or self.forced_answer)
+            and bool(self.actions)
+            and self.actions[-1] is ActionKind.ANSWER
+            and self.answer is not None
+            and bool(self.answer.strip())
+        )
+
+    @property
+    def cropped(self) -> bool:
+        """The episode made at least one crop."""
+        return any(step.crops for step in self.searches)
+
+    @property
+    def served_searches(self) -> list[SearchStep]:
+        """The searches the service answered; failed ones are counted in `search_failures`, not scored as misses."""
+        return [step for step in self.searches if not step.failed]
 
     @property
     def invalid_actions(self) -> int:

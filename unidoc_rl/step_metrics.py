@@ -39,8 +39,8 @@ def agent_metrics(episodes: list[EpisodeRecord], prefix: str) -> dict[str, float
     return {
         f"{prefix}/agent/turns": mean(episode.num_turns for episode in episodes),
         f"{prefix}/agent/invalid_actions": mean(episode.invalid_actions for episode in episodes),
-        f"{prefix}/agent/crop_rate": mean(bool(episode.crops) for episode in episodes),
-        f"{prefix}/agent/answered": mean(episode.answer is not None for episode in episodes),
+        f"{prefix}/agent/crop_rate": mean(episode.cropped for episode in episodes),
+        f"{prefix}/agent/answered": mean(episode.answered for episode in episodes),
         f"{prefix}/agent/forced_answers": mean(episode.forced_answer for episode in episodes),
         f"{prefix}/agent/searches": mean(len(episode.searches) for episode in episodes),
         f"{prefix}/agent/search_failures": mean(episode.search_failures for episode in episodes),

@@ -28,7 +28,7 @@ def result(
         "uid": uid,
         "sample_index": index,
         "categories": categories,
-        "reference_answer": reference,
+        "ground_truth": {"query": f"{uid}?", "reference_answer": reference},
         "accuracy": accuracy,
         "judge": {"score": accuracy, "fallback": fallback, "source": "fallback" if fallback else "judge"},
         "native": native or {},

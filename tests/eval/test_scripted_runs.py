@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -273,3 +274,63 @@ def test_a_released_checkpoints_template_words_the_evaluation(world, serve_polic
         assert observations[0].startswith("Search [") and " <page 0> <image>" in observations[0]
         assert any(text.startswith("Focus on page ") for text in observations)
         assert not any("Results for: " in text or "Selected Image" in text for text in observations)
+
+
+def component_cell(html: str, name: str) -> str:
+    """The value cell of one reward component's row on an episode page."""
+    match = re.search(rf"<tr data-component='{name}'><th>{name}</th><td>.*?</td><td class='num'>([^<]*)</td>", html)
+    assert match, f"no {name} row"
+    return match.group(1)
+
+
+def test_the_viewer_shows_a_real_evaluation_runs_reward_and_verdict(
+    world, serve_policy, kit, tiny_policy_dir, tmp_path
+):
+    """The harness's results.jsonl, read by the viewer: every reward component and the verdict on each episode page.
+    Two questions are answered without a `<select>` (format 0): the reward's gate keeps its judge out, the harness
+    asks the judge for accuracy, and the page must say both without contradicting itself."""
+    from unidoc_rl.testing.eval_policies import Plan
+    from unidoc_rl.viewer.app import Viewer, ViewerSettings
+    from unidoc_rl.viewer.links import ServerLinks
+
+    unselected = {"s2", "m2"}
+    uids = {entry["query"]: entry["uid"] for entry in world.samples}
+    plans = {
+        query: Plan((plan.replies[0], plan.replies[-1])) if uids[query] in unselected else plan
+        for query, plan in kit.oracle_plans(world, kit.processor).items()
+    }
+    server = serve_policy(plans)
+    out_dir = tmp_path / "run"
+    assert run_cli(kit.eval_argv(world, server.base_url, tiny_policy_dir, out_dir)) == 0
+    results = {result["uid"]: result for result in read_results(out_dir / "results.jsonl")}
+
+    viewer = Viewer(ViewerSettings(run_dir=out_dir, pages_dir=world.samples_path.parent / "pages"))
+    index = viewer.index
+    assert [log.label for log in index.logs] == ["results.jsonl"] and not index.bad_lines
+    rows = {row.uid: row for row in index.rows}
+    assert sorted(rows) == sorted(results)
+    for uid, row in rows.items():
+        result = results[uid]
+        assert row.reward == result["reward"]["score"]
+        assert row.components["format"] == (0.0 if uid in unselected else 1.0)
+        assert row.components["answer"] == (0.0 if uid in unselected else 1.0)
+        assert row.answered is True and row.correct is True  # the verdict, not the gated answer reward
+        evidence = {name: result["metrics"][name] for name in EVIDENCE_METRICS}
+        assert row.evidence == {name: value for name, value in evidence.items() if value is not None}
+        assert f"benchmark: {result['benchmark']}" in row.categories
+    assert rows["s1"].evidence["recall@1"] == 1.0 and rows["m1"].evidence == {}  # m1 has no gold page
+    assert rows["s2"].reward == 0.0 and rows["s2"].categories == ("benchmark: slidevqa", "hop: multi-hop")
+    # The oracle's UniDoc total: 0.6 answer + 0.1 each for format, retrieval, selection, crop.
+    assert rows["s1"].reward == pytest.approx(1.0)
+
+    links = ServerLinks()
+    for uid, row in rows.items():
+        html = viewer.episode_html(row.source, row.line, links)
+        for name in ("format", "retrieval", "selection", "crop", "answer"):
+            assert component_cell(html, name) == f"{results[uid]['reward'][name]:.3f}"
+        assert "<tr><th>judge verdict</th><td>1 (judge)</td></tr>" in html
+        assert "judge not called" not in html
+        if uid in unselected:
+            assert "answer reward: judge not asked by the reward (the verdict was asked for accuracy)" in html
+        else:
+            assert "answer reward: judge called" in html

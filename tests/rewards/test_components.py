@@ -10,7 +10,6 @@ from unidoc_rl.episode import ActionKind, CropStep, EpisodeRecord, FinishReason,
 from unidoc_rl.rewards.components import (
     FormatRule,
     NdcgIdeal,
-    answered,
     box_iou,
     crop_score,
     format_score,
@@ -170,7 +169,7 @@ def test_format_ignores_tags_in_observations_and_invalid_turns():
     )
     assert format_score(episode, FormatRule.UNIDOC, max_invalid_actions=1) == 0.5
     assert format_score(episode, FormatRule.VRAG, max_invalid_actions=1) == 0.0
-    assert not answered(episode)
+    assert not episode.answered
 
 
 def test_ndcg_ideal_counts_every_gold_page_unless_set_to_the_ranked_length():

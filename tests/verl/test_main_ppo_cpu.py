@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -40,8 +41,39 @@ def trajectory_log(root: Path) -> dict[int, list[dict]]:
     return steps
 
 
+COMPONENTS = ("format", "retrieval", "selection", "crop", "answer")
+
+
+def viewer_shows_the_trajectory_log(root: Path, steps: dict, tmp_path: Path) -> None:
+    """The viewer reads the trainer's log as written: every trajectory, with the reward and components verl logged
+    for its step, on a list row and an episode page whose judge note matches the reward's own flags."""
+    from unidoc_rl.viewer.app import Viewer, ViewerSettings
+    from unidoc_rl.viewer.images import resolve_pages_dir
+    from unidoc_rl.viewer.links import ServerLinks
+
+    run = tmp_path / "view"
+    run.mkdir()
+    shutil.copy(root / "trajectories.jsonl", run / "trajectories.jsonl")
+    viewer = Viewer(ViewerSettings(run_dir=run, pages_dir=resolve_pages_dir(root / "corpus")))
+    rows = viewer.index.rows
+    assert not viewer.index.bad_lines and sorted(row.step for row in rows) == [1] * 4 + [2] * 4
+    for step in (1, 2):
+        logged = [row for row in rows if row.step == step]
+        assert sum(row.reward for row in logged) / 4 == pytest.approx(steps[step]["unidoc/reward/score"], abs=1e-5)
+        for name in COMPONENTS:
+            mean = sum(row.components[name] for row in logged) / 4
+            assert mean == pytest.approx(steps[step][f"unidoc/reward/{name}"], abs=1e-5), name
+    for row in rows:
+        reward = viewer.index.entry(row.source, row.line).line.reward
+        html = viewer.episode_html(row.source, row.line, ServerLinks())
+        for name in COMPONENTS:
+            assert f"<td class='num'>{getattr(reward, name):.3f}</td></tr>" in html.split(f"data-component='{name}'")[1]
+        assert ("answer reward: judge called" in html) == reward.judge_called
+        assert ("<tr><th>judge verdict</th><td>–</td></tr>" in html) == (not reward.judge_called)
+
+
 @pytest.mark.timeout(1500)
-def test_train_sh_trains_validates_checkpoints_and_resumes_on_cpu(services, train_sh):
+def test_train_sh_trains_validates_checkpoints_and_resumes_on_cpu(services, train_sh, tmp_path):
     root = services["root"]
     steps, _, seconds = train(services, train_sh)
     print(f"main_ppo, validation + 2 GRPO steps + validation + checkpoint: {seconds:.0f} s")
@@ -79,6 +111,7 @@ def test_train_sh_trains_validates_checkpoints_and_resumes_on_cpu(services, trai
     for step, lines in trained.items():
         searches = sum(len(line["episode"]["searches"]) for line in lines) / len(lines)
         assert steps[step]["unidoc/agent/searches"] == pytest.approx(searches)
+    viewer_shows_the_trajectory_log(root, steps, tmp_path)
 
     # Resume: the step counter continues from the checkpoint; only step 3 trains.
     resumed, output, seconds = train(

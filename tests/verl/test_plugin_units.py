@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopOutput
 from verl.workers.rollout.replica import TokenOutput
 
 from unidoc_rl.agent.verl_worker import VersionRecordingClient, _trajectory_versions, stamp_versions
-from unidoc_rl.episode import ActionKind, CropStep, EpisodeRecord, SearchStep
+from unidoc_rl.episode import ActionKind, CropStep, EpisodeRecord, FinishReason, SearchStep
 from unidoc_rl.verl_plugin.metrics import group_spread_metrics, rollout_metrics
 
 
@@ -19,9 +20,12 @@ def episode(turns: int, invalid: int, crops: int, answer: str | None, forced: bo
     searches = [SearchStep(query="q", retrieved=["a_1"], candidates=["a_1"])]
     searches[0].crops = [CropStep(page_id="a_1", boxes_display=[[0, 0, 9, 9]], boxes_norm1000=[[0, 0, 9, 9]])] * crops
     searches += [SearchStep(query="down", retrieved=[], candidates=[], failed=True) for _ in range(failed_searches)]
-    actions = [ActionKind.INVALID] * invalid + [ActionKind.SEARCH] * (turns - invalid)
+    # An answer ends the episode: its last turn, in its own turn or forced by a spent turn budget.
+    answering = [ActionKind.ANSWER] if answer is not None else []
+    actions = [ActionKind.INVALID] * invalid + [ActionKind.SEARCH] * (turns - invalid - len(answering)) + answering
+    finish = FinishReason.MAX_TURNS if forced or answer is None else FinishReason.ANSWERED
     return EpisodeRecord(
-        searches=searches, actions=actions, answer=answer, forced_answer=forced, num_turns=turns
+        searches=searches, actions=actions, answer=answer, forced_answer=forced, finish_reason=finish, num_turns=turns
     ).to_dict()
 
 
@@ -150,21 +154,42 @@ async def test_the_local_server_loads_synced_weights_and_stamps_their_step(tiny_
     assert output.extra_fields["global_steps"] == 7 and 1 <= len(output.token_ids) <= 2
 
 
-def test_trajectory_lines_are_the_viewers_training_log_format():
+def test_trajectory_lines_are_episode_log_lines():
+    from unidoc_rl.episode_log import EpisodeLogLine
+    from unidoc_rl.rewards.scorer import RewardBreakdown
     from unidoc_rl.verl_plugin.trainer import trajectory_lines
 
     record = episode(3, 0, 1, "845", False, 0)
-    rows = [{"episode": record, "reward_extra_info": {"score": 0.7, "format": 1.0}}, {"reward_extra_info": {}}, None]
-    lines = trajectory_lines(5, ["p9_0_0", "p9_1_0", "p9_2_0"], rows)
+    breakdown = RewardBreakdown(0.7, 1.0, 0.5, 1.0, 0.0, 1.0, True, False, True, search_failures=1)
+    rows = [
+        {"episode": record, "reward_extra_info": breakdown.metrics()},  # verl carries every field as a float
+        {"reward_extra_info": {}},
+        None,
+    ]
+    lines = json.loads(json.dumps(trajectory_lines(5, ["p9_0_0", "p9_1_0", "p9_2_0"], rows)))
     assert lines == [
         {
+            "schema": 1,
+            "uid": "",
             "step": 5,
             "group": "p9",
-            "reward": 0.7,
-            "components": {"score": 0.7, "format": 1.0},
             "episode": record,
+            "reward": {
+                "score": 0.7,
+                "format": 1.0,
+                "retrieval": 0.5,
+                "selection": 1.0,
+                "crop": 0.0,
+                "answer": 1.0,
+                "judge_called": True,
+                "judge_fallback": False,
+                "judge_cached": True,
+                "search_failures": 1,
+                "forced_answer": False,
+            },
         }
     ]
+    assert EpisodeLogLine.from_dict(lines[0]).reward == breakdown
 
 
 def test_cpu_platform_gives_vllm_servers_their_cpu_environment():

@@ -15,6 +15,7 @@ from unidoc_rl.agent.scripted_client import ScriptedLLMClient
 from unidoc_rl.agent.search import StaticSearchBackend, register_inprocess_backend, unregister_inprocess_backend
 from unidoc_rl.agent.verl_worker import build_agent_loop_worker, compose_verl_config, rope_processor
 from unidoc_rl.episode import ActionKind, EpisodeRecord
+from unidoc_rl.episode_log import EpisodeLogLine
 from unidoc_rl.prompts import load_prompts
 from unidoc_rl.testing.tiny_models import tiny_policy_path
 from unidoc_rl.viewer.app import Viewer, ViewerSettings
@@ -73,7 +74,7 @@ def agent_run(fixture_run):
     record = EpisodeRecord.from_dict(output.non_tensor_batch["episode"][0])
     run_dir = fixture_run.root / "agent-run"
     run_dir.mkdir()
-    line = {"step": 1, "reward": 0.5, "components": {"format": 1.0}, "episode": record.to_dict()}
+    line = EpisodeLogLine(uid=record.uid, episode=record, step=1).to_dict()
     (run_dir / "trajectories.jsonl").write_text(json.dumps(line) + "\n")
     viewer = Viewer(ViewerSettings(run_dir=run_dir, pages_dir=fixture_run.pages_dir, budget=TINY_BUDGET))
     return record, client, viewer

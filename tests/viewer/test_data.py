@@ -8,7 +8,7 @@ from PIL import Image
 from unidoc_rl.episode import ActionKind
 from unidoc_rl.viewer.index import EpisodeIndex
 from unidoc_rl.viewer.query import ListQuery, QueryError, run_query
-from unidoc_rl.viewer.records import SampleInfo, load_samples_info, parse_entry, summarize
+from unidoc_rl.viewer.records import RecordError, SampleInfo, load_samples_info, parse_entry, summarize
 from unidoc_rl.viewer.run_data import read_metrics, read_summaries, summary_rows
 from unidoc_rl.viewer.sample_run import REPO
 
@@ -23,7 +23,8 @@ def test_index_reads_both_logs_with_offsets(viewer, fixture_run):
     assert len(index.rows) == 8 and not index.bad_lines
     for built, row in zip(fixture_run.training, index.logs[0].rows, strict=True):
         assert row.uid == built.record.uid
-        assert index.read_line(0, row.line)["reward"] == pytest.approx(built.line["reward"])
+        assert index.read_line(0, row.line)["reward"] == built.line["reward"]
+        assert row.reward == built.line["reward"]["score"]
     eval_row = index.logs[1].rows[0]
     assert eval_row.categories == ("benchmark: sample", "query_type: single-hop", "source_type: table")
     assert eval_row.correct is True and index.logs[1].rows[1].correct is False
@@ -80,40 +81,78 @@ def test_index_follows_a_growing_log_and_a_truncated_one(tmp_path, fixture_run):
 def test_line_without_episode_is_reported_not_fatal(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "results.jsonl").write_text('{"uid": "x"}\n[1, 2]\n')
+    (run / "results.jsonl").write_text('{"schema": 1, "uid": "x"}\n[1, 2]\n{"uid": "x"}\n')
     index = EpisodeIndex(run)
     assert index.rows == []
     assert [bad.reason for bad in index.bad_lines] == [
         "no `episode` object in the line",
         "a line must be a JSON object, got list",
+        "schema must be 1, got None (a line of an older writer?)",
     ]
 
 
-def test_tolerant_evaluation_line_shapes():
+def breakdown(**values) -> dict:
+    fields = dict.fromkeys(("score", "format", "retrieval", "selection", "crop", "answer"), 0.0)
+    flags = {"judge_called": False, "judge_fallback": False, "judge_cached": False}
+    return {**fields, **flags, "search_failures": 0, "forced_answer": False, **values}
+
+
+ANSWERED = {
+    "uid": "q1",
+    "question": "Q?",
+    "actions": ["search", "answer"],
+    "answer": "7",
+    "finish_reason": "answered",
+    "num_turns": 2,
+}
+
+
+def test_evaluation_line_categories_and_correctness():
     line = {
+        "schema": 1,
         "uid": "q1",
         "benchmark": "slidevqa",
-        "categories": {"evidence": "chart"},
-        "episode": {"uid": "q1", "question": "Q?", "answer": "7", "finish_reason": "answered", "turns": []},
-        "rewards": {"answer": 1.0, "format": 1.0, "total": 0.9},
-        "judge": {"score": 1, "reason": "same number"},
-        "checkpoint": "global_step_5",
+        "categories": {"evidence": ["chart", "table"]},
+        "episode": ANSWERED,
+        "reward": breakdown(score=0.9, answer=0.0, format=1.0),
+        "judge": {"score": 1.0, "fallback": False, "source": "judge"},
     }
     row = summarize(line, 0, 0, 0, SampleInfo())
-    assert row.reward == 0.9 and row.components["answer"] == 1.0
-    assert row.categories == ("benchmark: slidevqa", "evidence: chart")
-    assert row.correct is True
-    entry = parse_entry(line, SampleInfo())
-    assert entry.extra == {"checkpoint": "global_step_5"}
-    line["judge"] = "incorrect"
+    assert row.reward == 0.9 and row.components["format"] == 1.0
+    assert row.categories == ("benchmark: slidevqa", "evidence: chart", "evidence: table")
+    assert row.answered is True and row.correct is True  # the judge's verdict, not the gated answer reward
+    line["judge"]["score"] = 0.0
     assert summarize(line, 0, 0, 0, SampleInfo()).correct is False
+    del line["judge"]  # no verdict: the answer reward decides
+    assert summarize(line, 0, 0, 0, SampleInfo()).correct is False
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"components": {"format": 1.0}}, "unknown fields ['components']"),
+        ({"verdict": 1.0}, "unknown fields ['verdict']"),
+        ({"reward": 0.5}, "reward must be an object (the reward breakdown), got 0.5"),
+        ({"reward": {"score": 0.5}}, "reward lacks ['answer', 'crop', 'format',"),
+        ({"reward": breakdown(total=0.5)}, "reward has unknown fields ['total']"),
+        ({"judge": "correct"}, "judge must be an object"),
+        ({"categories": {"hop": "multi"}}, "categories.hop must be a list of strings"),
+        ({"step": "3"}, "step must be an integer"),
+        ({"schema": 2}, "schema must be 1, got 2"),
+    ],
+)
+def test_other_line_shapes_are_refused_with_the_field_named(change, reason):
+    line = {"schema": 1, "uid": "q1", "episode": ANSWERED, **change}
+    with pytest.raises(RecordError) as error:
+        summarize(line, 0, 0, 0, SampleInfo())
+    assert str(error.value).startswith(reason)
 
 
 def test_samples_file_supplies_ground_truth_and_categories():
     info = load_samples_info(REPO / "examples" / "samples.json")
     assert info.truths["nw-asia-2023"].reference_answer == "845"
     assert info.categories["nw-asia-2023"] == ("query_type: single-hop", "source_type: table")
-    line = {"step": 1, "episode": {"uid": "nw-asia-2023", "turns": [], "finish_reason": "no_action"}}
+    line = {"schema": 1, "uid": "nw-asia-2023", "step": 1, "episode": {"turns": [], "finish_reason": "no_action"}}
     entry = parse_entry(line, info)
     assert entry.reference_answer == "845" and entry.record.question.startswith("What was Northwind")
 
@@ -254,22 +293,22 @@ def test_timeline_skips_unrendered_turns_and_reads_records_without_turns(viewer,
     assert views[0].search is not None and views[2].focus.model_boxes == record.crops[0].boxes_display
 
 
-def test_local_trainer_line_with_reference_answer_only():
+def test_verl_trainer_line_without_ground_truth():
     line = {
+        "schema": 1,
+        "uid": "q",
         "step": 3,
-        "group": "3-0",
-        "reward": 0.1,
-        "components": {"format": 0.5, "answer": 0.0, "search_failures": 1.0, "forced_answer": 0.0},
-        "reference_answer": "845",
+        "group": "p3",
         "episode": {"uid": "q", "question": "Q?", "turns": [], "finish_reason": "max_turns"},
+        "reward": breakdown(score=0.1, format=0.5, search_failures=1),
     }
     entry = parse_entry(line, SampleInfo())
-    assert entry.reference_answer == "845" and entry.ground_truth is None and entry.step == 3
+    assert entry.reference_answer is None and entry.ground_truth is None and entry.step == 3
     row = summarize(line, 0, 0, 0, SampleInfo())
-    assert row.correct is False and row.reward == 0.1
+    assert row.correct is False and row.reward == 0.1 and row.components["search_failures"] == 1.0
     from unidoc_rl.viewer.query import order_components
 
-    assert order_components(row.components) == ["format", "answer"]
+    assert order_components(row.components) == ["format", "retrieval", "selection", "crop", "answer"]
 
 
 def test_summary_rows_read_the_evaluation_harness_summary():
@@ -290,13 +329,13 @@ def test_summary_rows_read_the_evaluation_harness_summary():
     assert (multi_hop.accuracy, multi_hop.count) == (0.5, 2)
 
 
-def test_evaluation_harness_lines_show_reward_components_and_evidence_metrics():
-    # The harness's shape: the reward breakdown under `reward` (an object), the evidence metrics under `metrics`.
+def test_evaluation_lines_show_reward_components_and_evidence_metrics():
     line = {
+        "schema": 1,
         "uid": "q1",
         "benchmark": "slidevqa",
-        "episode": {"uid": "q1", "question": "Q?", "answer": "7", "finish_reason": "answered", "turns": []},
-        "reward": {"score": 0.3, "format": 1.0, "selection": 1.0, "crop": 1.0, "answer": 0.0, "judge_called": 1.0},
+        "episode": ANSWERED,
+        "reward": breakdown(score=0.3, format=1.0, selection=1.0, crop=1.0, judge_called=True),
         "judge": {"score": 0.0, "fallback": False, "source": "judge"},
         "metrics": {"gold_shown": 0.0, "gold_selection": None, "gold_crop_f1": 0.0, "turns": 3.0},
     }

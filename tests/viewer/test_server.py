@@ -158,7 +158,17 @@ def test_model_text_is_escaped(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "results.jsonl").write_text(
-        json.dumps({"episode": episode, "benchmark": hostile, "verdict": hostile}) + "\n"
+        json.dumps(
+            {
+                "schema": 1,
+                "uid": hostile,
+                "episode": episode,
+                "benchmark": hostile,
+                "categories": {hostile: [hostile]},
+                "judge": {"score": 0.0, "fallback": False, "source": hostile},
+            }
+        )
+        + "\n"
     )
     server, url = serve_in_thread(Viewer(ViewerSettings(run_dir=run)))
     try:
@@ -203,9 +213,13 @@ def test_episode_list_and_page_show_evidence_metrics(tmp_path):
     episode = {"uid": "q1", "question": "Q?", "answer": "7", "finish_reason": "answered", "num_turns": 1}
     run = tmp_path / "run"
     run.mkdir()
+    reward = dict.fromkeys(("score", "format", "retrieval", "selection", "crop", "answer"), 0.0)
+    reward.update(score=0.3, selection=1.0, judge_called=False, judge_fallback=False, judge_cached=False)
     line = {
+        "schema": 1,
+        "uid": "q1",
         "episode": episode,
-        "reward": {"score": 0.3, "selection": 1.0},
+        "reward": reward,
         "metrics": {"gold_selection": 0.25, "gold_shown": 0.5},
     }
     (run / "results.jsonl").write_text(json.dumps(line) + "\n")

@@ -97,7 +97,7 @@ def summarize_group(results: list[dict]) -> dict:
     if any("mmlb_pred" in r["native"] for r in results):
         scored = [r for r in results if "mmlb_pred" in r["native"]]
         native["mmlb_f1"] = f1_not_answerable(
-            [r["reference_answer"] for r in scored],
+            [r["ground_truth"]["reference_answer"] for r in scored],
             [r["native"]["mmlb_pred"] for r in scored],
             [r["native"]["mmlb_score"] for r in scored],
         )

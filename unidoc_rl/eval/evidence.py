@@ -4,10 +4,10 @@ They judge only what can be judged, unlike the `unidoc` reward's selection and c
 candidate 0 when no gold page was shown, and not cropping a page that is not gold); the harness reports both, the
 reward's under `reward`. None means undefined for the episode (left out of means).
 
-- `recall@k` (k = 1, 3, 5, all): |gold ∩ top-k| / |gold| over the shown candidates of the answered searches,
+- `recall@k` (k = 1, 3, 5, all): |gold ∩ top-k| / |gold| over the shown candidates of the served searches,
   interleaved by rank as the retrieval reward ranks them; `ndcg`: the retrieval reward. None without gold pages.
-- `gold_shown`: the share of the answered searches whose candidates held a gold page. None without gold pages or
-  without an answered search.
+- `gold_shown`: the share of the served searches whose candidates held a gold page. None without gold pages or
+  without a served search.
 - `gold_selection`: selection accuracy over those searches: the focus page (its `<select>`, else candidate 0) is the
   first gold page among the candidates (the strict selection reward). None when no search showed a gold page.
 - `crop_rate`: 1 when the episode cropped at all, among samples with a gold page whose crop is required.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from unidoc_rl.episode import Box, EpisodeRecord
 from unidoc_rl.rewards.components import (
-    answered_searches,
     first_gold_candidate,
     gold_selection_accuracy,
     interleave_candidates,
@@ -45,7 +44,7 @@ EVIDENCE_METRICS = (
 
 
 def retrieval_metrics(episode: EpisodeRecord, gold: tuple[str, ...]) -> dict[str, float | None]:
-    ranked = interleave_candidates(answered_searches(episode))
+    ranked = interleave_candidates(episode.served_searches)
     metrics: dict[str, float | None] = {}
     gold_set = set(gold)
     for k in RECALL_KS:
@@ -56,7 +55,7 @@ def retrieval_metrics(episode: EpisodeRecord, gold: tuple[str, ...]) -> dict[str
 
 
 def gold_shown(episode: EpisodeRecord, truth: GroundTruth) -> float | None:
-    searches = answered_searches(episode)
+    searches = episode.served_searches
     if not searches or not truth.gold_page_ids:
         return None
     gold = set(truth.gold_page_ids)
@@ -82,6 +81,6 @@ def evidence_metrics(episode: EpisodeRecord, truth: GroundTruth, crop_iou_thresh
         **retrieval_metrics(episode, truth.gold_page_ids),
         "gold_shown": gold_shown(episode, truth),
         "gold_selection": gold_selection_accuracy(episode, truth),
-        "crop_rate": (1.0 if episode.crops else 0.0) if needs_crop else None,
+        "crop_rate": (1.0 if episode.cropped else 0.0) if needs_crop else None,
         "gold_crop_f1": gold_crop_f1(episode, truth, crop_iou_threshold),
     }

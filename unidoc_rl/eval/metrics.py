@@ -18,10 +18,10 @@ from unidoc_rl.eval.samples import EvalSample
 def episode_metrics(episode: EpisodeRecord, sample: EvalSample, crop_iou_threshold: float) -> dict:
     return {
         **evidence_metrics(episode, sample.truth, crop_iou_threshold),
-        "crop_any": 1.0 if episode.crops else 0.0,
+        "crop_any": 1.0 if episode.cropped else 0.0,
         "invalid_rate": episode.invalid_actions / episode.num_turns if episode.num_turns else 0.0,
         "any_invalid": 1.0 if episode.invalid_actions else 0.0,
-        "answered": 1.0 if episode.answer is not None and episode.answer.strip() else 0.0,
+        "answered": 1.0 if episode.answered else 0.0,
         "searches": float(len(episode.searches)),
         "search_failures": float(episode.search_failures),
         "turns": float(episode.num_turns),

@@ -7,9 +7,9 @@ frames and pixel budget; sampling from the rollout's `val_kwargs` (greedy unless
 Scores come from the reward's `EpisodeScorer` (same components, same judge client and prompt); accuracy is the
 judge's verdict on the final answer, also where the reward's format gate would not have asked the judge.
 
-`results.jsonl` gets one complete line per finished episode, keyed `benchmark/uid/sample_index`; a rerun skips
-keys already there, so a crash loses at most the episodes in flight. An episode that raises (an unreachable
-policy endpoint) is logged to `errors.jsonl` and left for the next run.
+`results.jsonl` gets one complete line per finished episode (an episode log line, `unidoc_rl.episode_log`), keyed
+`benchmark/uid/sample_index`; a rerun skips keys already there, so a crash loses at most the episodes in flight.
+An episode that raises (an unreachable policy endpoint) is logged to `errors.jsonl` and left for the next run.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from verl.protocol import DataProto
 from unidoc_rl.agent.verl_worker import build_agent_loop_worker
 from unidoc_rl.agent_settings import AgentSettings
 from unidoc_rl.episode import EpisodeRecord
+from unidoc_rl.episode_log import EpisodeLogLine, JudgeVerdict
 from unidoc_rl.eval.metrics import episode_metrics, native_scores
 from unidoc_rl.eval.samples import EvalSample
 from unidoc_rl.eval.worker import EvaluationWorker
@@ -143,40 +144,39 @@ class Evaluator:
             "model": int(output.batch["response_mask"][0].sum()),
         }
         tokens["total"] = tokens["prompt"] + tokens["response"]
-        return {
-            "key": result_key(sample.benchmark, sample.uid, sample_index),
-            "uid": sample.uid,
-            "sample_index": sample_index,
-            "benchmark": sample.benchmark,
-            "categories": {name: list(values) for name, values in sample.categories.items()},
-            "question": sample.query,
-            "reference_answer": sample.reference_answer,
-            "answer_format": sample.answer_format,
-            "gold_page_ids": list(sample.gold_page_ids),
-            "episode": episode.to_dict(),
-            "reward": asdict(breakdown),
-            "judge": judge,
-            "accuracy": judge["score"],
-            "native": native_scores(sample, episode.answer),
-            "metrics": episode_metrics(episode, sample, self.scorer.settings.crop_iou_threshold),
-            "tokens": tokens,
-            "latency_s": time.perf_counter() - started,
-        }
+        line = EpisodeLogLine(
+            uid=sample.uid,
+            episode=episode,
+            reward=breakdown,
+            benchmark=sample.benchmark,
+            categories={name: list(values) for name, values in sample.categories.items()},
+            key=result_key(sample.benchmark, sample.uid, sample_index),
+            sample_index=sample_index,
+            ground_truth=sample.truth,
+            judge=judge,
+            accuracy=judge.score,
+            native=native_scores(sample, episode.answer),
+            metrics=episode_metrics(episode, sample, self.scorer.settings.crop_iou_threshold),
+            tokens=tokens,
+            latency_s=time.perf_counter() - started,
+            answer_format=sample.answer_format,
+        )
+        return line.to_dict()
 
-    async def _accuracy(self, sample: EvalSample, episode: EpisodeRecord, breakdown) -> dict:
+    async def _accuracy(self, sample: EvalSample, episode: EpisodeRecord, breakdown) -> JudgeVerdict:
         """The judge's verdict on the final answer: the reward's when it asked, else the same judge asked here."""
         if breakdown.judge_called:
             source = "fallback" if breakdown.judge_fallback else ("cache" if breakdown.judge_cached else "judge")
-            return {"score": breakdown.answer, "fallback": breakdown.judge_fallback, "source": source}
-        if episode.answer is None or not episode.answer.strip():
-            return {"score": 0.0, "fallback": False, "source": "no_answer"}
+            return JudgeVerdict(breakdown.answer, breakdown.judge_fallback, source)
+        if not episode.answered:
+            return JudgeVerdict(0.0, False, "no_answer")
         judge = self.scorer.judge
         if judge is None:
             scorer = self.scorer.settings.answer_scorer
             score = rule_based_score(episode.answer, sample.reference_answer, scorer.value)
-            return {"score": score, "fallback": False, "source": scorer.value}
+            return JudgeVerdict(score, False, scorer.value)
         verdict = await judge.judge(sample.query, sample.reference_answer, episode.answer)
-        return {"score": verdict.score, "fallback": verdict.fallback, "source": verdict.source}
+        return JudgeVerdict(verdict.score, verdict.fallback, verdict.source)
 
     async def run(
         self,

@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from enum import StrEnum
 
-from unidoc_rl.episode import ActionKind, Box, EpisodeRecord, FinishReason, SearchStep
+from unidoc_rl.episode import ActionKind, Box, EpisodeRecord, SearchStep
 from unidoc_rl.rewards.ground_truth import GroundTruth
 
 
@@ -28,18 +28,6 @@ class NdcgIdeal(StrEnum):
     """NDCG@k over the ranked length k: the ideal holds min(#gold, k) gold pages."""
 
 
-def answered(episode: EpisodeRecord) -> bool:
-    """The episode ended on a valid `<answer>` with non-empty text, in a turn of its own or in the final turn
-    forced by a spent budget."""
-    return (
-        (episode.finish_reason is FinishReason.ANSWERED or episode.forced_answer)
-        and bool(episode.actions)
-        and episode.actions[-1] is ActionKind.ANSWER
-        and episode.answer is not None
-        and bool(episode.answer.strip())
-    )
-
-
 def format_score(episode: EpisodeRecord, rule: FormatRule | str, max_invalid_actions: int = 0) -> float:
     """Whether the trajectory used the action grammar correctly.
 
@@ -52,15 +40,10 @@ def format_score(episode: EpisodeRecord, rule: FormatRule | str, max_invalid_act
     searched = ActionKind.SEARCH in episode.actions and bool(episode.searches)
     selected = ActionKind.SELECT in episode.actions and bool(episode.selected_page_ids)
     if rule is FormatRule.VRAG:
-        return 1.0 if searched and answered(episode) else 0.0
+        return 1.0 if searched and episode.answered else 0.0
     if searched and selected:
-        return 1.0 if answered(episode) else 0.5
+        return 1.0 if episode.answered else 0.5
     return 0.0
-
-
-def answered_searches(episode: EpisodeRecord) -> list[SearchStep]:
-    """The searches the service answered; failed ones are reported in their own metric, not scored as misses."""
-    return [step for step in episode.searches if not step.failed]
 
 
 def interleave_candidates(searches: Sequence[SearchStep]) -> list[str]:
@@ -87,14 +70,7 @@ def ndcg(ranked_ids: Sequence[str], gold_ids: Sequence[str], ideal: NdcgIdeal | 
 
 
 def retrieval_score(episode: EpisodeRecord, truth: GroundTruth, ideal: NdcgIdeal | str = NdcgIdeal.ALL_GOLD) -> float:
-    return ndcg(interleave_candidates(answered_searches(episode)), truth.gold_page_ids, ideal)
-
-
-def focus_page(step: SearchStep) -> str | None:
-    """The page the agent worked on after this search: its `<select>`, else candidate 0 (the default focus)."""
-    if step.selected is not None:
-        return step.selected
-    return step.candidates[0] if step.candidates else None
+    return ndcg(interleave_candidates(episode.served_searches), truth.gold_page_ids, ideal)
 
 
 def first_gold_candidate(step: SearchStep, gold: set[str]) -> str | None:
@@ -103,17 +79,17 @@ def first_gold_candidate(step: SearchStep, gold: set[str]) -> str | None:
 
 
 def gold_selection_accuracy(episode: EpisodeRecord, truth: GroundTruth) -> float | None:
-    """Mean over the answered searches whose candidates held a gold page: 1 when the focus page is the first gold
+    """Mean over the served searches whose candidates held a gold page: 1 when the focus page is the first gold
     page among them. None when no search showed a gold page (nothing to judge)."""
     gold = set(truth.gold_page_ids)
-    judged = [(step, target) for step in answered_searches(episode) if (target := first_gold_candidate(step, gold))]
+    judged = [(step, target) for step in episode.served_searches if (target := first_gold_candidate(step, gold))]
     if not judged:
         return None
-    return sum(focus_page(step) == target for step, target in judged) / len(judged)
+    return sum(step.focus_page == target for step, target in judged) / len(judged)
 
 
 def selection_score(episode: EpisodeRecord, truth: GroundTruth, strict: bool = False) -> float:
-    """Mean over answered searches: 1 when the focus page is the first gold page among the candidates, or, when no
+    """Mean over served searches: 1 when the focus page is the first gold page among the candidates, or, when no
     gold page was among them, the top-1 candidate. A search that showed nothing new counts as a miss.
 
     `strict`: only the searches that showed a gold page are judged (`gold_selection_accuracy`); a trajectory none of
@@ -121,7 +97,7 @@ def selection_score(episode: EpisodeRecord, truth: GroundTruth, strict: bool = F
     if strict:
         accuracy = gold_selection_accuracy(episode, truth)
         return 0.0 if accuracy is None else accuracy
-    searches = answered_searches(episode)
+    searches = episode.served_searches
     if not searches:
         return 0.0
     gold = set(truth.gold_page_ids)
@@ -130,7 +106,7 @@ def selection_score(episode: EpisodeRecord, truth: GroundTruth, strict: bool = F
         if not step.candidates:
             continue
         target = first_gold_candidate(step, gold) or step.candidates[0]
-        hits += focus_page(step) == target
+        hits += step.focus_page == target
     return hits / len(searches)
 
 
@@ -180,7 +156,7 @@ def crop_score(episode: EpisodeRecord, truth: GroundTruth, iou_threshold: float 
     gold_pages = set(truth.gold_page_ids)
     scores: list[float] = []
     for step in episode.searches:
-        pages = [focus_page(step)] + [crop.page_id for crop in step.crops]
+        pages = [step.focus_page] + [crop.page_id for crop in step.crops]
         for page_id in dict.fromkeys(page_id for page_id in pages if page_id is not None):
             if strict and page_id not in gold_pages:
                 continue

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from unidoc_rl.episode import EpisodeRecord
 from unidoc_rl.judge.client import ResilientJudge, build_judge
 from unidoc_rl.rewards.answer_match import rule_based_score
-from unidoc_rl.rewards.components import answered, crop_score, format_score, retrieval_score, selection_score
+from unidoc_rl.rewards.components import crop_score, format_score, retrieval_score, selection_score
 from unidoc_rl.rewards.ground_truth import GroundTruth
 from unidoc_rl.rewards.settings import AnswerScorer, RewardSettings
 
@@ -50,7 +50,7 @@ class EpisodeScorer:
         selection = selection_score(episode, truth, self.settings.strict)
         crop = crop_score(episode, truth, self.settings.crop_iou_threshold, self.settings.strict)
         answer, called, fallback, cached = 0.0, False, False, False
-        if fmt >= self.preset.answer_gate and answered(episode):
+        if fmt >= self.preset.answer_gate and episode.answered:
             if self.judge is None:
                 answer = rule_based_score(episode.answer, truth.reference_answer, self.settings.answer_scorer.value)
             else:
@@ -69,7 +69,7 @@ class EpisodeScorer:
             judge_fallback=fallback,
             judge_cached=cached,
             search_failures=episode.search_failures,
-            forced_answer=episode.forced_answer and answered(episode),
+            forced_answer=episode.forced_answer and episode.answered,
         )
 
     async def aclose(self) -> None:

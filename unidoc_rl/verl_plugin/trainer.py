@@ -4,8 +4,9 @@
 filtering, weight sync) and adds, every training step, the reward components, the reward's spread within GRPO groups
 and the agent metrics of the step's trajectories (unidoc_rl/verl_plugin/metrics.py) to what verl logs. With
 `unidoc_trainer.trajectory_log` set, it also appends every trajectory's episode record and reward breakdown to that
-JSONL file, the format the trajectory viewer reads (docs/viewer.md). verl compares the mode name with its own in many
-places, so the trainer hands verl its own name ("sync") before verl reads the config.
+JSONL file as episode log lines (`unidoc_rl.episode_log`), which the trajectory viewer reads (docs/viewer.md). verl
+compares the mode name with its own in many places, so the trainer hands verl its own name ("sync") before verl
+reads the config.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import transfer_queue as tq
 from omegaconf import DictConfig, open_dict
 from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
 
+from unidoc_rl.episode import EpisodeRecord
+from unidoc_rl.episode_log import EpisodeLogLine, breakdown_from_dict
 from unidoc_rl.jsonl import JsonlLog
 from unidoc_rl.verl_plugin.metrics import group_spread_metrics, prompt_uid, rollout_metrics
 
@@ -55,22 +58,22 @@ class UniDocSyncTrainer(PPOTrainerSync):
 
 
 def trajectory_lines(step: int, keys: list[str], extra_fields: list) -> list[dict]:
-    """The viewer's training-log lines (step, group, reward, components, episode) of a step's trajectories; a
-    trajectory without an episode record (another agent loop's) is left out."""
+    """The episode log lines (`unidoc_rl.episode_log`) of a step's trajectories: step, GRPO group, episode record and
+    reward breakdown; a trajectory without an episode record (another agent loop's) is left out."""
     lines = []
     for key, row in zip(keys, extra_fields, strict=True):
         if not isinstance(row, Mapping) or not isinstance(row.get("episode"), Mapping):
             continue
-        components = dict(row.get("reward_extra_info") or {})
-        lines.append(
-            {
-                "step": step,
-                "group": prompt_uid(key),
-                "reward": components.get("score"),
-                "components": components,
-                "episode": row["episode"],
-            }
+        episode = EpisodeRecord.from_dict(row["episode"])
+        info = row.get("reward_extra_info")
+        line = EpisodeLogLine(
+            uid=episode.uid,
+            episode=episode,
+            reward=breakdown_from_dict(info) if info else None,
+            step=step,
+            group=prompt_uid(key),
         )
+        lines.append(line.to_dict())
     return lines
 
 

@@ -8,14 +8,10 @@ from collections.abc import Sequence
 from html import escape
 
 from unidoc_rl.episode import ActionKind
+from unidoc_rl.episode_log import JudgeVerdict
 from unidoc_rl.viewer.index import BadLine, EpisodeIndex
 from unidoc_rl.viewer.query import BUILTIN_SORTS, ListPage, ListQuery, order_components
-from unidoc_rl.viewer.records import (
-    JUDGE_FLAG_PREFIX,
-    EpisodeEntry,
-    EpisodeSummary,
-    verdict_score,
-)
+from unidoc_rl.viewer.records import JUDGE_SOURCES, EpisodeEntry, EpisodeSummary
 from unidoc_rl.viewer.run_data import EvalSummary, MetricsLog, accuracy_over_checkpoints
 from unidoc_rl.viewer.svg import Series, interval_bar, line_chart
 from unidoc_rl.viewer.timeline import FocusView, TurnView
@@ -222,12 +218,24 @@ def pager(page: ListPage, query: ListQuery, links) -> str:
 # --- one episode ------------------------------------------------------------------------------------------------
 
 
-def _verdict_text(verdict) -> str:
+def _verdict_text(verdict: JudgeVerdict | None) -> str:
     if verdict is None:
         return "–"
-    if isinstance(verdict, dict):
-        return ", ".join(f"{key}: {value}" for key, value in verdict.items())
-    return str(verdict)
+    return f"{verdict.score:g} ({verdict.source}{', fallback' if verdict.fallback else ''})"
+
+
+def _judge_note(entry: EpisodeEntry) -> str | None:
+    """How the answer reward was scored, worded so that it never contradicts the verdict beside it."""
+    reward = entry.line.reward
+    if reward is None:
+        return None
+    if reward.judge_called:
+        how = "fallback" if reward.judge_fallback else ("cached" if reward.judge_cached else "called")
+        return f"answer reward: judge {how}"
+    verdict = entry.line.judge
+    if verdict is not None and verdict.source in JUDGE_SOURCES:
+        return "answer reward: judge not asked by the reward (the verdict was asked for accuracy)"
+    return "answer reward: judge not called"
 
 
 def _component_rows(entry: EpisodeEntry) -> str:
@@ -246,8 +254,7 @@ def _component_rows(entry: EpisodeEntry) -> str:
             f"<tr data-component='{e(name)}'><th>{e(name)}</th><td>{interval_bar(value, None, None)}</td>"
             f"<td class='num'>{num(value)}</td></tr>"
         )
-    flags = [n for n in entry.components if n.startswith(JUDGE_FLAG_PREFIX) and entry.components[n]]
-    notes = ["judge: " + (", ".join(n.removeprefix(JUDGE_FLAG_PREFIX) for n in flags) or "not called")]
+    notes = [note] if (note := _judge_note(entry)) else []
     if entry.components.get("search_failures"):
         notes.append(f"failed searches: {entry.components['search_failures']:g}")
     if entry.components.get("forced_answer"):
@@ -288,7 +295,6 @@ def episode_page(
         if record.answer is not None
         else "<span class='muted'>no answer</span>"
     )
-    score = verdict_score(entry.verdict)
     facts = [
         (
             "reference answer",
@@ -297,17 +303,15 @@ def episode_page(
             else "<span class='muted'>not recorded</span>",
         ),
         ("model answer", answer),
-        (
-            "judge verdict",
-            e(_verdict_text(entry.verdict))
-            + (f" ({score:g})" if score is not None and not isinstance(entry.verdict, int | float) else ""),
-        ),
+        ("judge verdict", e(_verdict_text(entry.verdict))),
         ("correct", yes_no(entry.correct)),
         ("finish reason", badge(str(record.finish_reason or "unfinished"), str(record.finish_reason or "unfinished"))),
         ("turns", f"{record.num_turns} ({record.invalid_actions} invalid)"),
     ]
-    if entry.benchmark_score is not None:
-        facts.append(("benchmark score", num(entry.benchmark_score)))
+    native = {name: value for name, value in (entry.line.native or {}).items() if isinstance(value, int | float)}
+    if native:
+        scores = ", ".join(f"{e(name)}: {num(float(value))}" for name, value in native.items())
+        facts.append(("benchmark scores", scores))
     if entry.step is not None:
         facts.append(("step", str(entry.step)))
     facts.append(("uid", f"<code>{e(record.uid)}</code>"))
@@ -328,7 +332,7 @@ def episode_page(
         "</label></div>"
     )
     turns = "".join(turn_card(view, entry, source, line, pages, links) for view in timeline)
-    raw = json.dumps({"episode": record.to_dict(), **entry.extra}, indent=1, default=str)
+    raw = json.dumps(entry.line.to_dict(), indent=1, default=str)
     html = (
         nav
         + summary

@@ -7,7 +7,7 @@ training curves and evaluation results.
 
 Layout made under `root`:
     dataset/pages/{doc}_{page}.png        the sample corpus, rendered by search_engine.corpus
-    run/trajectories.jsonl                training episodes (local trainer line shape), steps 1 and 2
+    run/trajectories.jsonl                training episodes (episode log lines, unidoc_rl.episode_log), steps 1 and 2
     run/metrics.jsonl                     20 logged steps
     run/eval/global_step_10/summary.json  evaluation of two checkpoints
     run/eval/global_step_20/{results.jsonl,summary.json}
@@ -27,9 +27,10 @@ from PIL import Image
 from search_engine.corpus import discover_documents, render_document
 from unidoc_rl.data.prepare import ground_truth_of, load_samples
 from unidoc_rl.episode import ActionKind, CropStep, EpisodeRecord, FinishReason, SearchStep, TurnStep
+from unidoc_rl.episode_log import EpisodeLogLine, JudgeVerdict
 from unidoc_rl.prompts import load_prompts, message_text
 from unidoc_rl.rewards.ground_truth import GroundTruth
-from unidoc_rl.rewards.scorer import EpisodeScorer
+from unidoc_rl.rewards.scorer import EpisodeScorer, RewardBreakdown
 from unidoc_rl.rewards.settings import AnswerScorer, RewardSettings
 from unidoc_rl.vision import (
     CoordinateConvention,
@@ -199,9 +200,9 @@ def gold_display_box(truth: GroundTruth, page_id: str, pages_dir: Path, pad: flo
     return (x1 - pad, y1 - pad, x2 + pad, y2 + pad)
 
 
-def _score(record: EpisodeRecord, truth: GroundTruth) -> dict:
+def _score(record: EpisodeRecord, truth: GroundTruth) -> RewardBreakdown:
     scorer = EpisodeScorer(RewardSettings(answer_scorer=AnswerScorer.EXACT_MATCH))
-    return asyncio.run(scorer.score(record, truth)).metrics()
+    return asyncio.run(scorer.score(record, truth))
 
 
 def render_pages(dataset_dir: Path) -> Path:
@@ -262,15 +263,14 @@ def build_run(root: Path) -> FixtureRun:
     for step, uid, script, finish in plans:
         truth = truths[uid]
         record = EpisodeBuilder(pages_dir, uid, truth.query).play(script, finish)
-        components = _score(record, truth)
-        line = {
-            "step": step,
-            "group": f"{step}-{uid}",
-            "reward": components["score"],
-            "components": components,
-            "episode": record.to_dict(),
-            "ground_truth": truth.to_dict(),
-        }
+        line = EpisodeLogLine(
+            uid=uid,
+            episode=record,
+            reward=_score(record, truth),
+            step=step,
+            group=f"{step}-{uid}",
+            ground_truth=truth,
+        ).to_dict()
         lines.append(line)
         fixture.training.append(Built(line, record))
     _write_jsonl(run_dir / "trajectories.jsonl", lines)
@@ -284,18 +284,19 @@ def build_run(root: Path) -> FixtureRun:
     ):
         truth = truths[uid]
         record = EpisodeBuilder(pages_dir, uid, truth.query).play(script, FinishReason.ANSWERED)
-        components = _score(record, truth)
-        line = {
-            "uid": uid,
-            "benchmark": "sample",
-            "query_type": samples[uid]["meta_info"]["query_type"],
-            "source_type": samples[uid]["meta_info"]["source_type"],
-            "episode": record.to_dict(),
-            "components": components,
-            "verdict": verdict,
-            "benchmark_score": verdict,
-            "reference_answer": truth.reference_answer,
-        }
+        meta = samples[uid]["meta_info"]
+        line = EpisodeLogLine(
+            uid=uid,
+            episode=record,
+            reward=_score(record, truth),
+            benchmark="sample",
+            categories={"query_type": [meta["query_type"]], "source_type": [meta["source_type"]]},
+            key=f"sample/{uid}/0",
+            sample_index=0,
+            ground_truth=truth,
+            judge=JudgeVerdict(verdict, False, "judge"),
+            accuracy=verdict,
+        ).to_dict()
         eval_lines.append(line)
         fixture.evaluation.append(Built(line, record))
     eval_dir.mkdir(parents=True)
