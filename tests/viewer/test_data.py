@@ -33,7 +33,8 @@ def test_index_reads_both_logs_with_offsets(viewer, fixture_run):
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        ({"finish": ["max_turns"]}, [(0, 4), (0, 5)]),
+        ({"finish": ["max_turns"]}, [(0, 5)]),
+        ({"finish": ["max_images"]}, [(0, 4)]),
         ({"text": ["CYCLES"]}, [(0, 3), (0, 4), (0, 5), (1, 1)]),
         ({"correct": ["yes"]}, [(0, 0), (0, 3), (1, 0)]),
         ({"answered": ["no"]}, [(0, 5)]),

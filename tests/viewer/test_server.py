@@ -35,7 +35,7 @@ def test_pages_and_images_are_served(server_url, fixture_run):
     status, headers, body = get(server_url, "/?finish=max_turns")
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert "default-src 'none'" in headers["Content-Security-Policy"]
-    assert body.count(b"class='episode-row'") == 2
+    assert body.count(b"class='episode-row'") == 1 and b"data-line='5'" in body
     status, _, body = get(server_url, "/episode/0/0")
     assert status == 200 and body.count(b"<article class='turn") == 4
     status, headers, body = get(server_url, "/page/northwind_annual_report_2023_2.png")

@@ -1,6 +1,6 @@
 """A small but real run to try the viewer on (and to test it): the sample corpus rendered to page images, scripted
-episodes built with the project's own coordinate conversions and scored by the real reward (exact-match answers),
-training curves and evaluation results.
+turns stepped through the agent's own environment and scored by the real reward (exact-match answers), training
+curves and evaluation results.
 
     python -m unidoc_rl.viewer.sample_run OUT_DIR
     python -m unidoc_rl.viewer OUT_DIR/run --index-dir OUT_DIR/dataset
@@ -25,20 +25,21 @@ from pathlib import Path
 from PIL import Image
 
 from search_engine.corpus import discover_documents, render_document
+from unidoc_rl.actions import AnswerAction, BBoxAction, SearchAction, SelectAction, format_action
+from unidoc_rl.agent.search import StaticHit
+from unidoc_rl.agent_settings import AgentSettings
 from unidoc_rl.data.prepare import ground_truth_of, load_samples
-from unidoc_rl.episode import ActionKind, CropStep, EpisodeRecord, FinishReason, SearchStep, TurnStep
+from unidoc_rl.environment import AgentEnvironment
+from unidoc_rl.episode import EpisodeRecord
 from unidoc_rl.episode_log import EpisodeLogLine, JudgeVerdict
-from unidoc_rl.prompts import load_prompts, message_text
+from unidoc_rl.episode_state import EpisodeLimits
 from unidoc_rl.rewards.ground_truth import GroundTruth
 from unidoc_rl.rewards.scorer import EpisodeScorer, RewardBreakdown
 from unidoc_rl.rewards.settings import AnswerScorer, RewardSettings
 from unidoc_rl.vision import (
-    CoordinateConvention,
     PixelBudget,
-    crop_and_zoom,
     display_size,
     from_norm1000,
-    model_box_to_raw,
     raw_to_display,
 )
 
@@ -46,39 +47,53 @@ REPO = Path(__file__).resolve().parents[2]
 BUDGET = PixelBudget()
 DPI = 100
 
-PROMPTS = load_prompts()
-"""The agent's texts: the observations of these episodes read as the agent would have written them."""
+
+class SampleSearch:
+    """The sample run's search backend: fixed ranked hits per query, page images from disk; a query mapped to a
+    message fails with it (as a search service that timed out)."""
+
+    def __init__(self, pages_dir: Path, results: dict[str, list[tuple[str, float]] | str]):
+        self.pages_dir = pages_dir
+        self.results = results
+
+    async def search(self, queries: list[str], top_k: int | None = None) -> list[list[StaticHit]]:
+        (query,) = queries
+        result = self.results[query]
+        if isinstance(result, str):
+            raise TimeoutError(result)
+        return [[StaticHit(page_id, score) for page_id, score in result[:top_k]]]
+
+    async def load_image(self, hit: StaticHit) -> Image.Image:
+        with Image.open(self.pages_dir / f"{hit.page_id}.png") as image:
+            return image.convert("RGB")
 
 
-@dataclass
-class Search:
-    query: str
-    retrieved: list[str]
-    scores: list[float]
-    failed: str | None = None
+THINK = {
+    SearchAction: lambda action: f"I need the page about {action.query}.",
+    SelectAction: lambda action: f"Image {action.index} looks right.",
+    BBoxAction: lambda action: "The value is in this region; zoom in.",
+    AnswerAction: lambda action: "The page gives the answer.",
+}
 
 
-@dataclass
-class Select:
-    index: int
+def turn(action) -> str:
+    """An action as a model turn with its reasoning; a plain string is a turn as written (e.g. a malformed one)."""
+    return action if isinstance(action, str) else format_action(action, think=THINK[type(action)](action))
 
 
-@dataclass
-class Crop:
-    boxes: list[tuple[float, float, float, float]]
-    """Display frame of the focus page."""
+def play(backend: SampleSearch, uid: str, question: str, script: list, **limits) -> EpisodeRecord:
+    """Step the agent's environment through a script of turns, as the agent loop would (limits: EpisodeLimits)."""
+    environment = AgentEnvironment(AgentSettings(limits=EpisodeLimits(**limits)), BUDGET, backend)
+    environment.reset(uid=uid, question=question)
 
+    async def run() -> None:
+        for action in script:
+            await environment.step(turn(action))
 
-@dataclass
-class Answer:
-    text: str
-    forced: bool = False
-
-
-@dataclass
-class Invalid:
-    text: str
-    detail: str
+    asyncio.run(run())
+    if not environment.done:
+        raise ValueError(f"the script for {uid} does not end its episode")
+    return environment.record
 
 
 @dataclass
@@ -96,99 +111,6 @@ class FixtureRun:
     truths: dict[str, GroundTruth]
     training: list[Built] = field(default_factory=list)
     evaluation: list[Built] = field(default_factory=list)
-
-
-class EpisodeBuilder:
-    """Plays a script the way the episode state does and writes the record the agent loop would write."""
-
-    def __init__(self, pages_dir: Path, uid: str, question: str):
-        self.pages_dir = pages_dir
-        self.record = EpisodeRecord(uid=uid, question=question)
-        self.candidates: list[str] = []
-        self.focus: str | None = None
-        self.focus_search = -1
-
-    def sizes(self, page_id: str):
-        with Image.open(self.pages_dir / f"{page_id}.png") as image:
-            raw = image.size
-        display = display_size(raw, BUDGET)
-        self.record.page_sizes[page_id] = {"raw": raw, "display": display}
-        return raw, display
-
-    def show(self, page_id: str) -> None:
-        self.sizes(page_id)
-        if page_id not in self.record.shown_page_ids:
-            self.record.shown_page_ids.append(page_id)
-
-    def play(self, script: list, finish: FinishReason) -> EpisodeRecord:
-        record = self.record
-        for action in script:
-            record.num_turns += 1
-            if isinstance(action, Search):
-                text = f"<think>I need the page about {action.query}.</think>\n<search>{action.query}</search>"
-                record.actions.append(ActionKind.SEARCH)
-                if action.failed:
-                    record.searches.append(SearchStep(action.query, [], [], failed=True, error=action.failed))
-                    observation = message_text(PROMPTS.search_failed(action.failed))
-                else:
-                    shown = set(record.shown_page_ids)
-                    fresh = [p for p in action.retrieved if p not in shown][:3]
-                    record.searches.append(
-                        SearchStep(action.query, list(action.retrieved), fresh, scores=list(action.scores))
-                    )
-                    for page_id in fresh:
-                        self.show(page_id)
-                    self.candidates = fresh
-                    if fresh:
-                        self.focus, self.focus_search = fresh[0], len(record.searches) - 1
-                    shown_pages = [None] * len(fresh)  # the text only: each image renders as <image>
-                    message = PROMPTS.search_results(action.query, shown_pages) if fresh else None
-                    observation = message_text(message or PROMPTS.no_new_pages(action.query))
-                record.turns.append(TurnStep(text, ActionKind.SEARCH, observation=observation))
-            elif isinstance(action, Select):
-                page_id = self.candidates[action.index]
-                record.actions.append(ActionKind.SELECT)
-                record.searches[-1].selected = page_id
-                self.focus, self.focus_search = page_id, len(record.searches) - 1
-                self.show(page_id)
-                text = f"<think>Image {action.index} looks right.</think>\n<select>{action.index}</select>"
-                observation = message_text(PROMPTS.selected_page(action.index, None))
-                record.turns.append(TurnStep(text, ActionKind.SELECT, observation=observation))
-            elif isinstance(action, Crop):
-                raw, display = self.sizes(self.focus)
-                mapped = [model_box_to_raw(box, CoordinateConvention.ABSOLUTE, display, raw) for box in action.boxes]
-                with Image.open(self.pages_dir / f"{self.focus}.png") as page:
-                    zoomed = crop_and_zoom(page, [m.raw for m in mapped], BUDGET)
-                record.actions.append(ActionKind.BBOX)
-                record.searches[self.focus_search].crops.append(
-                    CropStep(
-                        page_id=self.focus,
-                        boxes_display=[m.display for m in mapped],
-                        boxes_norm1000=[m.norm1000 for m in mapped],
-                        boxes_raw=[m.raw for m in mapped],
-                        zoom_size=zoomed.size,
-                    )
-                )
-                boxes = ", ".join("[" + ", ".join(f"{v:.0f}" for v in box) + "]" for box in action.boxes)
-                text = f"<think>The value is in this region; zoom in.</think>\n<bbox>{boxes}</bbox>"
-                observation = message_text(PROMPTS.cropped_region(zoomed))
-                record.turns.append(TurnStep(text, ActionKind.BBOX, observation=observation))
-            elif isinstance(action, Answer):
-                record.actions.append(ActionKind.ANSWER)
-                record.answer = action.text
-                record.forced_answer = action.forced
-                text = f"<think>The page gives the answer.</think>\n<answer>{action.text}</answer>"
-                record.turns.append(TurnStep(text, ActionKind.ANSWER, forced=action.forced))
-            elif isinstance(action, Invalid):
-                record.actions.append(ActionKind.INVALID)
-                record.invalid_reasons.append(action.detail.split(":")[0])
-                reason, _, detail = action.detail.partition(": ")
-                observation = message_text(PROMPTS.invalid_action(reason, detail))
-                record.turns.append(
-                    TurnStep(action.text, ActionKind.INVALID, detail=action.detail, observation=observation)
-                )
-        record.finish_reason = finish
-        return record
 
 
 def gold_display_box(truth: GroundTruth, page_id: str, pages_dir: Path, pad: float = 0.0):
@@ -228,41 +150,38 @@ def build_run(root: Path) -> FixtureRun:
     cycles = truths["lb-summer-cycles"]
     asia_box = gold_display_box(asia, nw2, pages_dir, pad=3)
     cycles_box = gold_display_box(cycles, lb2, pages_dir, pad=2)
-    search_asia = Search("Northwind revenue by region 2023", [nw2, nw1, nw3, lb1], [0.912, 0.554, 0.418, 0.102])
-    search_cycles = Search("Lakeside battery cycles per season", [lb1, lb2, nw3], [0.771, 0.743, 0.215])
+    search_asia = SearchAction("Northwind revenue by region 2023")
+    search_cycles = SearchAction("Lakeside battery cycles per season")
+    timed_out = SearchAction("battery cycles summer")
+    backend = SampleSearch(
+        pages_dir,
+        {
+            search_asia.query: [(nw2, 0.912), (nw1, 0.554), (nw3, 0.418), (lb1, 0.102)],
+            search_cycles.query: [(lb1, 0.771), (lb2, 0.743), (nw3, 0.215)],
+            timed_out.query: "search service timed out after 10 s",
+        },
+    )
+    answer = AnswerAction
     plans = [
-        # step, uid, script, finish
-        (1, "nw-asia-2023", [search_asia, Select(0), Crop([asia_box]), Answer("845")], FinishReason.ANSWERED),
-        (1, "nw-asia-2023", [search_asia, Select(1), Answer("702")], FinishReason.ANSWERED),
-        (
-            1,
-            "nw-asia-2023",
-            [Invalid("<bbox>[10, 20]</bbox>", "bad_box: a box needs four numbers, got 2"), search_asia, Answer("845")],
-            FinishReason.ANSWERED,
-        ),
+        # step, uid, script, episode limits
+        (1, "nw-asia-2023", [search_asia, SelectAction(0), BBoxAction((asia_box,)), answer("845")], {}),
+        (1, "nw-asia-2023", [search_asia, SelectAction(1), answer("702")], {}),
+        (1, "nw-asia-2023", ["<bbox>[10, 20]</bbox>", search_asia, answer("845")], {}),
         (
             2,
             "lb-summer-cycles",
-            [search_cycles, Select(1), Crop([cycles_box, (40, 60, 300, 120)]), Answer("92")],
-            FinishReason.ANSWERED,
+            [search_cycles, SelectAction(1), BBoxAction((cycles_box, (40, 60, 300, 120))), answer("92")],
+            {},
         ),
-        (
-            2,
-            "lb-summer-cycles",
-            [
-                Search("battery cycles summer", [], [], failed="search service timed out after 10 s"),
-                search_cycles,
-                Select(0),
-                Answer("110", forced=True),
-            ],
-            FinishReason.MAX_TURNS,
-        ),
-        (2, "lb-summer-cycles", [search_cycles, Select(1), Select(0)], FinishReason.MAX_TURNS),
+        # The image budget runs out at the select: one request for a final answer, answered (forced).
+        (2, "lb-summer-cycles", [timed_out, search_cycles, SelectAction(0), answer("110")], {"max_images": 3}),
+        # The turn budget runs out on a select, which then has no effect.
+        (2, "lb-summer-cycles", [search_cycles, SelectAction(1), SelectAction(0)], {"max_turns": 3}),
     ]
     lines = []
-    for step, uid, script, finish in plans:
+    for step, uid, script, limits in plans:
         truth = truths[uid]
-        record = EpisodeBuilder(pages_dir, uid, truth.query).play(script, finish)
+        record = play(backend, uid, truth.query, script, **limits)
         line = EpisodeLogLine(
             uid=uid,
             episode=record,
@@ -279,11 +198,11 @@ def build_run(root: Path) -> FixtureRun:
     eval_dir = run_dir / "eval" / "global_step_20"
     eval_lines = []
     for uid, script, verdict in (
-        ("nw-asia-2023", [search_asia, Select(0), Crop([asia_box]), Answer("845")], 1.0),
-        ("lb-summer-cycles", [search_cycles, Select(0), Answer("110")], 0.0),
+        ("nw-asia-2023", [search_asia, SelectAction(0), BBoxAction((asia_box,)), answer("845")], 1.0),
+        ("lb-summer-cycles", [search_cycles, SelectAction(0), answer("110")], 0.0),
     ):
         truth = truths[uid]
-        record = EpisodeBuilder(pages_dir, uid, truth.query).play(script, FinishReason.ANSWERED)
+        record = play(backend, uid, truth.query, script)
         meta = samples[uid]["meta_info"]
         line = EpisodeLogLine(
             uid=uid,
