@@ -143,3 +143,14 @@ def test_credit_metrics_per_action_kind_and_sign_flips():
     flip = credit_metrics(flipped.advantages, MASK, flipped.default, flipped.spans, KINDS, flipped.mapped)
     # T1 search: 0.6*0.57735 - 1.0*0.57735 < 0 while T1's default is > 0: 2 of the 17 model tokens flip
     assert flip["unidoc/credit/sign_flip_share"] == pytest.approx(2 / 17)
+
+
+def test_docs_worked_example_is_this_computation():
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "rewards.md").read_text(encoding="utf-8")
+    result = per_action_advantages(MASK, INDEX, TOTALS, COMPONENTS, KINDS, GATED, W)
+    for row, (kinds, values) in enumerate(zip(KINDS, result.turn_advantages, strict=True)):
+        turns = ", ".join(kind.value for kind in kinds)
+        advantages = ", ".join(f"{value:+.4f}" for value in values)
+        assert f"| T{row} | {turns} | {advantages} | {float(result.default[row]):+.4f} |" in docs
