@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--out_dir", type=Path, default=REPO_ROOT / "outputs/compare_estimators")
     parser.add_argument("--steps", type=int, default=4, help="GRPO steps per variant (the demo's default)")
+    parser.add_argument(
+        "--sft-epochs", type=float, default=24.0, help="when the demo runs first: its SFT epochs (the demo's default)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="data shuffling and rollout sampling seed, every variant")
     parser.add_argument(
         "--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS), help="which variants to run"
@@ -99,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
         logger.info("no SFT checkpoint in %s: running the demo first", demo_dir)
         # Only its SFT checkpoint, index and page images are used here: one GRPO step is enough of its own stage.
         command = [sys.executable, "-m", "unidoc_rl.demo", "--out_dir", str(demo_dir), "--steps", "1"]
+        command += ["--sft-epochs", str(args.sft_epochs)]
         subprocess.run(command, cwd=REPO_ROOT, check=True)
     out.mkdir(parents=True, exist_ok=True)
     commands = demo.Commands(out / "commands.sh")

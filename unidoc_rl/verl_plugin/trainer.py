@@ -118,14 +118,18 @@ class UniDocSyncTrainer(PPOTrainerSync):
         fields = ["uid", "response_mask", "rm_scores", "advantages"]
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
         padded = data.to_padded_tensor()
-        mask, advantages = padded["response_mask"], padded["advantages"]
+        # Rows added to make the batch divisible (tagged is_padding) are left out, as step() leaves them out.
+        real = [row for row, tag in enumerate(batch.tags) if not tag.get("is_padding", False)]
+        mask, advantages = padded["response_mask"][real], padded["advantages"][real]
         uids = list(padded["uid"].tolist()) if hasattr(padded["uid"], "tolist") else list(padded["uid"])
-        kinds = [credit.turn_kinds_of(row) for row in self._extra_fields(batch)]
-        default = grpo_scalars(padded["rm_scores"].sum(-1), uids)
-        spans = [turn_spans(mask[row]) for row in range(len(kinds))]
-        mapped = [bool(spans[row]) and len(spans[row]) == len(kinds[row]) for row in range(len(kinds))]
+        extra_fields = self._extra_fields(batch)
+        kinds = [credit.turn_kinds_of(extra_fields[row]) for row in real]
+        default = grpo_scalars(padded["rm_scores"][real].sum(-1), [uids[row] for row in real])
+        spans = [turn_spans(mask[row]) for row in range(len(real))]
+        mapped = [bool(spans[row]) and len(spans[row]) == len(kinds[row]) for row in range(len(real))]
         metrics.update(credit_metrics(advantages, mask, default, spans, kinds, mapped))
-        self._turn_advantages = dict(zip(batch.keys, credit.turn_advantages(advantages, mask, kinds), strict=True))
+        keys = [batch.keys[row] for row in real]
+        self._turn_advantages = dict(zip(keys, credit.turn_advantages(advantages, mask, kinds), strict=True))
 
     # --- per-step metrics and the trajectory log --------------------------------------------------------------
 
