@@ -35,3 +35,17 @@ def test_combine_is_the_weighted_sum_of_the_rows():
     assert unidoc.combine(format=0.4, retrieval=1.0, selection=1.0, crop=1.0, answer=1.0) == 0.0
     with pytest.raises(ValueError, match="must be >= 0"):
         get_preset("vrag").with_weights({"crop": -1})
+
+
+def test_every_row_names_a_reported_metric_and_a_real_function():
+    import importlib
+    from dataclasses import fields
+
+    from unidoc_rl.rewards.presets import COMPONENTS, FUNCTIONS
+    from unidoc_rl.rewards.scorer import RewardBreakdown
+
+    assert set(COMPONENTS) <= {f.name for f in fields(RewardBreakdown)}  # each component is its own metric
+    for name in COMPONENTS:
+        for reference in FUNCTIONS[name].split(" or ")[-1:]:
+            module, function = reference.split(".")
+            assert callable(getattr(importlib.import_module(f"unidoc_rl.rewards.{module}"), function))
