@@ -2,6 +2,7 @@
 
 Importing it registers, through verl's own registries:
 - the trainer mode `unidoc_sync` (verl's synchronous V1 trainer plus the project's per-step metrics);
+- the advantage estimator `unidoc_per_action` (per-action credit, credit.py; computed by `unidoc_sync`);
 - the platform `cpu` (selected by VERL_PLATFORM=cpu) and the rollout `unidoc_local` (the project's transformers
   engine), with which `main_ppo` trains on machines without GPUs or vLLM;
 - on the CPU platform, inside vLLM's worker processes, the fix that lets verl's vLLM rollout take weight syncs

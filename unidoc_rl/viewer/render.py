@@ -348,6 +348,11 @@ def turn_card(view: TurnView, entry: EpisodeEntry, source: int, line: int, pages
     head = f"<header><span class='turn-number'>Turn {view.number}</span>{badge(kind, kind)}"
     if view.turn.forced:
         head += badge("forced final answer", "forced")
+    advantage = turn_advantage(entry, view.number - 1)
+    if advantage is not None:
+        head += (
+            f"<span class='badge advantage' title='mean advantage of this turn&#39;s tokens'>A {advantage:+.3f}</span>"
+        )
     head += "</header>"
     parts = [head]
     if view.thinking:
@@ -369,9 +374,25 @@ def turn_card(view: TurnView, entry: EpisodeEntry, source: int, line: int, pages
         parts.append(
             f"<div class='{css}'><span class='label'>observation</span><pre>{e(view.turn.observation)}</pre></div>"
         )
+    style = f" style='{advantage_style(advantage)}' data-advantage='{advantage:.6f}'" if advantage is not None else ""
     return (
-        f"<article class='turn card turn-{kind}' data-kind='{kind}' id='turn-{view.number}'>{''.join(parts)}</article>"
+        f"<article class='turn card turn-{kind}' data-kind='{kind}' id='turn-{view.number}'{style}>"
+        f"{''.join(parts)}</article>"
     )
+
+
+def turn_advantage(entry: EpisodeEntry, index: int) -> float | None:
+    """The training log's advantage of the turn (`turn_advantages`, aligned with the record's turns), if any."""
+    values = entry.line.turn_advantages
+    return values[index] if values is not None and 0 <= index < len(values) else None
+
+
+def advantage_style(advantage: float) -> str:
+    """A turn's colour by its advantage: green above 0, red below, stronger with |advantage| (full at 1)."""
+    strength = min(abs(advantage), 1.0)
+    rgb = "22, 163, 74" if advantage > 0 else "220, 38, 38"
+    border, tint = 0.25 + 0.75 * strength, 0.12 * strength
+    return f"border-left: 6px solid rgba({rgb}, {border:.2f}); background: rgba({rgb}, {tint:.3f})"
 
 
 def _page_image(page_id: str, pages, links, thumb: bool, attrs: str = "") -> str:
