@@ -43,8 +43,8 @@ def test_main_ppo_trains_two_steps_with_per_action_credit(services, train_sh):
         assert all(len(line["turn_advantages"]) == len(line["episode"]["turns"]) for line in here)
         # Gated trajectories (the untrained policy's, mostly) got verl's GRPO advantage on every turn.
         default = grpo_scalars(
-            torch.tensor([line["reward"] for line in here]), np.array([line["group"] for line in here])
+            torch.tensor([line["reward"]["score"] for line in here]), np.array([line["group"] for line in here])
         )
         for line, expected in zip(here, default.tolist(), strict=True):
-            if unidoc.gated(line["components"]["format"]):
+            if unidoc.gated(line["reward"]["format"]):
                 assert line["turn_advantages"] == pytest.approx([expected] * len(line["turn_advantages"]), abs=1e-5)
