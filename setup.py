@@ -55,7 +55,6 @@ setup(
             "unidoc-convert-sft = synthetic_data.convert_to_llamafactory:main",
             "unidoc-prepare-data = unidoc_rl.data.prepare:main",
             "unidoc-judge-service = unidoc_rl.judge.evaluator_api:main",
-            "unidoc-train-local = unidoc_rl.trainer.local:main",
             "unidoc-eval = unidoc_rl.eval.__main__:main",
             "unidoc-eval-adapters = unidoc_rl.eval.adapters:main",
             "unidoc-view = unidoc_rl.viewer.__main__:main",

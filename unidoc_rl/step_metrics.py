@@ -1,7 +1,7 @@
-"""Per-step training metrics from reward components and episode records (pure; shared by both trainers).
+"""Per-step training metrics from reward components and episode records (pure; the verl plugin logs them).
 
-Both the local trainer (`train/…`, `val/…`) and the verl plugin (`unidoc/…`) name them `{prefix}/reward/{component}`
-and `{prefix}/agent/{behaviour}`, so the viewer groups one run like the other.
+The verl plugin names them `{prefix}/reward/{component}` and `{prefix}/agent/{behaviour}` with the prefix `unidoc`;
+runs of the retired local trainer used `train` and `val`, and the viewer groups either alike.
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ def test_llamafactory_dataset_registration_matches_the_sft_format(repo_root):
 def test_console_commands_are_declared_and_shown_beside_the_module_commands(repo_root):
     assert set(CONSOLE_SCRIPTS) == {
         "unidoc-ingest", "unidoc-build-ivf", "unidoc-search-service", "unidoc-synthesize", "unidoc-convert-sft",
-        "unidoc-prepare-data", "unidoc-judge-service", "unidoc-train-local", "unidoc-eval", "unidoc-eval-adapters",
+        "unidoc-prepare-data", "unidoc-judge-service", "unidoc-eval", "unidoc-eval-adapters",
         "unidoc-view", "unidoc-demo", "unidoc-tiny-models",
     }  # fmt: skip
     readme = (repo_root / "README.md").read_text()

@@ -6,7 +6,6 @@ from unidoc_rl.agent_settings import AgentSettings
 from unidoc_rl.judge.settings import JudgeSettings
 from unidoc_rl.rewards.settings import RewardSettings
 from unidoc_rl.settings_keys import reject_unknown_keys
-from unidoc_rl.trainer.local import LocalTrainerSettings
 
 
 def test_message_lists_the_unknown_and_the_known_keys():
@@ -20,7 +19,6 @@ def test_message_lists_the_unknown_and_the_known_keys():
     ("build", "section", "valid"),
     [
         (AgentSettings.from_mapping, "unidoc_agent", {"max_turns": 3, "search_top_k": 5}),
-        (LocalTrainerSettings.from_config, "local_trainer", {"total_steps": 2}),
         (RewardSettings.from_mapping, "reward", {"preset": "vrag"}),
         (JudgeSettings.from_mapping, "judge", {"max_concurrency": 4}),
     ],

@@ -1,4 +1,5 @@
-"""SFT with LLaMA-Factory on the exported trajectories, then the GRPO side loads the checkpoint and rolls out with it.
+"""SFT with LLaMA-Factory on the exported trajectories, then the GRPO side loads the checkpoint, rolls out with it and
+takes a training step from it (verl's trainer, through scripts/train.sh on CPU).
 
 LLaMA-Factory runs in its own environment (`make sft-env` → .venv-sft) through the project's launcher, exactly as a
 user runs it; the checkpoint is then read by this environment (transformers 5.10, verl).
@@ -11,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -177,43 +179,64 @@ def test_the_sft_checkpoint_rolls_out_through_the_grpo_agent_loop(sft_checkpoint
         assert mask.any() and bool(torch.isfinite(logprobs).all()) and bool((logprobs <= 0).all())
 
 
+GRPO_LR = 1.0e-4
+"""The learning rate of the GRPO step below (experiment/local_cpu.yaml's, stated)."""
+
+
 @pytest.mark.slow
-def test_the_local_grpo_trainer_takes_a_step_from_the_sft_checkpoint(sft_checkpoint, search_url, samples, tmp_path):
+@pytest.mark.timeout(1800)
+def test_verl_takes_a_grpo_step_from_the_sft_checkpoint(sft_checkpoint, search_url, samples, repo_root, tmp_path):
+    """`VERL_PLATFORM=cpu bash scripts/train.sh` with MODEL_PATH the LLaMA-Factory checkpoint, as `make demo` runs it:
+    verl's trainer loads it, rolls out on the training prompts and takes one optimizer step from its weights."""
     from unidoc_rl.data.prepare import prepare, write_parquet
     from unidoc_rl.jsonl import read_jsonl
-    from unidoc_rl.trainer.local import LocalTrainer, compose_config
+    from unidoc_rl.testing.scripted_llm_server import ScriptedLLMServer, exact_match_judge
 
     split = prepare(samples, "sample", val_size=2, seed=0)
     write_parquet(split.train, tmp_path / "train.parquet")
     write_parquet(split.val, tmp_path / "val.parquet")
-    config = compose_config(
-        [
-            f"actor_rollout_ref.model.path={sft_checkpoint}",
-            f"data.train_files={tmp_path / 'train.parquet'}",
-            f"data.val_files={tmp_path / 'val.parquet'}",
-            f"unidoc_agent.search_url={search_url}",
-            "unidoc_agent.max_turns=2",
-            "unidoc_agent.max_tokens_per_turn=16",
-            "data.train_batch_size=2",
-            "actor_rollout_ref.rollout.n=2",
-            "local_trainer.total_steps=1",
-            "local_trainer.save_freq=0",
-            f"local_trainer.log_dir={tmp_path / 'logs'}",
-            f"local_trainer.checkpoint_dir={tmp_path / 'checkpoints'}",
-        ]
-    )
-    trainer = LocalTrainer(config)
-    try:
-        before = trainer.model.lm_head.weight.detach().clone()
-        assert torch.equal(before, load_file(sft_checkpoint / "model.safetensors")["lm_head.weight"])
-        (metrics,) = trainer.fit()
-        assert not torch.equal(before, trainer.model.lm_head.weight)
-    finally:
-        trainer.close()
-    assert np.isfinite(metrics["actor/loss"]) and "train/reward" in metrics
-    episodes = [
-        EpisodeRecord.from_dict(record["episode"]) for record in read_jsonl(tmp_path / "logs/trajectories.jsonl")
-    ]
+    checkpoints = tmp_path / "checkpoints"
+    with ScriptedLLMServer(exact_match_judge()) as judge:
+        env = {
+            **os.environ,
+            "VERL_PLATFORM": "cpu",
+            "MODEL_PATH": str(sft_checkpoint),
+            "TRAIN_FILE": str(tmp_path / "train.parquet"),
+            "VAL_FILE": str(tmp_path / "val.parquet"),
+            "SEARCH_URL": search_url,
+            "JUDGE_URL": judge.base_url,
+            "PYTHON": sys.executable,
+            "VERL_FILE_LOGGER_PATH": str(tmp_path / "metrics.jsonl"),
+            "RAY_DEDUP_LOGS": "0",
+        }
+        command = [
+            "bash", "scripts/train.sh",
+            "unidoc_agent.max_turns=2", "unidoc_agent.max_tokens_per_turn=16",
+            "data.train_batch_size=2", "actor_rollout_ref.rollout.n=2", f"actor_rollout_ref.actor.optim.lr={GRPO_LR}",
+            "trainer.total_training_steps=1", "trainer.save_freq=1", "trainer.test_freq=0",
+            "trainer.val_before_train=false", "trainer.logger=[console,file]",
+            "actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]",
+            f"trainer.default_local_dir={checkpoints}",
+            f"unidoc_trainer.trajectory_log={tmp_path / 'trajectories.jsonl'}",
+        ]  # fmt: skip
+        done = subprocess.run(command, cwd=repo_root, env=env, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+
+    [logged] = read_jsonl(tmp_path / "metrics.jsonl")
+    metrics = logged["data"]
+    assert logged["step"] == 1 and metrics["training/global_step"] == 1
+    assert np.isfinite(metrics["actor/pg_loss"]) and np.isfinite(metrics["actor/grad_norm"])
+    assert "critic/score/mean" in metrics
+    episodes = [EpisodeRecord.from_dict(line["episode"]) for line in read_jsonl(tmp_path / "trajectories.jsonl")]
     train_uids = {row["extra_info"]["uid"] for row in split.train}
     assert len(episodes) == 4 and {episode.uid for episode in episodes} <= train_uids
     assert all(1 <= episode.num_turns <= 2 for episode in episodes)
+
+    # One AdamW step moves a weight by at most about the learning rate (plus weight decay): the step started from
+    # the SFT weights, which the SFT moved far further from the untrained policy's, and it changed them.
+    sft = load_file(sft_checkpoint / "model.safetensors")["lm_head.weight"]
+    trained = load_file(checkpoints / "global_step_1/actor/huggingface/model.safetensors")["lm_head.weight"]
+    moved = float((trained.float() - sft.float()).abs().max())
+    assert 0.0 < moved <= 2 * GRPO_LR
+    untrained = load_file(tiny_policy_path() / "model.safetensors")["lm_head.weight"]
+    assert float((sft - untrained).abs().max()) > 100 * moved

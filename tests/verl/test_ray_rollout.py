@@ -113,7 +113,7 @@ def ray_session():
 
 
 def rollout_config(policy_path: str, search_url: str, judge_url: str, train_file: Path):
-    from unidoc_rl.trainer.local import compose_config
+    from unidoc_rl.config import compose_config
 
     return compose_config(
         [
@@ -130,7 +130,8 @@ def rollout_config(policy_path: str, search_url: str, judge_url: str, train_file
             "reward.reward_kwargs.answer_scorer=judge",
             f"reward.reward_kwargs.judge.base_url={judge_url}",
             "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
-        ]
+        ],
+        experiment="local_cpu",
     )
 
 

@@ -1,4 +1,4 @@
-"""The project's verl agent-loop workers and managers, and running a worker in-process (local trainer, tests, demo).
+"""The project's verl agent-loop workers and managers, and running a worker in-process (evaluation harness, tests).
 
 verl 0.9.1 has two trainers, and each drives its own worker class:
 
@@ -28,7 +28,7 @@ verl's plus `ProjectWorkerMixin`, whose overrides hold on either path:
   trajectory makes and fills both in when the agent loop did not.
 - The legacy worker pads each trajectory's prompt, response and mask through `tokenizer.pad` (about 1 ms a call);
   the mixin writes the same tensors directly. The V1 worker does not pad, so this applies to the legacy path and
-  the in-process worker of the local trainer only.
+  the in-process worker (evaluation harness, tests) only.
 
 Every override is tested equal to verl's own output (tests/agent/test_verl_worker.py, tests/verl/).
 """

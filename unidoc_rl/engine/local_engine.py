@@ -193,7 +193,7 @@ class LocalEngine(LLMServerClient):
         self._stop_candidates: dict[tuple[str, ...], torch.Tensor] = {}
 
     def reseed(self, seed: int) -> None:
-        """Restart the per-request sampling streams (the local trainer calls it once per step)."""
+        """Restart the per-request sampling streams, as if the engine had been built with `seed`."""
         self._seed = seed
         self._prompt_occurrences.clear()
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from unidoc_rl.atomic import atomic_write_json
-from unidoc_rl.trainer.local import CONFIG_DIR, TINY_POLICY
+from unidoc_rl.config import CONFIG_DIR, TINY_POLICY, compose_config
 
 logger = logging.getLogger("unidoc_rl.eval")
 
@@ -36,13 +36,7 @@ def compose_eval_config(
     top_p: float = 1.0,
 ) -> DictConfig:
     """The training config (unidoc_grpo + experiment + overrides), with validation sampling for evaluation."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    extra = [f"+experiment={experiment}"] if experiment else []
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        config = compose(config_name="unidoc_grpo", overrides=[*extra, *(overrides or [])])
+    config = compose_config(overrides, experiment)
     OmegaConf.update(config, "actor_rollout_ref.model.path", model_path)
     OmegaConf.update(
         config, "actor_rollout_ref.rollout.agent.agent_loop_config_path", str(CONFIG_DIR / "agent_loop.yaml")
