@@ -267,7 +267,7 @@ def _metrics(steps: int) -> list[dict]:
             "actor/grad_norm": 0.8 + wobble,
         }
         rows.append(row)
-        if step % 10 == 0:  # validation as its own line with the same step (as runs of the retired local trainer logged it)
+        if step % 10 == 0:  # validation on its own line, same step (older runs)
             rows.append({"step": step, "val/reward": 0.25 + 0.45 * progress, "val/reward/answer": 0.2 + 0.5 * progress})
     return rows
 
