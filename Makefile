@@ -117,7 +117,7 @@ corpus: $(STAMP)
 	$(BIN)/python scripts/make_sample_corpus.py --out_dir examples
 
 tiny-models: $(STAMP)
-	$(BIN)/python -m unidoc_rl.testing.tiny_models
+	$(BIN)/python -m unidoc_rl.standins.tiny_models
 
 clean-venv:
 	rm -rf $(VENV) $(SFT_VENV) $(VLLM_VENV) $(FAST_PLAID_VENV)

@@ -18,7 +18,7 @@ setup(
         "(search, select, crop, answer) with SFT and GRPO."
     ),
     python_requires=">=3.11,<3.13",
-    packages=find_packages(include=["unidoc_rl*", "search_engine*", "synthetic_data*"]),
+    packages=find_packages(include=["unidoc_rl*", "search_engine*"]),
     include_package_data=True,
     package_data={"unidoc_rl": ["**/*.yaml", "**/*.txt", "**/*.jinja", "viewer/static/*.css"]},
     install_requires=[
@@ -36,7 +36,7 @@ setup(
         "httpx2",
         "httpx>=0.27",
         "tqdm",
-        # The agent's prompt templates (unidoc_rl/prompt_templates/*.jinja).
+        # The agent's prompt templates (unidoc_rl/env/prompt_templates/*.jinja).
         "jinja2>=3.1",
     ],
     # The fused MaxSim kernel (search_engine/_kernel.c) is optional: where it does not compile, the install goes on
@@ -51,15 +51,15 @@ setup(
             "unidoc-ingest = search_engine.ingestion:main",
             "unidoc-build-ivf = search_engine.ivf:main",
             "unidoc-search-service = search_engine.search_engine_api:main",
-            "unidoc-synthesize = synthetic_data.generate_cot_data:main",
-            "unidoc-convert-sft = synthetic_data.convert_to_llamafactory:main",
+            "unidoc-synthesize = unidoc_rl.synthesis.generate_cot_data:main",
+            "unidoc-convert-sft = unidoc_rl.synthesis.convert_to_llamafactory:main",
             "unidoc-prepare-data = unidoc_rl.data.prepare:main",
             "unidoc-judge-service = unidoc_rl.judge.evaluator_api:main",
             "unidoc-eval = unidoc_rl.eval.__main__:main",
             "unidoc-eval-adapters = unidoc_rl.eval.adapters:main",
             "unidoc-view = unidoc_rl.viewer.__main__:main",
             "unidoc-demo = unidoc_rl.demo:console_main",
-            "unidoc-tiny-models = unidoc_rl.testing.tiny_models:main",
+            "unidoc-tiny-models = unidoc_rl.standins.tiny_models:main",
         ]
     },
     extras_require={

@@ -58,12 +58,12 @@ def serve_policy(n: int, latency_s: float, port_queue) -> None:
     import gc
     import threading
 
-    from unidoc_rl.actions import AnswerAction, SearchAction, SelectAction, format_action
-    from unidoc_rl.agent.scripted_client import ScriptedLLMClient
     from unidoc_rl.compat import load_policy_processor
-    from unidoc_rl.testing.eval_policies import Plan, plan_policy
-    from unidoc_rl.testing.policy_server import PolicyServer
-    from unidoc_rl.testing.tiny_models import tiny_policy_path
+    from unidoc_rl.env.actions import AnswerAction, SearchAction, SelectAction, format_action
+    from unidoc_rl.standins.eval_policies import Plan, plan_policy
+    from unidoc_rl.standins.policy_server import PolicyServer
+    from unidoc_rl.standins.scripted_client import ScriptedLLMClient
+    from unidoc_rl.standins.tiny_models import tiny_policy_path
 
     samples, rankings = world(n)
     processor = load_policy_processor(tiny_policy_path())
@@ -93,7 +93,7 @@ def serve_search(n: int, pages_dir: str, port_queue) -> None:
     import numpy as np
     from PIL import Image
 
-    from unidoc_rl.testing.static_search_server import StaticSearchServer
+    from unidoc_rl.standins.static_search_server import StaticSearchServer
 
     _, rankings = world(n)
     rng = np.random.default_rng(0)
@@ -112,7 +112,7 @@ def serve_judge(port_queue) -> None:
     import gc
     import threading
 
-    from unidoc_rl.testing.scripted_llm_server import ScriptedLLMServer, exact_match_judge
+    from unidoc_rl.standins.scripted_llm_server import ScriptedLLMServer, exact_match_judge
 
     server = ScriptedLLMServer(exact_match_judge()).start()
     port_queue.put(server.base_url)
@@ -135,7 +135,7 @@ async def run_harness(samples_path: Path, urls: dict, out_dir: Path, concurrency
     from unidoc_rl.eval.runner import Evaluator
     from unidoc_rl.eval.samples import load_eval_samples
     from unidoc_rl.rewards.scorer import EpisodeScorer
-    from unidoc_rl.testing.tiny_models import tiny_policy_path
+    from unidoc_rl.standins.tiny_models import tiny_policy_path
 
     policy_path = str(tiny_policy_path())
     config = compose_eval_config(policy_path, ["unidoc_agent.max_tokens_per_turn=64"], "local_cpu")

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import openai
 import psutil
 
-from unidoc_rl.episode import ActionKind, EpisodeRecord, FinishReason, SearchStep
+from unidoc_rl.env.episode import ActionKind, EpisodeRecord, FinishReason, SearchStep
 from unidoc_rl.judge.prompt import load_template
 from unidoc_rl.rewards.ground_truth import GroundTruth
 
@@ -54,7 +54,7 @@ Workload = list[tuple[EpisodeRecord, GroundTruth]]
 
 
 def serve_judge(latency_s: float, port_queue) -> None:
-    from unidoc_rl.testing.scripted_llm_server import ScriptedLLMServer, exact_match_judge
+    from unidoc_rl.standins.scripted_llm_server import ScriptedLLMServer, exact_match_judge
 
     server = ScriptedLLMServer(exact_match_judge(latency_s)).start()
     gc.freeze()
@@ -67,7 +67,7 @@ def serve_judge_service(llm_base_url: str, max_concurrency: int, port_queue) -> 
     from unidoc_rl.judge.client import OpenAIJudge
     from unidoc_rl.judge.evaluator_api import create_app
     from unidoc_rl.judge.settings import JudgeSettings
-    from unidoc_rl.testing.serving import ThreadedUvicorn
+    from unidoc_rl.standins.serving import ThreadedUvicorn
 
     judge = OpenAIJudge(JudgeSettings(base_url=llm_base_url, max_concurrency=max_concurrency))
     server = ThreadedUvicorn(create_app(judge))
@@ -123,7 +123,7 @@ def as_trajectory(episode: EpisodeRecord, truth: GroundTruth):
     """One finished trajectory (a DataProto) as verl's agent-loop worker hands it to a reward-loop worker."""
     import numpy as np
 
-    from unidoc_rl.testing.trajectories import reward_worker_trajectory
+    from unidoc_rl.standins.trajectories import reward_worker_trajectory
 
     non_tensor = {
         "data_source": np.array(["bench"]),

@@ -22,12 +22,12 @@ import time
 import numpy as np
 from PIL import Image
 
-from unidoc_rl.actions import AnswerAction, BBoxAction, SearchAction, format_action
-from unidoc_rl.agent.scripted_client import ScriptedCall, ScriptedLLMClient
 from unidoc_rl.agent.search import StaticSearchBackend, register_inprocess_backend
 from unidoc_rl.agent.verl_worker import build_agent_loop_worker, compose_verl_config, rope_processor
-from unidoc_rl.prompts import load_prompts
-from unidoc_rl.testing.tiny_models import tiny_policy_path
+from unidoc_rl.env.actions import AnswerAction, BBoxAction, SearchAction, format_action
+from unidoc_rl.env.prompts import load_prompts
+from unidoc_rl.standins.scripted_client import ScriptedCall, ScriptedLLMClient
+from unidoc_rl.standins.tiny_models import tiny_policy_path
 
 logger = logging.getLogger("rollout_bench")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from unidoc_rl.testing.serving import free_port, wait_until_healthy
+from unidoc_rl.standins.serving import free_port, wait_until_healthy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ topic corpus; `--tokens` vectors of 128 dims per page, pooled centroids and inve
 training node); the same steps run against the batched service (`--max_batch_queries`, `--batch_wait_ms`) and the
 unbatched one (`--max_batch_queries 0`: each request searched on its own in a worker thread). Reported per
 service: queries/s, latency p50/p99/max, and the batch-size distribution (from /health); then the ratio. With
-`--encoder_batches`, the real query encoder's cost per batch (the tiny ColQwen of unidoc_rl.testing.tiny_models on
+`--encoder_batches`, the real query encoder's cost per batch (the tiny ColQwen of unidoc_rl.standins.tiny_models on
 this CPU) is measured apart.
 """
 
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_bench import SyntheticCorpus, build_index  # noqa: E402
 
 from search_engine.ivf import build_ivf  # noqa: E402
-from unidoc_rl.testing.serving import free_port, wait_until_healthy  # noqa: E402
+from unidoc_rl.standins.serving import free_port, wait_until_healthy  # noqa: E402
 
 DIM = 128
 QUERY_VECTORS = 25
@@ -59,7 +59,7 @@ def serve(args) -> None:
     from search_engine.manifest import read_manifest
     from search_engine.search_engine_api import ServiceConfig, create_app
     from search_engine.searcher import Searcher, SearchSettings
-    from unidoc_rl.http_server import run_server
+    from unidoc_rl.common.http_server import run_server
 
     workdir = Path(args.workdir)
     data = np.load(workdir / "queries.npz", allow_pickle=False)
@@ -164,7 +164,7 @@ async def grpo_steps(url: str, args) -> dict:
 def encoder_batches(sizes: list[int]) -> dict:
     """The real query encoder (the tiny ColQwen, CPU): ms per call for each batch size (median of 3)."""
     from search_engine.colqwen import ColQwenEncoder
-    from unidoc_rl.testing.tiny_models import tiny_retriever_path
+    from unidoc_rl.standins.tiny_models import tiny_retriever_path
 
     encoder = ColQwenEncoder(tiny_retriever_path(), device="cpu", batch_size=max(sizes))
     texts = [f"what is the dividend per share proposed for year {year}?" for year in range(max(sizes))]
@@ -177,7 +177,7 @@ def encoder_batches(sizes: list[int]) -> dict:
             encoder.embed_queries(texts[:size])
             seconds.append(time.perf_counter() - started)
         report[str(size)] = round(1e3 * float(np.median(seconds)), 1)
-    return {"model": "tiny ColQwen (unidoc_rl.testing.tiny_models)", "ms_per_batch": report}
+    return {"model": "tiny ColQwen (unidoc_rl.standins.tiny_models)", "ms_per_batch": report}
 
 
 def main(argv: list[str] | None = None) -> None:

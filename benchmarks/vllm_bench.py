@@ -3,7 +3,7 @@ the same episodes, in one run.
 
 The tiny policy, fp32 greedy, on the held-out samples of the bundled corpus (repeated to `--episodes`) with the real
 search service on loopback. Each episode is a scripted search of the question, then policy turns with the pages it
-showed (`unidoc_rl.testing.served_parity.SearchFirst`), through the evaluation harness (`Evaluator.episode`) at
+showed (`unidoc_rl.standins.served_parity.SearchFirst`), through the evaluation harness (`Evaluator.episode`) at
 `--concurrency` episodes in flight. vLLM runs from `.venv-vllm` (`make vllm-env`) with the settings of
 `unidoc_rl.engine.vllm_server`; the local engine batches up to `--concurrency` requests. Both get one warm-up round of
 two episodes first; vLLM's start-up is reported apart. Reported per engine: wall time, episodes/s, engine turns,
@@ -28,16 +28,16 @@ from pathlib import Path
 import httpx
 
 from unidoc_rl.agent.verl_worker import rope_processor
+from unidoc_rl.common.service_access import service_root
 from unidoc_rl.engine.local_engine import LocalEngine
 from unidoc_rl.engine.openai_policy import OpenAIPolicyClient, image_token_id
 from unidoc_rl.engine.vllm_server import VllmServer
 from unidoc_rl.eval.__main__ import compose_eval_config
 from unidoc_rl.eval.samples import load_eval_samples
-from unidoc_rl.service_access import service_root
-from unidoc_rl.testing.sample_corpus import sample_search_service
-from unidoc_rl.testing.served_parity import agreement, search_first_episodes
-from unidoc_rl.testing.serving import free_port
-from unidoc_rl.testing.tiny_models import tiny_policy_path
+from unidoc_rl.standins.sample_corpus import sample_search_service
+from unidoc_rl.standins.served_parity import agreement, search_first_episodes
+from unidoc_rl.standins.serving import free_port
+from unidoc_rl.standins.tiny_models import tiny_policy_path
 
 HELDOUT = Path(__file__).resolve().parents[1] / "examples" / "samples_heldout.json"
 

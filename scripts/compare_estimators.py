@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from unidoc_rl import demo
-    from unidoc_rl.testing.scripted_llm_server import ScriptedLLMServer, exact_match_judge
+    from unidoc_rl.standins.scripted_llm_server import ScriptedLLMServer, exact_match_judge
 
     started = time.perf_counter()
     demo_dir, out = args.demo_dir.resolve(), args.out_dir.resolve()
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
                     progress=demo.VERL_PROGRESS,
                 )  # fmt: skip
             commands.run(
-                [python, "-m", "unidoc_rl.trainer.hf_checkpoint", str(checkpoint), "--base-model", str(sft_checkpoint)]
+                [python, "-m", "unidoc_rl.training.hf_checkpoint", str(checkpoint), "--base-model", str(sft_checkpoint)]
             )
             logger.info("%s: evaluate on the held-out questions", name)
             commands.run(

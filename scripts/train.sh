@@ -55,7 +55,7 @@ fi
 N_GPUS="${N_GPUS:-8}"
 NNODES="${NNODES:-1}"
 if [[ "$MODEL_PATH" == "tiny" ]]; then
-  MODEL_PATH="$("$PYTHON" -c "from unidoc_rl.testing.tiny_models import tiny_policy_path; print(tiny_policy_path())")"
+  MODEL_PATH="$("$PYTHON" -c "from unidoc_rl.standins.tiny_models import tiny_policy_path; print(tiny_policy_path())")"
 fi
 
 # verl loads the project's plugin on import, here and (through the runtime_env in configs/unidoc_grpo.yaml) in every

@@ -16,7 +16,7 @@ import httpx
 from PIL import Image
 
 from search_engine.types import SearchHit
-from unidoc_rl.service_access import API_KEY_HEADER, service_root
+from unidoc_rl.common.service_access import API_KEY_HEADER, service_root
 
 SEARCH_ENDPOINT = "/search"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from unidoc_rl.atomic import atomic_write
+from unidoc_rl.common.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from search_engine.manifest import (
 )
 from search_engine.pooling import DEFAULT_POOL_SIZE, pool_pages
 from search_engine.shards import load_texts, load_vectors, referenced_files, write_text_shard, write_vector_shard
-from unidoc_rl.atomic import remove_stale_temporaries
+from unidoc_rl.common.atomic import remove_stale_temporaries
 
 logger = logging.getLogger("search_engine.ingestion")
 

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from search_engine.manifest import FileEntry, IndexFormatError, Manifest, ShardEntry, read_manifest, write_manifest
 from search_engine.shards import load_pooled, shard_path
-from unidoc_rl.atomic import atomic_write, sha256_file
+from unidoc_rl.common.atomic import atomic_write, sha256_file
 
 try:
     from search_engine import _kernel

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unidoc_rl.atomic import atomic_write_json
+from unidoc_rl.common.atomic import atomic_write_json
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "unidoc-search-index"

@@ -37,7 +37,7 @@ from search_engine.ivf import DEFAULT_PREFILTER, DEFAULT_PROBE
 from search_engine.maxsim import DEFAULT_RESIDENCY, RESIDENCY_MODES
 from search_engine.searcher import Searcher, SearchSettings
 from search_engine.vector_index import DEFAULT_CANDIDATES
-from unidoc_rl.http_server import api_key_guard, require_key_beyond_loopback, run_server
+from unidoc_rl.common.http_server import api_key_guard, require_key_beyond_loopback, run_server
 
 logger = logging.getLogger("search_engine.api")
 

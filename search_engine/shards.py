@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from search_engine.manifest import FileEntry, IndexFormatError, ShardEntry
-from unidoc_rl.atomic import atomic_write, atomic_write_bytes, sha256_file
+from unidoc_rl.common.atomic import atomic_write, atomic_write_bytes, sha256_file
 
 VECTORS = "vectors.npy"
 POOLED = "pooled.npy"

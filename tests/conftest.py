@@ -21,13 +21,13 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_policy_dir() -> Path:
-    from unidoc_rl.testing.tiny_models import tiny_policy_path
+    from unidoc_rl.standins.tiny_models import tiny_policy_path
 
     return tiny_policy_path()
 
 
 @pytest.fixture(scope="session")
 def tiny_retriever_dir() -> Path:
-    from unidoc_rl.testing.tiny_models import tiny_retriever_path
+    from unidoc_rl.standins.tiny_models import tiny_retriever_path
 
     return tiny_retriever_path()

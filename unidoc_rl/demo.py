@@ -137,7 +137,7 @@ def search_service_command(index_dir: Path, pages_dir: Path, port: int) -> list[
 def search_service(index_dir: Path, pages_dir: Path, log_path: Path, timeout_s: float = 60.0):
     """The search service as a subprocess on loopback; yields its URL once /health answers."""
     from search_engine.client import SearchClient, SearchError
-    from unidoc_rl.testing.serving import free_port
+    from unidoc_rl.standins.serving import free_port
 
     port = free_port()
     command = search_service_command(index_dir, pages_dir, port)
@@ -220,9 +220,9 @@ def main(argv: list[str] | None = None) -> dict:
     commands = Commands(out / "commands.sh")
     python = sys.executable
 
-    from unidoc_rl.testing.scripted_llm_server import ScriptedLLMServer, exact_match_judge
-    from unidoc_rl.testing.scripted_teacher import ScriptedTeacher
-    from unidoc_rl.testing.tiny_models import DEMO_POLICY, tiny_policy_path
+    from unidoc_rl.standins.scripted_llm_server import ScriptedLLMServer, exact_match_judge
+    from unidoc_rl.standins.scripted_teacher import ScriptedTeacher
+    from unidoc_rl.standins.tiny_models import DEMO_POLICY, tiny_policy_path
 
     tiny = str(tiny_policy_path(spec=DEMO_POLICY))
     logger.info("1/6 render and index %s; serve search", REPO_ROOT / "examples/corpus")
@@ -237,10 +237,10 @@ def main(argv: list[str] | None = None) -> dict:
         judge = services.enter_context(ScriptedLLMServer(exact_match_judge()))
         commands.service(search_service_command(out / "index", out / "pages", int(search_url.rsplit(":", 1)[1])))
         commands.service(
-            [python, "-m", "unidoc_rl.testing.scripted_teacher", "--samples", str(TRAIN_SAMPLES), "--port",
+            [python, "-m", "unidoc_rl.standins.scripted_teacher", "--samples", str(TRAIN_SAMPLES), "--port",
              str(teacher.server.port)]
         )  # fmt: skip
-        commands.service([python, "-m", "unidoc_rl.testing.scripted_llm_server", "--port", str(judge.port)])
+        commands.service([python, "-m", "unidoc_rl.standins.scripted_llm_server", "--port", str(judge.port)])
 
         logger.info("2/6 teacher trajectories, LLaMA-Factory export, SFT of the tiny policy")
         sft_dir = out / "sft"
@@ -307,7 +307,14 @@ def main(argv: list[str] | None = None) -> dict:
                 progress=VERL_PROGRESS,
             )  # fmt: skip
         commands.run(
-            [python, "-m", "unidoc_rl.trainer.hf_checkpoint", str(grpo_checkpoint), "--base-model", str(sft_checkpoint)]
+            [
+                python,
+                "-m",
+                "unidoc_rl.training.hf_checkpoint",
+                str(grpo_checkpoint),
+                "--base-model",
+                str(sft_checkpoint),
+            ]
         )
 
         logger.info("5/6 evaluate the untrained policy and the GRPO checkpoint; build the viewer")
@@ -358,7 +365,7 @@ def console_main() -> None:
 
 def _grpo_steps(metrics_path: Path) -> list[dict]:
     """Per GRPO step: mean reward, within-group reward spread, loss and gradient norm (verl's file-logger lines)."""
-    from unidoc_rl.jsonl import read_jsonl
+    from unidoc_rl.common.jsonl import read_jsonl
 
     steps = []
     for line in read_jsonl(metrics_path):

@@ -32,7 +32,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from numbers import Real
 from typing import Any
 
-from unidoc_rl.episode import EpisodeRecord
+from unidoc_rl.env.episode import EpisodeRecord
 from unidoc_rl.rewards.ground_truth import GroundTruth, GroundTruthError
 from unidoc_rl.rewards.scorer import RewardBreakdown
 

@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 from verl.protocol import DataProto
 
-from unidoc_rl.agent.scripted_client import ScriptedLLMClient
 from unidoc_rl.agent.search import StaticSearchBackend, register_inprocess_backend, unregister_inprocess_backend
 from unidoc_rl.agent.verl_worker import build_agent_loop_worker, compose_verl_config, rope_processor
-from unidoc_rl.episode import EpisodeRecord
-from unidoc_rl.prompts import load_prompts
-from unidoc_rl.testing.tiny_models import tiny_policy_path
+from unidoc_rl.env.episode import EpisodeRecord
+from unidoc_rl.env.prompts import load_prompts
+from unidoc_rl.standins.scripted_client import ScriptedLLMClient
+from unidoc_rl.standins.tiny_models import tiny_policy_path
 
 RAW_PAGE_SIZE = (600, 800)
 

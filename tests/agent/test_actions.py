@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from unidoc_rl.actions import (
+from unidoc_rl.env.actions import (
     CLOSING_FORMS,
     STOP_STRINGS,
     AnswerAction,
@@ -15,7 +15,7 @@ from unidoc_rl.actions import (
     format_action,
     parse_action,
 )
-from unidoc_rl.episode import ActionKind
+from unidoc_rl.env.episode import ActionKind
 
 
 def test_each_action_with_think_and_surrounding_text():

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as qwen_smart_resize
 
-from unidoc_rl import prompts
-from unidoc_rl.actions import STOP_STRINGS
-from unidoc_rl.episode import ActionKind, FinishReason
+from unidoc_rl.env import prompts
+from unidoc_rl.env.actions import STOP_STRINGS
+from unidoc_rl.env.episode import ActionKind, FinishReason
 
 QUESTION = "What is the revenue?"
 RESULTS = {"revenue": ["report_2", "report_1", "report_3", "report_4"], "costs": ["report_1", "report_5"]}
@@ -31,7 +31,7 @@ def expected_display_size(raw_size):
 
 
 def expected_crop(page: Image.Image, box):
-    """Crop-and-zoom computed independently of unidoc_rl.vision."""
+    """Crop-and-zoom computed independently of unidoc_rl.env.vision."""
     display_w, display_h = expected_display_size(page.size)
     sx, sy = page.width / display_w, page.height / display_h
     raw = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)

@@ -12,7 +12,7 @@ from unidoc_rl.engine.local_engine import (
     StopAtStrings,
     stop_candidate_table,
 )
-from unidoc_rl.testing.tiny_models import tiny_policy_path
+from unidoc_rl.standins.tiny_models import tiny_policy_path
 
 SAMPLING = {"temperature": 1.0, "top_p": 1.0, "max_tokens": 12, "logprobs": True}
 

@@ -11,13 +11,13 @@ import asyncio
 import pytest
 from PIL import Image
 
-from unidoc_rl import environment as environment_module
 from unidoc_rl.agent.search import StaticSearchBackend
-from unidoc_rl.agent_settings import AgentSettings
-from unidoc_rl.environment import AgentEnvironment, EpisodeFinishedError
-from unidoc_rl.episode import ActionKind, FinishReason
-from unidoc_rl.episode_state import EpisodeLimits
-from unidoc_rl.vision import PixelBudget
+from unidoc_rl.env import environment as environment_module
+from unidoc_rl.env.agent_settings import AgentSettings
+from unidoc_rl.env.environment import AgentEnvironment, EpisodeFinishedError
+from unidoc_rl.env.episode import ActionKind, FinishReason
+from unidoc_rl.env.episode_state import EpisodeLimits
+from unidoc_rl.env.vision import PixelBudget
 
 BUDGET = PixelBudget(8 * 28 * 28, 64 * 28 * 28)
 PAGES = {f"p{index}": Image.new("RGB", (560, 840), (index * 40, 200, 200)) for index in range(6)}

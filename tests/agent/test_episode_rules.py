@@ -12,16 +12,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from unidoc_rl.actions import CLOSING_FORMS
 from unidoc_rl.agent.agent_loop import PromptMismatchError
-from unidoc_rl.agent.scripted_client import ScriptedLLMClient
 from unidoc_rl.agent.search import StaticSearchBackend, register_inprocess_backend, unregister_inprocess_backend
-from unidoc_rl.episode import ActionKind, FinishReason
-from unidoc_rl.prompts import load_prompts
+from unidoc_rl.env.actions import CLOSING_FORMS
+from unidoc_rl.env.episode import ActionKind, FinishReason
+from unidoc_rl.env.prompts import load_prompts
+from unidoc_rl.env.vision import CoordinateConvention, PixelBudget, crop_and_zoom, display_size
 from unidoc_rl.rewards.ground_truth import GroundTruth
 from unidoc_rl.rewards.scorer import EpisodeScorer
 from unidoc_rl.rewards.settings import RewardSettings
-from unidoc_rl.vision import CoordinateConvention, PixelBudget, crop_and_zoom, display_size
+from unidoc_rl.standins.scripted_client import ScriptedLLMClient
 
 QUESTION = "What is the revenue?"
 RESULTS = {"revenue": ["report_2", "report_1", "report_3", "report_4"], "costs": ["report_1", "report_5"]}

@@ -11,9 +11,9 @@ from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as qwen_smart_resize
 
 from unidoc_rl.engine.local_engine import LocalEngine
-from unidoc_rl.episode import ActionKind, FinishReason
-from unidoc_rl.testing.sample_corpus import index_sample_corpus
-from unidoc_rl.testing.serving import ThreadedUvicorn
+from unidoc_rl.env.episode import ActionKind, FinishReason
+from unidoc_rl.standins.sample_corpus import index_sample_corpus
+from unidoc_rl.standins.serving import ThreadedUvicorn
 
 QUESTIONS = [
     "What dividend per share does the Northwind Energy board propose for 2023?",

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from unidoc_rl.engine.local_engine import LocalEngine
-from unidoc_rl.vision import PixelBudget, to_display
+from unidoc_rl.env.vision import PixelBudget, to_display
 
 BUDGET = PixelBudget(8 * 28 * 28, 64 * 28 * 28)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from unidoc_rl.episode import ActionKind
+from unidoc_rl.env.episode import ActionKind
 from unidoc_rl.rewards.credit import turn_spans
 
 RESULTS = {"revenue": ["report_2", "report_1", "report_3", "report_4"]}

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as qwen_smart_resize
 
-from unidoc_rl.vision import (
+from unidoc_rl.env.vision import (
     BoxError,
     BoxProblem,
     CoordinateConvention,

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unidoc_rl.agent.scripted_client import ScriptedLLMClient
 from unidoc_rl.agent.verl_worker import rope_processor
-from unidoc_rl.testing.eval_policies import oracle_plan, plan_policy, unknown_plan
-from unidoc_rl.testing.policy_server import PolicyServer
-from unidoc_rl.testing.scripted_llm_server import ScriptedLLMServer, exact_match_judge
-from unidoc_rl.testing.static_search_server import StaticSearchServer
-from unidoc_rl.vision import PixelBudget, display_size
+from unidoc_rl.env.vision import PixelBudget, display_size
+from unidoc_rl.standins.eval_policies import oracle_plan, plan_policy, unknown_plan
+from unidoc_rl.standins.policy_server import PolicyServer
+from unidoc_rl.standins.scripted_client import ScriptedLLMClient
+from unidoc_rl.standins.scripted_llm_server import ScriptedLLMServer, exact_match_judge
+from unidoc_rl.standins.static_search_server import StaticSearchServer
 
 RAW_SIZE = (600, 800)
 AGENT_OVERRIDES = ["unidoc_agent.max_turns=6", "unidoc_agent.max_tokens_per_turn=160", "unidoc_agent.search_top_k=5"]

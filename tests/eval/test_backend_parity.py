@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from unidoc_rl.agent.scripted_client import ScriptedLLMClient
 from unidoc_rl.engine.openai_policy import OpenAIPolicyClient, PolicyRequestError, image_token_id
 from unidoc_rl.eval.__main__ import compose_eval_config, reward_settings
 from unidoc_rl.eval.runner import Evaluator
 from unidoc_rl.eval.samples import load_eval_samples
 from unidoc_rl.rewards.scorer import EpisodeScorer
-from unidoc_rl.testing.eval_policies import plan_policy
-from unidoc_rl.testing.policy_server import PolicyServer
+from unidoc_rl.standins.eval_policies import plan_policy
+from unidoc_rl.standins.policy_server import PolicyServer
+from unidoc_rl.standins.scripted_client import ScriptedLLMClient
 
 OVERRIDES = ["unidoc_agent.max_turns=6", "unidoc_agent.max_tokens_per_turn=160", "unidoc_agent.search_top_k=5"]
 
@@ -69,7 +69,7 @@ async def test_tiny_policy_greedy_parity_local_engine_vs_served(world, processor
 
 
 async def test_a_server_without_the_generate_endpoint_is_refused(world):
-    from unidoc_rl.testing.scripted_llm_server import Reply, ScriptedLLMServer
+    from unidoc_rl.standins.scripted_llm_server import Reply, ScriptedLLMServer
 
     with ScriptedLLMServer(Reply(content="x")) as server:
         # A chat-completions-only server has no token-in/token-out route: a clear 4xx error, no re-tokenized text.
@@ -85,8 +85,8 @@ async def test_evaluation_worker_runs_the_same_episodes_as_the_training_worker(w
     from verl.protocol import DataProto
 
     from unidoc_rl.agent.verl_worker import UniDocAgentLoopWorker, build_agent_loop_worker
+    from unidoc_rl.env.prompts import load_prompts
     from unidoc_rl.eval.worker import EvaluationWorker
-    from unidoc_rl.prompts import load_prompts
 
     config = compose_eval_config(str(tiny_policy_dir), OVERRIDES, "local_cpu")
     OmegaConf.update(config, "unidoc_agent.search_url", world.search.url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from unidoc_rl.episode import ActionKind, CropStep, EpisodeRecord, FinishReason, SearchStep
+from unidoc_rl.env.episode import ActionKind, CropStep, EpisodeRecord, FinishReason, SearchStep
 from unidoc_rl.eval.evidence import EVIDENCE_METRICS, evidence_metrics
 from unidoc_rl.rewards.components import crop_score, selection_score
 from unidoc_rl.rewards.ground_truth import GroundTruth

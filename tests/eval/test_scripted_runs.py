@@ -22,9 +22,9 @@ def run_cli(argv) -> int:
 
 @pytest.fixture(scope="module")
 def oracle_run(world, processor, tiny_policy_dir, tmp_path_factory, kit):
-    from unidoc_rl.agent.scripted_client import ScriptedLLMClient
-    from unidoc_rl.testing.eval_policies import plan_policy
-    from unidoc_rl.testing.policy_server import PolicyServer
+    from unidoc_rl.standins.eval_policies import plan_policy
+    from unidoc_rl.standins.policy_server import PolicyServer
+    from unidoc_rl.standins.scripted_client import ScriptedLLMClient
 
     out_dir = tmp_path_factory.mktemp("oracle")
     client = ScriptedLLMClient(
@@ -130,7 +130,7 @@ def test_unknown_policy_scores_zero_accuracy_with_expected_retrieval(
 
 
 def test_judge_outage_falls_back_and_is_counted(world, serve_policy, kit, tiny_policy_dir, tmp_path):
-    from unidoc_rl.testing.scripted_llm_server import Reply
+    from unidoc_rl.standins.scripted_llm_server import Reply
 
     server = serve_policy(kit.oracle_plans(world, kit.processor))
     world.judge.set_script(Reply(status=503))
@@ -150,9 +150,9 @@ def test_judge_outage_falls_back_and_is_counted(world, serve_policy, kit, tiny_p
 
 
 def test_n_samples_give_pass_at_k_and_concurrency_is_bounded(world, processor, kit, tiny_policy_dir, tmp_path):
-    from unidoc_rl.agent.scripted_client import ScriptedLLMClient
-    from unidoc_rl.testing.eval_policies import Plan, plan_policy
-    from unidoc_rl.testing.policy_server import PolicyServer
+    from unidoc_rl.standins.eval_policies import Plan, plan_policy
+    from unidoc_rl.standins.policy_server import PolicyServer
+    from unidoc_rl.standins.scripted_client import ScriptedLLMClient
 
     # Right on every other trajectory of a question (the trajectories of a question alternate plans).
     oracle = kit.oracle_plans(world, processor)
@@ -256,11 +256,11 @@ def test_a_released_checkpoints_template_words_the_evaluation(world, serve_polic
     """`--override unidoc_agent.prompt_template=FILE`: the policy sees that template's texts, and so do the records."""
     from pathlib import Path
 
-    import unidoc_rl.testing
-    from unidoc_rl.prompts import load_prompts
-    from unidoc_rl.vision import CoordinateConvention
+    import unidoc_rl.standins
+    from unidoc_rl.env.prompts import load_prompts
+    from unidoc_rl.env.vision import CoordinateConvention
 
-    template = str(Path(unidoc_rl.testing.__file__).parent / "alternate_prompts.jinja")
+    template = str(Path(unidoc_rl.standins.__file__).parent / "alternate_prompts.jinja")
     server = serve_policy(kit.oracle_plans(world, kit.processor))
     override = f"unidoc_agent.prompt_template={template}"
     assert run_cli(kit.eval_argv(world, server.base_url, tiny_policy_dir, tmp_path, "--override", override)) == 0
@@ -289,7 +289,7 @@ def test_the_viewer_shows_a_real_evaluation_runs_reward_and_verdict(
     """The harness's results.jsonl, read by the viewer: every reward component and the verdict on each episode page.
     Two questions are answered without a `<select>` (format 0): the reward's gate keeps its judge out, the harness
     asks the judge for accuracy, and the page must say both without contradicting itself."""
-    from unidoc_rl.testing.eval_policies import Plan
+    from unidoc_rl.standins.eval_policies import Plan
     from unidoc_rl.viewer.app import Viewer, ViewerSettings
     from unidoc_rl.viewer.links import ServerLinks
 

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 from verl.workers.rollout.replica import TokenOutput
 
-from unidoc_rl.agent.scripted_client import ScriptedLLMClient
 from unidoc_rl.engine.openai_policy import OpenAIPolicyClient, PolicyRequestError, image_token_id
 from unidoc_rl.engine.served_protocol import parse_generation, parse_render, placeholder_runs
-from unidoc_rl.testing.policy_server import Fault, PolicyServer
+from unidoc_rl.standins.policy_server import Fault, PolicyServer
+from unidoc_rl.standins.scripted_client import ScriptedLLMClient
 
 SIZES = [(112, 84), (84, 140), (140, 112)]
 """Display-stable sizes under the tiny policy's pixel budget: 12, 15 and 20 placeholder tokens."""
@@ -161,7 +161,7 @@ def test_replies_are_checked():
 
 def test_evaluation_records_each_episode_a_lying_server_ruined(world, processor, tiny_policy_dir, kit, tmp_path):
     from unidoc_rl.eval.__main__ import main
-    from unidoc_rl.testing.eval_policies import plan_policy
+    from unidoc_rl.standins.eval_policies import plan_policy
 
     engine = ScriptedLLMClient(
         processor.tokenizer, plan_policy(processor.tokenizer, kit.oracle_plans(world, processor))

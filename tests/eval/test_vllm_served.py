@@ -21,15 +21,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from unidoc_rl.common.service_access import service_root
 from unidoc_rl.engine.local_engine import LocalEngine
 from unidoc_rl.engine.openai_policy import OpenAIPolicyClient, image_token_id
 from unidoc_rl.engine.served_protocol import GENERATE_PATH
 from unidoc_rl.eval.__main__ import compose_eval_config
 from unidoc_rl.eval.samples import load_eval_samples
-from unidoc_rl.service_access import service_root
-from unidoc_rl.testing.sample_corpus import sample_search_service
-from unidoc_rl.testing.served_parity import agreement, search_first_episodes
-from unidoc_rl.testing.serving import free_port
+from unidoc_rl.standins.sample_corpus import sample_search_service
+from unidoc_rl.standins.served_parity import agreement, search_first_episodes
+from unidoc_rl.standins.serving import free_port
 
 pytestmark = pytest.mark.slow
 

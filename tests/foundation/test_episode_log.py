@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import pytest
 
-from unidoc_rl.episode import ActionKind, CropStep, EpisodeRecord, FinishReason, SearchStep
+from unidoc_rl.env.episode import ActionKind, CropStep, EpisodeRecord, FinishReason, SearchStep
 from unidoc_rl.episode_log import EpisodeLogError, EpisodeLogLine, JudgeVerdict
 from unidoc_rl.rewards.ground_truth import GroundTruth
 from unidoc_rl.rewards.scorer import RewardBreakdown

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from unidoc_rl.http_server import KEEP_ALIVE_S
-from unidoc_rl.testing.sample_corpus import index_sample_corpus
-from unidoc_rl.testing.serving import ThreadedUvicorn, free_port
+from unidoc_rl.common.http_server import KEEP_ALIVE_S
+from unidoc_rl.standins.sample_corpus import index_sample_corpus
+from unidoc_rl.standins.serving import ThreadedUvicorn, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IDLE_S = 6.0

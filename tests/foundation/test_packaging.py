@@ -115,3 +115,28 @@ def test_contracts_are_cited_from_documents_in_the_repository(repo_root):
         if path.suffix in {".py", ".md", ".yaml", ".jinja", ".txt"} and cited.search(path.read_text(errors="replace"))
     ]
     assert offenders == []
+
+
+def _code_paths(markdown: str, heading: str, column: int) -> list[str]:
+    """The `code` spans in one column (1 = first) of the table under `heading`."""
+    section = markdown.split(heading, 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    return [path for row in rows[1:] for path in re.findall(r"`([^`]+)`", row.split("|")[column])]
+
+
+def test_the_layout_table_and_the_architecture_page_match_the_tree(repo_root):
+    readme = (repo_root / "README.md").read_text()
+    architecture = (repo_root / "docs/architecture.md").read_text()
+    listed = _code_paths(readme, "## Repository layout", column=1)
+    parts = _code_paths(architecture, "## The parts", column=2)
+    for path in [*listed, *parts]:
+        assert (repo_root / path).exists(), f"{path} is listed but not in the tree"
+    # Every part of the package is on both pages: its subpackages and its top-level modules.
+    package = repo_root / "unidoc_rl"
+    members = [
+        f"unidoc_rl/{child.name}/" if child.is_dir() else f"unidoc_rl/{child.name}"
+        for child in sorted(package.iterdir())
+        if child.name != "__init__.py" and (child.suffix == ".py" or (child / "__init__.py").exists())
+    ]
+    assert sorted(set(members) - set(listed)) == []
+    assert sorted(set(members) - set(parts)) == []

@@ -24,8 +24,8 @@ from search_engine.search_engine_api import build_parser as search_parser
 from unidoc_rl.agent.search import resolve_backend
 from unidoc_rl.judge.client import build_judge
 from unidoc_rl.rewards.settings import RewardSettings
-from unidoc_rl.testing.scripted_llm_server import ScriptedLLMServer, exact_match_judge
-from unidoc_rl.testing.serving import free_port
+from unidoc_rl.standins.scripted_llm_server import ScriptedLLMServer, exact_match_judge
+from unidoc_rl.standins.serving import free_port
 
 REFERENCE_JUDGE_MODEL = "Qwen/Qwen2.5-72B-Instruct"
 TRAIN_ENV = {"MODEL_PATH": "/ckpt/sft", "TRAIN_FILE": "/data/train.parquet", "VAL_FILE": "/data/val.parquet"}
@@ -263,7 +263,7 @@ def test_train_sh_needs_exactly_one_judge(repo_root: Path, judge_env: dict, mess
 
 
 def test_service_root_takes_the_root_or_the_endpoint_and_rejects_other_urls():
-    from unidoc_rl.service_access import service_root
+    from unidoc_rl.common.service_access import service_root
 
     for url in ("http://h:8001", "http://h:8001/", "http://h:8001/search", " http://h:8001/search/ "):
         assert service_root(url, "/search") == "http://h:8001"

@@ -13,7 +13,7 @@ import pypdfium2 as pdfium
 import pytest
 
 from search_engine.ingestion import IngestConfig
-from unidoc_rl.vision import PixelBudget, crop_and_zoom, crop_region, display_size, from_norm1000
+from unidoc_rl.env.vision import PixelBudget, crop_and_zoom, crop_region, display_size, from_norm1000
 
 SAMPLE_KEYS = {"uid", "query", "reference_answer", "meta_info"}
 META_KEYS = {"file_name", "reference_page", "source_type", "query_type", "reference_boxes", "crop_required"}

@@ -2,10 +2,10 @@
 
 import pytest
 
-from unidoc_rl.agent_settings import AgentSettings
+from unidoc_rl.common.settings_keys import reject_unknown_keys
+from unidoc_rl.env.agent_settings import AgentSettings
 from unidoc_rl.judge.settings import JudgeSettings
 from unidoc_rl.rewards.settings import RewardSettings
-from unidoc_rl.settings_keys import reject_unknown_keys
 
 
 def test_message_lists_the_unknown_and_the_known_keys():

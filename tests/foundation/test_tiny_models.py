@@ -8,7 +8,7 @@ from transformers import AutoConfig, AutoTokenizer, Qwen2_5_VLForConditionalGene
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 from unidoc_rl.compat import load_policy_processor, load_retriever_processor
-from unidoc_rl.testing.tiny_models import (
+from unidoc_rl.standins.tiny_models import (
     QWEN_SPECIAL_TOKENS,
     TinyPolicySpec,
     build_tiny_policy,

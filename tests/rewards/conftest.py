@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from unidoc_rl.episode import ActionKind, CropStep, EpisodeRecord, FinishReason, SearchStep
+from unidoc_rl.env.episode import ActionKind, CropStep, EpisodeRecord, FinishReason, SearchStep
 from unidoc_rl.rewards.ground_truth import GroundTruth
-from unidoc_rl.testing.scripted_llm_server import ScriptedLLMServer, exact_match_judge
+from unidoc_rl.standins.scripted_llm_server import ScriptedLLMServer, exact_match_judge
 
 A, S, B, ANS, INV = ActionKind.SEARCH, ActionKind.SELECT, ActionKind.BBOX, ActionKind.ANSWER, ActionKind.INVALID
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from unidoc_rl.episode import ActionKind, CropStep, EpisodeRecord, FinishReason, SearchStep, TurnStep
+from unidoc_rl.env.episode import ActionKind, CropStep, EpisodeRecord, FinishReason, SearchStep, TurnStep
 from unidoc_rl.rewards.components import (
     FormatRule,
     NdcgIdeal,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from unidoc_rl.episode import ActionKind as K
+from unidoc_rl.env.episode import ActionKind as K
 from unidoc_rl.rewards.credit import credit_metrics, grpo_scalars, per_action_advantages, turn_spans
 from unidoc_rl.rewards.presets import get_preset
 

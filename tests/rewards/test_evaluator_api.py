@@ -11,8 +11,8 @@ from unidoc_rl.judge.evaluator_api import build_parser, create_app, main, settin
 from unidoc_rl.judge.settings import JudgeSettings
 from unidoc_rl.rewards.scorer import EpisodeScorer
 from unidoc_rl.rewards.settings import RewardSettings
-from unidoc_rl.testing.scripted_llm_server import Reply, exact_match_judge
-from unidoc_rl.testing.serving import ThreadedUvicorn
+from unidoc_rl.standins.scripted_llm_server import Reply, exact_match_judge
+from unidoc_rl.standins.serving import ThreadedUvicorn
 
 
 @pytest.fixture(scope="module")

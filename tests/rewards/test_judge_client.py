@@ -7,12 +7,12 @@ import asyncio
 import httpx
 import pytest
 
-from unidoc_rl.episode import EpisodeRecord
+from unidoc_rl.env.episode import EpisodeRecord
 from unidoc_rl.judge.client import OpenAIJudge, ResilientJudge
 from unidoc_rl.judge.settings import JudgeSettings
 from unidoc_rl.rewards.scorer import EpisodeScorer
 from unidoc_rl.rewards.settings import RewardSettings
-from unidoc_rl.testing.scripted_llm_server import Reply, exact_match_judge, replies_in_order
+from unidoc_rl.standins.scripted_llm_server import Reply, exact_match_judge, replies_in_order
 
 TRUE, FALSE = Reply(content="<judge>True</judge>"), Reply(content="<judge>False</judge>")
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from unidoc_rl.episode import ActionKind, EpisodeRecord, FinishReason, SearchStep, TurnStep
+from unidoc_rl.env.episode import ActionKind, EpisodeRecord, FinishReason, SearchStep, TurnStep
 from unidoc_rl.rewards.presets import get_preset
 from unidoc_rl.rewards.scorer import EpisodeScorer
 from unidoc_rl.rewards.settings import RewardSettings

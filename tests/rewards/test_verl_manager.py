@@ -16,7 +16,7 @@ from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
 
 from unidoc_rl.rewards.settings import RewardSettings
 from unidoc_rl.rewards.verl_manager import MissingEpisodeError, UniDocRewardManager
-from unidoc_rl.testing.trajectories import reward_worker_trajectory
+from unidoc_rl.standins.trajectories import reward_worker_trajectory
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unidoc_rl.testing.serving import ThreadedUvicorn
+from unidoc_rl.standins.serving import ThreadedUvicorn
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_CORPUS = REPO_ROOT / "examples" / "corpus"

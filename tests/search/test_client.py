@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from search_engine.client import AsyncSearchClient, SearchClient, SearchError
-from unidoc_rl.testing.serving import free_port
+from unidoc_rl.standins.serving import free_port
 
 HIT = {"idx": 0, "image_file": "/corpus/pages/a_1.png", "page_id": "a_1", "score": 1.5}
 

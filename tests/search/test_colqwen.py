@@ -77,7 +77,7 @@ def test_colqwen_ingest_and_search_match_colpali_engine(encoder, small_corpus: P
 
 @pytest.mark.slow
 def test_querying_with_another_model_is_refused(encoder, small_corpus: Path, tmp_path: Path):
-    from unidoc_rl.testing.tiny_models import TinyRetrieverSpec, tiny_retriever_path
+    from unidoc_rl.standins.tiny_models import TinyRetrieverSpec, tiny_retriever_path
 
     config = IngestConfig(dataset_dir=small_corpus, backend="colqwen", model=encoder.model_name, dpi=72, progress=False)
     ingest(config, encoder=encoder)

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from unidoc_rl.testing.sample_corpus import index_sample_corpus
-from unidoc_rl.testing.scripted_teacher import ScriptedTeacher
-from unidoc_rl.testing.serving import ThreadedUvicorn
+from unidoc_rl.standins.sample_corpus import index_sample_corpus
+from unidoc_rl.standins.scripted_teacher import ScriptedTeacher
+from unidoc_rl.standins.serving import ThreadedUvicorn
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES_JSON = REPO_ROOT / "examples" / "samples.json"
@@ -62,7 +62,7 @@ def cli_args():
 @pytest.fixture(scope="session")
 def oracle_run(tmp_path_factory, search_url, oracle_teacher, corpus_dir, samples):
     """The CLI run in this process over every bundled sample with the oracle teacher."""
-    from synthetic_data.generate_cot_data import main
+    from unidoc_rl.synthesis.generate_cot_data import main
 
     output = tmp_path_factory.mktemp("oracle") / "out.jsonl"
     assert main(_cli_args(search_url, oracle_teacher.base_url, corpus_dir, output)) == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
-from synthetic_data.convert_to_llamafactory import convert, main
+from unidoc_rl.synthesis.convert_to_llamafactory import convert, main
 
 
 def write_lines(path, lines, tail: str = "") -> None:

@@ -10,10 +10,10 @@ import pytest
 from fastapi import FastAPI, Request
 from PIL import Image
 
-from synthetic_data.layout import LayoutBlock, MinerULayoutParser, draw_blocks, group_lines, pdf_text_blocks
-from synthetic_data.rerank import balanced_orders, tally, winner
-from synthetic_data.services import RetryPolicy, StageStats
-from unidoc_rl.testing.serving import ThreadedUvicorn
+from unidoc_rl.standins.serving import ThreadedUvicorn
+from unidoc_rl.synthesis.layout import LayoutBlock, MinerULayoutParser, draw_blocks, group_lines, pdf_text_blocks
+from unidoc_rl.synthesis.rerank import balanced_orders, tally, winner
+from unidoc_rl.synthesis.services import RetryPolicy, StageStats
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5])

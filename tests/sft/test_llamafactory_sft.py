@@ -22,13 +22,13 @@ from safetensors.torch import load_file
 from transformers import Qwen2_5_VLForConditionalGeneration
 from verl.protocol import DataProto
 
-from synthetic_data.convert_to_llamafactory import main as convert_main
 from unidoc_rl.agent.verl_worker import build_agent_loop_worker, compose_verl_config
 from unidoc_rl.compat import load_policy_processor
 from unidoc_rl.engine.local_engine import LocalEngine
-from unidoc_rl.episode import EpisodeRecord
-from unidoc_rl.prompts import load_prompts
-from unidoc_rl.testing.tiny_models import tiny_policy_path
+from unidoc_rl.env.episode import EpisodeRecord
+from unidoc_rl.env.prompts import load_prompts
+from unidoc_rl.standins.tiny_models import tiny_policy_path
+from unidoc_rl.synthesis.convert_to_llamafactory import main as convert_main
 
 CPU_CONFIG = "LLaMA-Factory/examples/train_full/qwen2_5vl_full_sft_cpu.yaml"
 SFT_SAMPLES = 16
@@ -188,9 +188,9 @@ GRPO_LR = 1.0e-4
 def test_verl_takes_a_grpo_step_from_the_sft_checkpoint(sft_checkpoint, search_url, samples, repo_root, tmp_path):
     """`VERL_PLATFORM=cpu bash scripts/train.sh` with MODEL_PATH the LLaMA-Factory checkpoint, as `make demo` runs it:
     verl's trainer loads it, rolls out on the training prompts and takes one optimizer step from its weights."""
+    from unidoc_rl.common.jsonl import read_jsonl
     from unidoc_rl.data.prepare import prepare, write_parquet
-    from unidoc_rl.jsonl import read_jsonl
-    from unidoc_rl.testing.scripted_llm_server import ScriptedLLMServer, exact_match_judge
+    from unidoc_rl.standins.scripted_llm_server import ScriptedLLMServer, exact_match_judge
 
     split = prepare(samples, "sample", val_size=2, seed=0)
     write_parquet(split.train, tmp_path / "train.parquet")

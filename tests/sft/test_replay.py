@@ -18,16 +18,16 @@ import pytest
 from PIL import Image
 from verl.protocol import DataProto
 
-import unidoc_rl.testing
-from unidoc_rl.agent.scripted_client import ScriptedLLMClient
+import unidoc_rl.standins
 from unidoc_rl.agent.verl_worker import build_agent_loop_worker, compose_verl_config, rope_processor
 from unidoc_rl.data.prepare import ground_truth_of
-from unidoc_rl.episode import EpisodeRecord
-from unidoc_rl.prompts import DEFAULT_TEMPLATE, load_prompts
+from unidoc_rl.env.episode import EpisodeRecord
+from unidoc_rl.env.prompts import DEFAULT_TEMPLATE, load_prompts
+from unidoc_rl.env.vision import CoordinateConvention
 from unidoc_rl.rewards.scorer import EpisodeScorer
 from unidoc_rl.rewards.settings import RewardSettings
-from unidoc_rl.testing.tiny_models import tiny_policy_path
-from unidoc_rl.vision import CoordinateConvention
+from unidoc_rl.standins.scripted_client import ScriptedLLMClient
+from unidoc_rl.standins.tiny_models import tiny_policy_path
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ async def test_replayed_episodes_score_as_the_teacher_did(oracle_run, replay):
         ]
 
 
-ALTERNATE = str(Path(unidoc_rl.testing.__file__).parent / "alternate_prompts.jinja")
+ALTERNATE = str(Path(unidoc_rl.standins.__file__).parent / "alternate_prompts.jinja")
 DEFAULT_WORDS = (
     "Question: ",
     "Results for: ",
@@ -157,7 +157,7 @@ DEFAULT_WORDS = (
 @pytest.fixture(scope="module")
 def alternate_run(samples, search_url, oracle_teacher, corpus_dir, cli_args, tmp_path_factory):
     """Synthesis under a second template (every string differs) over a few samples: a crop, a multi-hop, a text one."""
-    from synthetic_data.generate_cot_data import main
+    from unidoc_rl.synthesis.generate_cot_data import main
 
     picks = [
         next(s for s in samples if any(s["meta_info"].get("crop_required") or [])),
@@ -176,7 +176,7 @@ def alternate_run(samples, search_url, oracle_teacher, corpus_dir, cli_args, tmp
 
 
 def test_a_second_template_words_synthesis_export_and_replay_alike(alternate_run, search_url, processor, tmp_path):
-    from synthetic_data.convert_to_llamafactory import main as export
+    from unidoc_rl.synthesis.convert_to_llamafactory import main as export
 
     alternate = load_prompts(ALTERNATE)
     for line in alternate_run.lines.values():

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from synthetic_data.convert_to_llamafactory import convert
-from synthetic_data.generate_cot_data import main
-from unidoc_rl.testing.scripted_teacher import FaultRule, ScriptedTeacher, TeacherFaults
+from unidoc_rl.standins.scripted_teacher import FaultRule, ScriptedTeacher, TeacherFaults
+from unidoc_rl.synthesis.convert_to_llamafactory import convert
+from unidoc_rl.synthesis.generate_cot_data import main
 
 PICKED = ["nw-asia-2023", "lb-efficiency", "ws-oldtown-use", "sp-350-price", "nw-dividend"]
 
@@ -150,8 +150,8 @@ def test_kill_9_mid_run_then_resume(samples, search_url, corpus_dir, tmp_path, c
 
 def test_the_reference_command_with_a_mineru_layout_parser(samples, search_url, corpus_dir, tmp_path):
     """The flags exactly as the reference quotes them (default agent config: the paper's pixel budget)."""
-    from unidoc_rl.testing.scripted_mineru import create_app
-    from unidoc_rl.testing.serving import ThreadedUvicorn
+    from unidoc_rl.standins.scripted_mineru import create_app
+    from unidoc_rl.standins.serving import ThreadedUvicorn
 
     chosen = [sample for sample in samples if sample["uid"] in {"nw-asia-2023", "lb-efficiency"}]
     data = tmp_path / "data.json"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from synthetic_data.services import ChatService, RetryPolicy, StageError, StageStats, parse_json_object
-from unidoc_rl.testing.scripted_llm_server import Reply, ScriptedLLMServer
+from unidoc_rl.standins.scripted_llm_server import Reply, ScriptedLLMServer
+from unidoc_rl.synthesis.services import ChatService, RetryPolicy, StageError, StageStats, parse_json_object
 
 FAST = RetryPolicy(timeout_s=0.5, retries=2, backoff_s=0.01, json_retries=1)
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthetic_data.synthesize import model_box
-from unidoc_rl import prompts
-from unidoc_rl.actions import BBoxAction, parse_action
 from unidoc_rl.data.prepare import ground_truth_of
+from unidoc_rl.env import prompts
+from unidoc_rl.env.actions import BBoxAction, parse_action
+from unidoc_rl.env.vision import CoordinateConvention, PixelBudget, from_norm1000, model_box_to_raw, to_display
 from unidoc_rl.rewards.components import box_iou
-from unidoc_rl.vision import CoordinateConvention, PixelBudget, from_norm1000, model_box_to_raw, to_display
+from unidoc_rl.synthesis.synthesize import model_box
 
 BUDGET = PixelBudget(6272, 50176)
 

@@ -7,7 +7,7 @@ import yaml
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from unidoc_rl.agent_settings import AgentSettings
+from unidoc_rl.env.agent_settings import AgentSettings
 from unidoc_rl.rewards.settings import RewardSettings
 
 ENV = {

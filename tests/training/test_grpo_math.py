@@ -10,8 +10,8 @@ import torch
 from verl.protocol import DataProto
 from verl.trainer.ppo.v1.utils import compute_advantage_for_multi_trajectories
 
+from unidoc_rl.common.jsonl import JsonlLog, read_jsonl
 from unidoc_rl.config import compose_config
-from unidoc_rl.jsonl import JsonlLog, read_jsonl
 from unidoc_rl.rewards.groups import within_group_std
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from unidoc_rl.trainer.hf_checkpoint import complete_processor_files
+from unidoc_rl.training.hf_checkpoint import complete_processor_files
 
 
 def test_missing_processor_files_are_copied_and_present_ones_kept(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from unidoc_rl.testing.sample_corpus import index_sample_corpus
+from unidoc_rl.standins.sample_corpus import index_sample_corpus
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STEP_LINE = re.compile(r"^(?:\x1b\[[0-9;]*m)?(?:\(TaskRunnerV1 pid=\d+\)(?:\x1b\[[0-9;]*m)? )?step:(\d+) - (.*)$")
@@ -23,8 +23,8 @@ def services(tmp_path_factory):
     """The sample corpus's RL parquet, the search service over its bm25 index and a scripted judge, on loopback."""
     from search_engine.search_engine_api import ServiceConfig, create_app
     from unidoc_rl.data.prepare import main as prepare_main
-    from unidoc_rl.testing.scripted_llm_server import ScriptedLLMServer, exact_match_judge
-    from unidoc_rl.testing.serving import ThreadedUvicorn
+    from unidoc_rl.standins.scripted_llm_server import ScriptedLLMServer, exact_match_judge
+    from unidoc_rl.standins.serving import ThreadedUvicorn
 
     root = tmp_path_factory.mktemp("main_ppo")
     corpus = index_sample_corpus(root / "corpus")

@@ -10,7 +10,7 @@ from verl.trainer.ppo.core_algos import get_adv_estimator_fn
 from verl.trainer.ppo.ray_trainer import compute_advantage
 
 import unidoc_rl.verl_plugin  # noqa: F401  (registers the estimator)
-from unidoc_rl.episode import ActionKind
+from unidoc_rl.env.episode import ActionKind
 from unidoc_rl.rewards.credit import per_action_advantages
 from unidoc_rl.rewards.presets import get_preset
 from unidoc_rl.rewards.scorer import RewardBreakdown

@@ -12,7 +12,7 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopOutput
 from verl.workers.rollout.replica import TokenOutput
 
 from unidoc_rl.agent.verl_worker import VersionRecordingClient, _trajectory_versions, stamp_versions
-from unidoc_rl.episode import ActionKind, CropStep, EpisodeRecord, FinishReason, SearchStep
+from unidoc_rl.env.episode import ActionKind, CropStep, EpisodeRecord, FinishReason, SearchStep
 from unidoc_rl.verl_plugin.metrics import group_spread_metrics, rollout_metrics
 
 

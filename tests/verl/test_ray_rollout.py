@@ -22,7 +22,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from unidoc_rl.testing.sample_corpus import index_sample_corpus
+from unidoc_rl.standins.sample_corpus import index_sample_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -42,8 +42,8 @@ MISSED_BOX_NORM1000 = [95, 600, 905, 700]
 def scripted_engine(policy_path: str, replies: dict[str, list[str]]):
     """Runs inside the generation-server actor: replies by question and by the number of assistant turns so far
     (verl's client sends every turn under a fresh request id, so the prompt is what tells turns apart)."""
-    from unidoc_rl.agent.scripted_client import ScriptedLLMClient
     from unidoc_rl.compat import load_policy_processor
+    from unidoc_rl.standins.scripted_client import ScriptedLLMClient
 
     tokenizer = load_policy_processor(policy_path).tokenizer
 
@@ -63,7 +63,7 @@ def corpus_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def search_url(corpus_dir):
     from search_engine.search_engine_api import ServiceConfig, create_app
-    from unidoc_rl.testing.serving import ThreadedUvicorn
+    from unidoc_rl.standins.serving import ThreadedUvicorn
 
     with ThreadedUvicorn(create_app(ServiceConfig(dataset_dir=str(corpus_dir))), lifespan="off") as server:
         yield server.url
@@ -71,7 +71,7 @@ def search_url(corpus_dir):
 
 @pytest.fixture(scope="module")
 def judge():
-    from unidoc_rl.testing.scripted_llm_server import ScriptedLLMServer, exact_match_judge
+    from unidoc_rl.standins.scripted_llm_server import ScriptedLLMServer, exact_match_judge
 
     with ScriptedLLMServer(exact_match_judge()) as server:
         yield server
@@ -136,8 +136,8 @@ def rollout_config(policy_path: str, search_url: str, judge_url: str, train_file
 
 
 def display_box(image_file: str, norm1000: list[int], config, processor) -> list[float]:
-    from unidoc_rl.agent_settings import AgentSettings
-    from unidoc_rl.vision import display_size, from_norm1000
+    from unidoc_rl.env.agent_settings import AgentSettings
+    from unidoc_rl.env.vision import display_size, from_norm1000
 
     settings = AgentSettings.from_mapping(OmegaConf.to_container(config.unidoc_agent))
     size = processor.image_processor.size
@@ -171,7 +171,7 @@ def test_v1_rollout_through_ray_router_search_and_reward_workers(
 
     from search_engine.client import SearchClient
     from unidoc_rl.agent.verl_worker import UniDocAgentLoopManager, UniDocAgentLoopManagerTQ, rope_processor
-    from unidoc_rl.episode import EpisodeRecord
+    from unidoc_rl.env.episode import EpisodeRecord
     from unidoc_rl.rewards.ground_truth import GroundTruth
     from unidoc_rl.verl_plugin.generation_server import GenerationServer
 

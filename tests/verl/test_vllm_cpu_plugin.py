@@ -27,7 +27,7 @@ from vllm.config import VllmConfig, set_current_vllm_config
 from vllm.distributed import init_distributed_environment, initialize_model_parallel
 from vllm.model_executor.layers.linear import QKVParallelLinear, ReplicatedLinear
 from vllm.platforms import current_platform
-from unidoc_rl.testing.serving import free_port
+from unidoc_rl.standins.serving import free_port
 if sys.argv[1] == "fixed":
     from unidoc_rl.verl_plugin import vllm_cpu
     vllm_cpu.install()

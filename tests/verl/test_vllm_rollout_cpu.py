@@ -85,7 +85,7 @@ def searching_policy(base: Path, out_dir: Path, questions: list[str], system_pro
 def policy(services, tmp_path_factory, tiny_policy_dir):
     import pandas as pd
 
-    from unidoc_rl import prompts
+    from unidoc_rl.env import prompts
 
     rows = pd.read_parquet(services["root"] / "data/train.parquet")
     questions = [prompts.message_text(list(row)[-1]) for row in rows["prompt"][:4]]

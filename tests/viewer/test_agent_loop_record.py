@@ -11,16 +11,16 @@ import pytest
 from PIL import Image
 from verl.protocol import DataProto
 
-from unidoc_rl.agent.scripted_client import ScriptedLLMClient
 from unidoc_rl.agent.search import StaticSearchBackend, register_inprocess_backend, unregister_inprocess_backend
 from unidoc_rl.agent.verl_worker import build_agent_loop_worker, compose_verl_config, rope_processor
-from unidoc_rl.episode import ActionKind, EpisodeRecord
+from unidoc_rl.env.episode import ActionKind, EpisodeRecord
+from unidoc_rl.env.prompts import load_prompts
+from unidoc_rl.env.vision import PixelBudget
 from unidoc_rl.episode_log import EpisodeLogLine
-from unidoc_rl.prompts import load_prompts
-from unidoc_rl.testing.tiny_models import tiny_policy_path
+from unidoc_rl.standins.scripted_client import ScriptedLLMClient
+from unidoc_rl.standins.tiny_models import tiny_policy_path
 from unidoc_rl.viewer.app import Viewer, ViewerSettings
 from unidoc_rl.viewer.links import ServerLinks
-from unidoc_rl.vision import PixelBudget
 
 pytestmark = pytest.mark.slow  # builds verl's worker and the tiny policy (~25 s on 2 cores)
 

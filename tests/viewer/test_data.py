@@ -5,7 +5,7 @@ import json
 import pytest
 from PIL import Image
 
-from unidoc_rl.episode import ActionKind
+from unidoc_rl.env.episode import ActionKind
 from unidoc_rl.viewer.index import EpisodeIndex
 from unidoc_rl.viewer.query import ListQuery, QueryError, run_query
 from unidoc_rl.viewer.records import RecordError, SampleInfo, load_samples_info, parse_entry, summarize
@@ -273,7 +273,7 @@ def test_the_verl_plugins_metrics_are_charted_like_the_local_trainers(tmp_path):
 
 
 def test_timeline_skips_unrendered_turns_and_reads_records_without_turns(viewer, fixture_run):
-    from unidoc_rl.episode import EpisodeRecord, TurnStep
+    from unidoc_rl.env.episode import EpisodeRecord, TurnStep
     from unidoc_rl.viewer.timeline import build_timeline
 
     truth = fixture_run.truths["nw-asia-2023"]

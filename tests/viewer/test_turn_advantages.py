@@ -3,7 +3,7 @@ the unidoc_sync trainer beside the record, aligned with its turns)."""
 
 import json
 
-from unidoc_rl.episode import EpisodeRecord
+from unidoc_rl.env.episode import EpisodeRecord
 from unidoc_rl.episode_log import EpisodeLogLine
 from unidoc_rl.viewer.app import Viewer, ViewerSettings
 from unidoc_rl.viewer.links import ServerLinks

@@ -25,13 +25,13 @@ from uuid import uuid4
 from PIL import Image
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, register
 
-from unidoc_rl.actions import STOP_STRINGS, first_closing_end
 from unidoc_rl.agent.search import resolve_backend
-from unidoc_rl.agent_settings import AgentSettings
-from unidoc_rl.environment import AgentEnvironment, Observation
-from unidoc_rl.episode import EpisodeRecord, FinishReason
-from unidoc_rl.prompts import load_prompts, message_text
-from unidoc_rl.vision import PixelBudget
+from unidoc_rl.env.actions import STOP_STRINGS, first_closing_end
+from unidoc_rl.env.agent_settings import AgentSettings
+from unidoc_rl.env.environment import AgentEnvironment, Observation
+from unidoc_rl.env.episode import EpisodeRecord, FinishReason
+from unidoc_rl.env.prompts import load_prompts, message_text
+from unidoc_rl.env.vision import PixelBudget
 
 logger = logging.getLogger(__name__)
 

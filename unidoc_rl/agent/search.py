@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from unidoc_rl.service_access import service_root
+from unidoc_rl.common.service_access import service_root
 
 INPROCESS_SCHEME = "inprocess://"
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from unidoc_rl.atomic import atomic_write
-from unidoc_rl.prompts import DEFAULT_TEMPLATE, AgentPrompts, load_prompts
+from unidoc_rl.common.atomic import atomic_write
+from unidoc_rl.env.prompts import DEFAULT_TEMPLATE, AgentPrompts, load_prompts
 from unidoc_rl.rewards.ground_truth import GroundTruth, GroundTruthError
 
 logger = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 from verl.workers.rollout.llm_server import LLMServerClient
 from verl.workers.rollout.replica import TokenOutput
 
-from unidoc_rl.vision import PixelBudget, display_size
+from unidoc_rl.env.vision import PixelBudget, display_size
 
 logger = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ from PIL import Image
 from verl.workers.rollout.llm_server import LLMServerClient
 from verl.workers.rollout.replica import TokenOutput
 
+from unidoc_rl.common.service_access import service_root
 from unidoc_rl.engine.served_protocol import (
     GENERATE_PATH,
     RENDER_PATH,
@@ -43,7 +44,6 @@ from unidoc_rl.engine.served_protocol import (
     parse_render,
     render_body,
 )
-from unidoc_rl.service_access import service_root
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from unidoc_rl.atomic import atomic_write_json
+from unidoc_rl.common.atomic import atomic_write_json
 from unidoc_rl.config import CONFIG_DIR, TINY_POLICY, compose_config
 
 logger = logging.getLogger("unidoc_rl.eval")
@@ -154,7 +154,7 @@ async def evaluate(args) -> dict:
     if args.index_dir:
         corpus_check(samples, args.index_dir)
     if TINY_POLICY in (args.model_path, args.tokenizer_path):
-        from unidoc_rl.testing.tiny_models import tiny_policy_path
+        from unidoc_rl.standins.tiny_models import tiny_policy_path
 
         tiny = str(tiny_policy_path())
         args.model_path = tiny if args.model_path == TINY_POLICY else args.model_path

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unidoc_rl.atomic import atomic_write_bytes
+from unidoc_rl.common.atomic import atomic_write_bytes
 from unidoc_rl.eval.mmlongbench import NOT_ANSWERABLE
 from unidoc_rl.eval.samples import load_eval_samples, missing_from_index, read_sample_file
 

@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from unidoc_rl.atomic import atomic_write_bytes
+from unidoc_rl.common.atomic import atomic_write_bytes
 from unidoc_rl.eval.runner import RESULTS_FILE, read_results
 from unidoc_rl.eval.samples import EvalSample, load_eval_samples
 

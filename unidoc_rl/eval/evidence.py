@@ -18,7 +18,7 @@ reward's under `reward`. None means undefined for the episode (left out of means
 
 from __future__ import annotations
 
-from unidoc_rl.episode import Box, EpisodeRecord
+from unidoc_rl.env.episode import Box, EpisodeRecord
 from unidoc_rl.rewards.components import (
     first_gold_candidate,
     gold_selection_accuracy,

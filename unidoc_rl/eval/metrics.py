@@ -9,7 +9,7 @@ components are not repeated here: the harness stores them under `reward`.
 
 from __future__ import annotations
 
-from unidoc_rl.episode import EpisodeRecord
+from unidoc_rl.env.episode import EpisodeRecord
 from unidoc_rl.eval import mmlongbench, slidevqa
 from unidoc_rl.eval.evidence import evidence_metrics
 from unidoc_rl.eval.samples import EvalSample

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from unidoc_rl.atomic import atomic_write, atomic_write_bytes
+from unidoc_rl.common.atomic import atomic_write, atomic_write_bytes
 from unidoc_rl.eval.aggregate import REWARD_FIELDS
 
 ROW_METRICS = (

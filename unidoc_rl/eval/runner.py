@@ -30,14 +30,14 @@ from tqdm import tqdm
 from verl.protocol import DataProto
 
 from unidoc_rl.agent.verl_worker import build_agent_loop_worker
-from unidoc_rl.agent_settings import AgentSettings
-from unidoc_rl.episode import EpisodeRecord
+from unidoc_rl.common.jsonl import JsonlLog
+from unidoc_rl.env.agent_settings import AgentSettings
+from unidoc_rl.env.episode import EpisodeRecord
+from unidoc_rl.env.prompts import load_prompts
 from unidoc_rl.episode_log import EpisodeLogLine, JudgeVerdict
 from unidoc_rl.eval.metrics import episode_metrics, native_scores
 from unidoc_rl.eval.samples import EvalSample
 from unidoc_rl.eval.worker import EvaluationWorker
-from unidoc_rl.jsonl import JsonlLog
-from unidoc_rl.prompts import load_prompts
 from unidoc_rl.rewards.answer_match import rule_based_score
 from unidoc_rl.rewards.scorer import EpisodeScorer
 

@@ -27,11 +27,11 @@ import httpx
 import httpx2
 import openai
 
+from unidoc_rl.common.service_access import API_KEY_HEADER, service_root
 from unidoc_rl.judge.prompt import load_template
 from unidoc_rl.judge.settings import JudgeBackend, JudgeSettings
 from unidoc_rl.judge.verdict import VerdictParseError, parse_verdict
 from unidoc_rl.rewards.answer_match import rule_based_score
-from unidoc_rl.service_access import API_KEY_HEADER, service_root
 
 logger = logging.getLogger(__name__)
 

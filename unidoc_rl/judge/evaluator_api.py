@@ -25,7 +25,7 @@ import os
 from fastapi import Depends, FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
-from unidoc_rl.http_server import api_key_guard, require_key_beyond_loopback, run_server
+from unidoc_rl.common.http_server import api_key_guard, require_key_beyond_loopback, run_server
 from unidoc_rl.judge.client import OpenAIJudge
 from unidoc_rl.judge.settings import JudgeBackend, JudgeSettings
 

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
 
+from unidoc_rl.common.settings_keys import reject_unknown_keys
 from unidoc_rl.rewards.answer_match import RuleScorer
-from unidoc_rl.settings_keys import reject_unknown_keys
 
 
 class JudgeBackend(StrEnum):

@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from enum import StrEnum
 
-from unidoc_rl.episode import ActionKind, Box, EpisodeRecord, SearchStep
+from unidoc_rl.env.episode import ActionKind, Box, EpisodeRecord, SearchStep
 from unidoc_rl.rewards.ground_truth import GroundTruth
 
 

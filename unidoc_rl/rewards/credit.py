@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from unidoc_rl.episode import ActionKind
+from unidoc_rl.env.episode import ActionKind
 from unidoc_rl.rewards.presets import COMPONENTS, CREDITED_TURNS
 
 EPSILON = 1e-6

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from unidoc_rl.episode import Box
+from unidoc_rl.env.episode import Box
 
 
 class GroundTruthError(ValueError):

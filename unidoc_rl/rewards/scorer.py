@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from unidoc_rl.episode import EpisodeRecord
+from unidoc_rl.env.episode import EpisodeRecord
 from unidoc_rl.judge.client import ResilientJudge, build_judge
 from unidoc_rl.rewards.answer_match import rule_based_score
 from unidoc_rl.rewards.components import crop_score, format_score, retrieval_score, selection_score

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
+from unidoc_rl.common.settings_keys import reject_unknown_keys
 from unidoc_rl.judge.settings import JudgeSettings
 from unidoc_rl.rewards.components import NdcgIdeal
 from unidoc_rl.rewards.presets import RewardPreset, get_preset
-from unidoc_rl.settings_keys import reject_unknown_keys
 
 
 class AnswerScorer(StrEnum):

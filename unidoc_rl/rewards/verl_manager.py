@@ -27,7 +27,7 @@ from verl import DataProto
 from verl.experimental.reward_loop.reward_manager import register
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
-from unidoc_rl.episode import EpisodeRecord
+from unidoc_rl.env.episode import EpisodeRecord
 from unidoc_rl.rewards.ground_truth import GroundTruth
 from unidoc_rl.rewards.scorer import EpisodeScorer
 from unidoc_rl.rewards.settings import RewardSettings

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from verl.trainer.ppo.core_algos import register_adv_est
 
-from unidoc_rl.episode import ActionKind
+from unidoc_rl.env.episode import ActionKind
 from unidoc_rl.rewards.credit import EPSILON, grpo_scalars, per_action_advantages, turn_spans
 from unidoc_rl.rewards.presets import COMPONENTS, RewardPreset
 from unidoc_rl.rewards.settings import RewardSettings

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from numbers import Real
 
-from unidoc_rl.episode import EpisodeRecord
+from unidoc_rl.env.episode import EpisodeRecord
 from unidoc_rl.rewards.groups import within_group_std
-from unidoc_rl.step_metrics import agent_metrics, reward_component_metrics
+from unidoc_rl.training.step_metrics import agent_metrics, reward_component_metrics
 
 PREFIX = "unidoc"
 

@@ -31,9 +31,9 @@ from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_and_
 from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
 from verl.workers.utils.padding import response_to_nested
 
-from unidoc_rl.episode import EpisodeRecord
+from unidoc_rl.common.jsonl import JsonlLog
+from unidoc_rl.env.episode import EpisodeRecord
 from unidoc_rl.episode_log import EpisodeLogLine, breakdown_from_dict
-from unidoc_rl.jsonl import JsonlLog
 from unidoc_rl.rewards.credit import credit_metrics, grpo_scalars, turn_spans
 from unidoc_rl.verl_plugin import credit
 from unidoc_rl.verl_plugin.metrics import group_spread_metrics, prompt_uid, rollout_metrics

@@ -8,10 +8,10 @@ import logging
 import sys
 from pathlib import Path
 
+from unidoc_rl.env.vision import PixelBudget
 from unidoc_rl.viewer.app import Viewer, ViewerSettings
 from unidoc_rl.viewer.images import resolve_pages_dir
 from unidoc_rl.viewer.records import RecordError, load_samples_info
-from unidoc_rl.vision import PixelBudget
 
 DEFAULT_BUDGET = PixelBudget()
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from unidoc_rl.env.vision import PixelBudget
 from unidoc_rl.viewer import render
 from unidoc_rl.viewer.images import PageNotFound, PageStore
 from unidoc_rl.viewer.index import EpisodeIndex
@@ -16,7 +17,6 @@ from unidoc_rl.viewer.query import ListQuery, run_query
 from unidoc_rl.viewer.records import RecordError, SampleInfo
 from unidoc_rl.viewer.run_data import read_metrics, read_summaries
 from unidoc_rl.viewer.timeline import TurnView, build_timeline, crop_regions_raw
-from unidoc_rl.vision import PixelBudget
 
 ASSETS = ("viewer.css",)
 

@@ -2,7 +2,7 @@
 
 Only `{pages_dir}/{page_id}.png` files are ever read: a page id is checked against a strict pattern and the
 resolved path must lie inside the pages folder (a symlink pointing out of it is refused). Crops are recomputed
-from the raw page with `unidoc_rl.vision.crop_and_zoom`, the function the agent uses.
+from the raw page with `unidoc_rl.env.vision.crop_and_zoom`, the function the agent uses.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from unidoc_rl.vision import Box, PixelBudget, Size, crop_and_zoom, display_size
+from unidoc_rl.env.vision import Box, PixelBudget, Size, crop_and_zoom, display_size
 
 PAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\- ]{0,200}$")
 THUMB_WIDTH = 220

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from unidoc_rl.episode import EpisodeRecord
+from unidoc_rl.env.episode import EpisodeRecord
 from unidoc_rl.episode_log import EpisodeLogError, EpisodeLogLine, JudgeVerdict
 from unidoc_rl.eval.evidence import EVIDENCE_METRICS
 from unidoc_rl.rewards.ground_truth import GroundTruth, GroundTruthError

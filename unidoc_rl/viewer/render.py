@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from html import escape
 
-from unidoc_rl.episode import ActionKind
+from unidoc_rl.env.episode import ActionKind
 from unidoc_rl.episode_log import JudgeVerdict
 from unidoc_rl.viewer.index import BadLine, EpisodeIndex
 from unidoc_rl.viewer.query import BUILTIN_SORTS, ListPage, ListQuery, order_components

@@ -39,7 +39,7 @@ CHART_GROUPS: tuple[tuple[str, str], ...] = (
     ("Turns", r"turns"),
 )
 """Charts of metrics named by both trainers: `{prefix}/reward/{component}` and `{prefix}/agent/{behaviour}`, with
-prefix `train`/`val` (local trainer) or `unidoc` (verl plugin); `unidoc_rl/step_metrics.py` names them."""
+prefix `train`/`val` (local trainer) or `unidoc` (verl plugin); `unidoc_rl/training/step_metrics.py` names them."""
 HIDDEN_METRICS = re.compile(r"/reward/score$")
 """The reward breakdown's total duplicates the reward itself."""
 FILLER_KEYS = frozenset({"benchmarks", "categories", "per_category", "by_category", "category", "results", "overall"})

@@ -25,23 +25,23 @@ from pathlib import Path
 from PIL import Image
 
 from search_engine.corpus import discover_documents, render_document
-from unidoc_rl.actions import AnswerAction, BBoxAction, SearchAction, SelectAction, format_action
 from unidoc_rl.agent.search import StaticHit
-from unidoc_rl.agent_settings import AgentSettings
 from unidoc_rl.data.prepare import ground_truth_of, load_samples
-from unidoc_rl.environment import AgentEnvironment
-from unidoc_rl.episode import EpisodeRecord
-from unidoc_rl.episode_log import EpisodeLogLine, JudgeVerdict
-from unidoc_rl.episode_state import EpisodeLimits
-from unidoc_rl.rewards.ground_truth import GroundTruth
-from unidoc_rl.rewards.scorer import EpisodeScorer, RewardBreakdown
-from unidoc_rl.rewards.settings import AnswerScorer, RewardSettings
-from unidoc_rl.vision import (
+from unidoc_rl.env.actions import AnswerAction, BBoxAction, SearchAction, SelectAction, format_action
+from unidoc_rl.env.agent_settings import AgentSettings
+from unidoc_rl.env.environment import AgentEnvironment
+from unidoc_rl.env.episode import EpisodeRecord
+from unidoc_rl.env.episode_state import EpisodeLimits
+from unidoc_rl.env.vision import (
     PixelBudget,
     display_size,
     from_norm1000,
     raw_to_display,
 )
+from unidoc_rl.episode_log import EpisodeLogLine, JudgeVerdict
+from unidoc_rl.rewards.ground_truth import GroundTruth
+from unidoc_rl.rewards.scorer import EpisodeScorer, RewardBreakdown
+from unidoc_rl.rewards.settings import AnswerScorer, RewardSettings
 
 REPO = Path(__file__).resolve().parents[2]
 BUDGET = PixelBudget()

@@ -15,7 +15,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from unidoc_rl.http_server import is_loopback
+from unidoc_rl.common.http_server import is_loopback
 from unidoc_rl.viewer import render
 from unidoc_rl.viewer.app import NotFound, Viewer
 from unidoc_rl.viewer.links import ServerLinks

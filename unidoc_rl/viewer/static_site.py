@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from unidoc_rl.atomic import atomic_directory
+from unidoc_rl.common.atomic import atomic_directory
 from unidoc_rl.viewer import render
 from unidoc_rl.viewer.app import ASSETS, Viewer
 from unidoc_rl.viewer.links import StaticLinks

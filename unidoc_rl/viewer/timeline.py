@@ -6,7 +6,7 @@ own rules: a search with candidates makes candidate 0 the focus page, a select m
 a crop is recorded on the search the focus page came from. A turn whose observation was never rendered has no
 effects in the record, so it takes no step (records from before turns were logged count every action as rendered).
 
-Boxes are converted here, through `unidoc_rl.vision`, into the display frame of the page (the frame the model
+Boxes are converted here, through `unidoc_rl.env.vision`, into the display frame of the page (the frame the model
 saw): the model's boxes already are; gold boxes come from 0-1000 of the raw page; crop regions from raw pixels.
 """
 
@@ -16,9 +16,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from unidoc_rl.episode import ActionKind, CropStep, EpisodeRecord, SearchStep, TurnStep
+from unidoc_rl.env.episode import ActionKind, CropStep, EpisodeRecord, SearchStep, TurnStep
+from unidoc_rl.env.vision import Box, Size, from_norm1000, raw_to_display
 from unidoc_rl.rewards.ground_truth import GroundTruth
-from unidoc_rl.vision import Box, Size, from_norm1000, raw_to_display
 
 PageSizes = Callable[[str], tuple[Size, Size] | None]
 """page id -> (raw size, display size), or None when neither the record nor the page image knows it."""

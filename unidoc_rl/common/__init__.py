@@ -1,0 +1,1 @@
+"""Small shared utilities: atomic files, JSONL, HTTP server guards, service URLs, settings keys."""
