@@ -6,6 +6,8 @@ import math
 
 import pytest
 
+from unidoc_rl.env.episode import EpisodeRecord
+from unidoc_rl.episode_log import EpisodeLogLine
 from unidoc_rl.eval.aggregate import bootstrap_interval, pass_at_k, summarize
 
 
@@ -22,7 +24,9 @@ def result(
     reference="x",
     fallback=False,
 ):
-    return {
+    line = {
+        "schema": 1,
+        "episode": EpisodeRecord(uid=uid).to_dict(),
         "key": f"{benchmark}/{uid}/{index}",
         "benchmark": benchmark,
         "uid": uid,
@@ -36,6 +40,7 @@ def result(
         "tokens": {"prompt": 10, "response": 20, "model": 5, "total": 30},
         "latency_s": 1.0,
     }
+    return EpisodeLogLine.from_dict(line).to_dict()  # as the evaluation runner writes it (empty fields left out)
 
 
 @pytest.fixture
@@ -138,3 +143,9 @@ def test_evidence_metrics_are_averaged_per_question_with_intervals():
     assert overall["metrics"]["gold_crop_f1"] is None and overall["metrics_ci95"]["gold_crop_f1"] is None
     # Behaviour stays a mean over episodes.
     assert overall["metrics"]["turns"] == 2.0
+
+
+def test_results_without_categories_summarize_with_no_category_tables():
+    summary = summarize([result("sample", "a", 1.0, {}), result("sample", "b", 0.0, {})])
+    assert summary["benchmarks"]["sample"]["categories"] == {}
+    assert summary["benchmarks"]["sample"]["all"]["accuracy"]["mean"] == 0.5

@@ -138,7 +138,7 @@ def summarize(results: list[dict]) -> dict:
     for name, members in sorted(benchmarks.items()):
         groups: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
         for result in members:
-            for field, values in result["categories"].items():
+            for field, values in result.get("categories", {}).items():
                 for value in values:
                     groups[field][value].append(result)
         out["benchmarks"][name] = {
