@@ -17,7 +17,7 @@ def test_converts_the_oracle_run(oracle_run, tmp_path, repo_root):
     assert main(["--input-path", str(oracle_run.output), "--output-path", str(target)]) == 0
     records = json.loads(target.read_text())
     assert len(records) == len(oracle_run.lines)
-    for record, line in zip(records, oracle_run.lines.values(), strict=True):
+    for record, line in zip(records, sorted(oracle_run.lines.values(), key=lambda line: line["uid"]), strict=True):
         assert set(record) == {"messages", "images"}
         assert record["messages"] == [{"role": m["role"], "content": m["content"]} for m in line["messages"]]
         assert [p.split("out_images/")[1] for p in record["images"]] == [
@@ -47,7 +47,7 @@ def test_rejects_bad_samples_by_uid_and_keeps_the_rest(oracle_run, tmp_path):
     write_lines(path, [*good, extra_image, in_assistant, two_users, missing, wrong], tail='{"uid": "cut')
 
     result = convert(path)
-    assert result.kept == [line["uid"] for line in good]
+    assert result.kept == sorted(line["uid"] for line in good)
     assert result.dropped_by_verdict == ["judged-wrong"]
     assert result.partial_last_line
     assert set(result.rejected) == {"extra-image", "image-in-assistant", "two-users", "missing-image"}
@@ -55,4 +55,17 @@ def test_rejects_bad_samples_by_uid_and_keeps_the_rest(oracle_run, tmp_path):
     assert "assistant turn 1 contains <image>" in result.rejected["image-in-assistant"]
     assert "expected 'assistant'" in result.rejected["two-users"]
     assert "does not exist" in result.rejected["missing-image"]
-    assert [line["uid"] for line in good] + ["judged-wrong"] == convert(path, "any").kept
+    assert sorted([line["uid"] for line in good] + ["judged-wrong"]) == convert(path, "any").kept
+
+
+def test_the_dataset_does_not_depend_on_the_order_the_teacher_finished_in(oracle_run, tmp_path):
+    folder = oracle_run.output.parent  # the input folder moves: image paths stay relative to the output JSONL
+    lines = [line | {"images": [str(folder / p) for p in line["images"]]} for line in oracle_run.lines.values()]
+    assert len({line["uid"] for line in lines}) > 1
+    outputs = []
+    for name, ordered in (("forward", lines), ("backward", lines[::-1])):
+        source, target = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.json"
+        write_lines(source, ordered)
+        assert main(["--input-path", str(source), "--output-path", str(target)]) == 0
+        outputs.append(target.read_bytes())
+    assert outputs[0] == outputs[1]

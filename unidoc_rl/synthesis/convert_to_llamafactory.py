@@ -119,6 +119,11 @@ def convert(input_path: Path, verdict: str = "yes") -> Conversion:
             result.rejected[uid] = str(error)
             continue
         result.kept.append(uid)
+    # The teacher finishes samples in any order (concurrent requests, resumes), so the dataset is ordered by uid:
+    # one set of trajectories always makes one file, and the SFT run that reads it sees the same example order.
+    order = sorted(range(len(result.kept)), key=lambda index: result.kept[index])
+    result.kept = [result.kept[index] for index in order]
+    result.records = [result.records[index] for index in order]
     return result
 
 
