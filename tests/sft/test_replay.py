@@ -193,7 +193,8 @@ def test_a_second_template_words_synthesis_export_and_replay_alike(alternate_run
     target = tmp_path / "sft.json"
     assert export(["--input-path", str(alternate_run.output), "--output-path", str(target)]) == 0
     records = json.loads(target.read_text())
-    assert [r["messages"] for r in records] == [line["messages"] for line in alternate_run.lines.values()]
+    in_uid_order = [alternate_run.lines[uid] for uid in sorted(alternate_run.lines)]  # the export's order
+    assert [r["messages"] for r in records] == [line["messages"] for line in in_uid_order]
 
     episodes, last_calls = replay_lines(list(alternate_run.lines.values()), search_url, processor, ALTERNATE)
     for uid, line in alternate_run.lines.items():
