@@ -11,10 +11,10 @@ from verl.trainer.ppo.ray_trainer import compute_advantage
 
 import unidoc_rl.verl_plugin  # noqa: F401  (registers the estimator)
 from unidoc_rl.env.episode import ActionKind
-from unidoc_rl.rewards.credit import per_action_advantages
+from unidoc_rl.rewards.credit import map_turns, mean_turn_advantages, per_action_advantages
 from unidoc_rl.rewards.presets import get_preset
 from unidoc_rl.rewards.scorer import RewardBreakdown
-from unidoc_rl.verl_plugin.credit import ESTIMATOR, credit_inputs, preset_from, turn_advantages
+from unidoc_rl.verl_plugin.credit import ESTIMATOR, credit_inputs, preset_from
 from unidoc_rl.verl_plugin.trainer import trajectory_lines
 
 MASK = torch.tensor([[1, 1, 0, 1], [1, 0, 1, 1], [1, 1, 1, 0]])
@@ -54,7 +54,7 @@ def test_estimator_reads_the_extra_fields_column():
     assert torch.equal(advantages, expected.advantages) and torch.equal(returns, advantages)
     # answer (1, 0) -> (+0.7071, -0.7071), retrieval (1, 0.5) -> (+0.7071, -0.7071), format no spread.
     assert advantages[0].tolist() == pytest.approx([0.7 * 0.70711] * 2 + [0, 0.6 * 0.70711], abs=1e-5)
-    assert turn_advantages(advantages, MASK, inputs.turn_kinds) == [
+    assert mean_turn_advantages(advantages, *map_turns(MASK, inputs.turn_kinds)) == [
         pytest.approx([0.494975, 0.424264], abs=1e-5),
         pytest.approx([-0.494975, -0.424264], abs=1e-5),
         [pytest.approx(float(advantages[2, 0]))],

@@ -73,6 +73,28 @@ def turn_spans(mask_row: torch.Tensor) -> list[tuple[int, int]]:
     return spans
 
 
+def map_turns(
+    response_mask: torch.Tensor, turn_kinds: Sequence[Sequence[ActionKind]]
+) -> tuple[list[list[tuple[int, int]]], list[bool]]:
+    """(B, T) mask, per trajectory its record's turn kinds -> per trajectory its model-turn spans, and whether they
+    match its record's turns one to one (the trajectory is mapped)."""
+    spans = [turn_spans(row) for row in response_mask]
+    pairs = zip(spans, turn_kinds, strict=True)
+    mapped = [bool(row_spans) and len(row_spans) == len(kinds) for row_spans, kinds in pairs]
+    return spans, mapped
+
+
+def mean_turn_advantages(
+    advantages: torch.Tensor, spans: Sequence[Sequence[tuple[int, int]]], mapped: Sequence[bool]
+) -> list[list[float] | None]:
+    """(B, T) advantages of any estimator -> per mapped trajectory, the mean advantage of each turn's tokens (aligned
+    with its record's turns); None for a trajectory that is not mapped."""
+    return [
+        [round(float(advantages[row, start:end].mean()), 6) for start, end in row_spans] if mapped[row] else None
+        for row, row_spans in enumerate(spans)
+    ]
+
+
 # --- 3. per-component group normalization ---------------------------------------------------------------------
 
 
@@ -139,8 +161,7 @@ def per_action_advantages(
     batch = mask.shape[0]
     default = grpo_scalars(totals, index, epsilon, norm_by_std)
 
-    spans = [turn_spans(mask[row]) for row in range(batch)]
-    mapped = [len(spans[row]) == len(turn_kinds[row]) and len(spans[row]) > 0 for row in range(batch)]
+    spans, mapped = map_turns(mask, turn_kinds)
     per_action = [mapped[row] and not gated[row] for row in range(batch)]
 
     normalized: dict[str, torch.Tensor] = {}

@@ -22,7 +22,7 @@ import torch
 from verl.trainer.ppo.core_algos import register_adv_est
 
 from unidoc_rl.env.episode import ActionKind
-from unidoc_rl.rewards.credit import EPSILON, grpo_scalars, per_action_advantages, turn_spans
+from unidoc_rl.rewards.credit import EPSILON, grpo_scalars, per_action_advantages
 from unidoc_rl.rewards.presets import COMPONENTS, RewardPreset
 from unidoc_rl.rewards.settings import RewardSettings
 
@@ -107,19 +107,6 @@ def compute_per_action_advantage(
     )
     advantages = result.advantages.to(token_level_rewards.dtype)
     return advantages, advantages
-
-
-def turn_advantages(advantages: torch.Tensor, response_mask: torch.Tensor, kinds: Sequence[Sequence]) -> list:
-    """Per trajectory, the mean advantage of each model turn's tokens, aligned with the record's turns; None when
-    the runs of model tokens do not match the turns. Works for any estimator's advantages."""
-    values: list[list[float] | None] = []
-    for row in range(advantages.shape[0]):
-        spans = turn_spans(response_mask[row])
-        if not spans or len(spans) != len(kinds[row]):
-            values.append(None)
-            continue
-        values.append([round(float(advantages[row, start:end].mean()), 6) for start, end in spans])
-    return values
 
 
 __all__ = ["ESTIMATOR", "compute_per_action_advantage", "credit_inputs", "grpo_scalars", "preset_from"]

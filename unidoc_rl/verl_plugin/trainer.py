@@ -34,7 +34,7 @@ from verl.workers.utils.padding import response_to_nested
 from unidoc_rl.common.jsonl import JsonlLog
 from unidoc_rl.env.episode import EpisodeRecord
 from unidoc_rl.episode_log import EpisodeLogLine, breakdown_from_dict
-from unidoc_rl.rewards.credit import credit_metrics, grpo_scalars, turn_spans
+from unidoc_rl.rewards.credit import credit_metrics, grpo_scalars, map_turns, mean_turn_advantages
 from unidoc_rl.verl_plugin import credit
 from unidoc_rl.verl_plugin.metrics import group_spread_metrics, prompt_uid, rollout_metrics
 
@@ -128,11 +128,10 @@ class UniDocSyncTrainer(PPOTrainerSync):
         extra_fields = self._extra_fields(batch)
         kinds = [credit.turn_kinds_of(extra_fields[row]) for row in real]
         default = grpo_scalars(padded["rm_scores"][real].sum(-1), [uids[row] for row in real])
-        spans = [turn_spans(mask[row]) for row in range(len(real))]
-        mapped = [bool(spans[row]) and len(spans[row]) == len(kinds[row]) for row in range(len(real))]
+        spans, mapped = map_turns(mask, kinds)
         metrics.update(credit_metrics(advantages, mask, default, spans, kinds, mapped))
         keys = [batch.keys[row] for row in real]
-        self._turn_advantages = dict(zip(keys, credit.turn_advantages(advantages, mask, kinds), strict=True))
+        self._turn_advantages = dict(zip(keys, mean_turn_advantages(advantages, spans, mapped), strict=True))
 
     # --- per-step metrics and the trajectory log --------------------------------------------------------------
 
