@@ -58,14 +58,15 @@ class UniDocSyncTrainer(PPOTrainerSync):
     # --- advantages -------------------------------------------------------------------------------------------
 
     def _compute_advantage(self, batch, metrics: dict):
+        extra_fields = self._extra_fields(batch)
         if self.config.algorithm.adv_estimator == credit.ESTIMATOR:
-            batch = self._compute_per_action_advantage(batch, metrics)
+            batch = self._compute_per_action_advantage(batch, metrics, extra_fields)
         else:
             batch = super()._compute_advantage(batch, metrics)
-        self._report_credit(batch, metrics)
+        self._report_credit(batch, metrics, extra_fields)
         return batch
 
-    def _compute_per_action_advantage(self, batch, metrics: dict):
+    def _compute_per_action_advantage(self, batch, metrics: dict, extra_fields: np.ndarray):
         """verl's `_compute_advantage` (v1/trainer_base.py) with the trajectories' extra fields in the batch."""
         algorithm = self.config.algorithm
         fields = ["uid", "response_mask", "rm_scores", "rollout_log_probs", "old_log_probs", "ref_log_prob", "values"]
@@ -74,7 +75,7 @@ class UniDocSyncTrainer(PPOTrainerSync):
         data = DataProto(batch=data.to_padded_tensor())
         data.batch["token_level_scores"] = data.batch["rm_scores"]
         data.non_tensor_batch["uid"] = np.array(data.batch.pop("uid").tolist(), dtype=object)
-        data.non_tensor_batch[credit.EXTRA_FIELDS] = self._extra_fields(batch)
+        data.non_tensor_batch[credit.EXTRA_FIELDS] = extra_fields
         if algorithm.use_kl_in_reward:
             data, kl_metrics = apply_kl_penalty(data, kl_ctrl=self.kl_ctrl_in_reward, kl_penalty=algorithm.kl_penalty)
             metrics.update(kl_metrics)
@@ -116,7 +117,7 @@ class UniDocSyncTrainer(PPOTrainerSync):
         column[:] = column_values(data["extra_fields"], len(batch.keys))
         return column
 
-    def _report_credit(self, batch, metrics: dict) -> None:
+    def _report_credit(self, batch, metrics: dict, extra_fields: np.ndarray) -> None:
         """The credit metrics of the step's advantages (any estimator) and each turn's advantage for the log."""
         fields = ["uid", "response_mask", "rm_scores", "advantages"]
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
@@ -125,7 +126,6 @@ class UniDocSyncTrainer(PPOTrainerSync):
         real = [row for row, tag in enumerate(batch.tags) if not tag.get("is_padding", False)]
         mask, advantages = padded["response_mask"][real], padded["advantages"][real]
         uids = list(padded["uid"].tolist()) if hasattr(padded["uid"], "tolist") else list(padded["uid"])
-        extra_fields = self._extra_fields(batch)
         kinds = [credit.turn_kinds_of(extra_fields[row]) for row in real]
         default = grpo_scalars(padded["rm_scores"][real].sum(-1), [uids[row] for row in real])
         spans, mapped = map_turns(mask, kinds)
