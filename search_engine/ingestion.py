@@ -45,6 +45,7 @@ from search_engine.manifest import (
     write_manifest,
 )
 from search_engine.pooling import DEFAULT_POOL_SIZE, pool_pages
+from search_engine.qdrant_index import DEFAULT_PREFETCH_LIMIT, DEFAULT_RECIPE, RECIPES
 from search_engine.shards import load_texts, load_vectors, referenced_files, write_text_shard, write_vector_shard
 from unidoc_rl.common.atomic import remove_stale_temporaries
 
@@ -70,6 +71,13 @@ class IngestConfig:
     qdrant_url: str | None = None
     qdrant_path: str | None = None
     qdrant_collection: str = "pages"
+    # How the service searches the collection (qdrant_index.py): "prefetch" reranks the `qdrant_prefetch` pages
+    # nearest by mean vector, "exact" scores every page. Recorded in the manifest when the index is created.
+    qdrant_recipe: str = DEFAULT_RECIPE
+    qdrant_prefetch: int = DEFAULT_PREFETCH_LIMIT
+    # shard_number and replication_factor of a collection created on a server (None: Qdrant's defaults).
+    qdrant_shards: int | None = None
+    qdrant_replicas: int | None = None
     prune: bool = True
     progress: bool = True
 
@@ -89,6 +97,12 @@ class IngestConfig:
             raise ValueError(f"dpi must be in [18, 600], got {self.dpi}")
         if self.shard_pages < 1:
             raise ValueError("shard_pages must be >= 1")
+        if self.qdrant_recipe not in RECIPES:
+            raise ValueError(f"qdrant_recipe must be one of {RECIPES}, got {self.qdrant_recipe!r}")
+        if self.qdrant_prefetch < 1:
+            raise ValueError("qdrant_prefetch must be >= 1")
+        if any(n is not None and n < 1 for n in (self.qdrant_shards, self.qdrant_replicas)):
+            raise ValueError("qdrant_shards and qdrant_replicas must be >= 1")
 
     def render_settings(self) -> str:
         return f"dpi={self.dpi}"
@@ -241,11 +255,7 @@ def _new_manifest(config: IngestConfig, encoder: Any) -> Manifest:
     settings["pool_size"] = config.pool_size if config.store == "embedded" else 0
     settings["max_num_visual_tokens"] = config.max_num_visual_tokens
     if config.store == "qdrant":
-        store_options["collection"] = config.qdrant_collection
-        if config.qdrant_url:
-            store_options["url"] = config.qdrant_url
-        else:
-            store_options["path"] = str(Path(config.qdrant_path or config.index_dir / "qdrant").resolve())
+        store_options = _qdrant_store_options(config)
     return Manifest(
         backend="colqwen",
         model=encoder.model_name,
@@ -255,6 +265,22 @@ def _new_manifest(config: IngestConfig, encoder: Any) -> Manifest:
         store_options=store_options,
         settings=settings,
     )
+
+
+def _qdrant_store_options(config: IngestConfig) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "collection": config.qdrant_collection,
+        "recipe": config.qdrant_recipe,
+        "prefetch_limit": config.qdrant_prefetch,
+    }
+    if config.qdrant_url:
+        options["url"] = config.qdrant_url
+    else:
+        options["path"] = str(Path(config.qdrant_path or config.index_dir / "qdrant").resolve())
+    for key, value in (("shards", config.qdrant_shards), ("replicas", config.qdrant_replicas)):
+        if value is not None:
+            options[key] = value
+    return options
 
 
 def _load_encoder(config: IngestConfig):
@@ -308,7 +334,7 @@ def ingest(config: IngestConfig, encoder: Any = None, qdrant_client: Any = None)
 
         if qdrant_client is None:
             qdrant_client = owned_client = connect(manifest.store_options)
-        qdrant_store = QdrantPageStore(qdrant_client, manifest.store_options.get("collection", "pages"))
+        qdrant_store = QdrantPageStore.from_store_options(qdrant_client, manifest.store_options)
         qdrant_store.ensure_collection(int(manifest.dim))
     try:
         return _ingest_documents(config, manifest, encoder, qdrant_store, report, started)
@@ -426,7 +452,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--store", choices=STORES, default="embedded", help="where page vectors live")
     parser.add_argument("--qdrant_url", default=None, help="Qdrant server/cluster URL (API key: QDRANT_API_KEY)")
     parser.add_argument("--qdrant_path", default=None, help="Qdrant local-mode folder (default: INDEX_DIR/qdrant)")
-    parser.add_argument("--qdrant_collection", default="pages")
+    parser.add_argument("--qdrant_collection", default="pages", help="Qdrant collection of this index's pages")
+    parser.add_argument(
+        "--qdrant_recipe",
+        choices=RECIPES,
+        default=DEFAULT_RECIPE,
+        help="how the service searches Qdrant: prefetch (HNSW on mean vectors, then MaxSim rerank of the "
+        "candidates) or exact (MaxSim over every page); recorded when the index is created",
+    )
+    parser.add_argument(
+        "--qdrant_prefetch",
+        type=int,
+        default=DEFAULT_PREFETCH_LIMIT,
+        help="candidate pages per query that the prefetch recipe reranks by MaxSim",
+    )
+    parser.add_argument(
+        "--qdrant_shards", type=int, default=None, help="shard_number of a new collection on a server (not local mode)"
+    )
+    parser.add_argument(
+        "--qdrant_replicas",
+        type=int,
+        default=None,
+        help="replication_factor of a new collection on a server (not local mode)",
+    )
     parser.add_argument("--keep_missing", action="store_true", help="keep indexed documents whose files vanished")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     parser.add_argument("--log_level", default="INFO")
@@ -453,6 +501,10 @@ def main(argv: list[str] | None = None) -> int:
             qdrant_url=args.qdrant_url,
             qdrant_path=args.qdrant_path,
             qdrant_collection=args.qdrant_collection,
+            qdrant_recipe=args.qdrant_recipe,
+            qdrant_prefetch=args.qdrant_prefetch,
+            qdrant_shards=args.qdrant_shards,
+            qdrant_replicas=args.qdrant_replicas,
             prune=not args.keep_missing,
             progress=not args.no_progress,
         )

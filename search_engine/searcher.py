@@ -79,10 +79,11 @@ class IndexSnapshot:
             ]
             self._bm25 = Bm25Index(texts, **manifest.settings.get("bm25", {}))
         elif manifest.store == "qdrant":
-            from search_engine.qdrant_index import DEFAULT_COLLECTION, QdrantPageStore, connect
+            from search_engine.qdrant_index import QdrantPageStore, connect
 
             client = qdrant_client if qdrant_client is not None else connect(manifest.store_options)
-            self._qdrant = QdrantPageStore(client, manifest.store_options.get("collection", DEFAULT_COLLECTION))
+            self._qdrant = QdrantPageStore.from_store_options(client, manifest.store_options)
+            self._qdrant.check_layout()
         else:
             self._vectors = EmbeddedVectorIndex(
                 index_dir, manifest, settings.num_threads, settings.verify_checksums, settings.residency
