@@ -14,8 +14,8 @@
  * "avx2" needs AVX2/FMA/F16C); the NEON kernel is compiled only on aarch64, where NEON is part of the base
  * architecture. Elsewhere `kernels()` is empty and search uses the torch path.
  *
- * Beside them, `centroid_interaction`: the approximate mode's first-stage page scores from 16-bit centroid codes
- * (see search_engine/ivf.py), AVX2 where the CPU has it, a portable loop elsewhere.
+ * Beside them, `probed_residual_scores`: the approximate mode's first-stage page scores, WARP-style, from
+ * residual-compressed inverted lists (search_engine/residuals.py), a portable loop.
  */
 /* MAXSIM_KERNELS_ONLY: the kernels without the Python module (tests/search/kernel_check.c builds them that way for
  * another architecture and runs them under an emulator). */
@@ -343,96 +343,47 @@ static void score_rows(const kernel_isa *isa, const float *query_t, int64_t vect
     }
 }
 
-/* Centroid interaction (the first stage's page scores from codes): for every page, sum over query vectors v of
- * the max over the page's codes c of table[c * width + v]. table: float32 [K, width] (q_v . centroid_c, query
- * vectors padded to width with zeros, which add 0); codes: uint16 [pages, per_page]; select: the pages to score
- * (scores[i] for page select[i]), or NULL for all of them in order. */
-#define INTERACTION_MAX_WIDTH 256
-
-static void interaction_generic(const float *table, int64_t width, const uint16_t *codes, int64_t per_page,
-                                const int64_t *select, int64_t pages, float *scores) {
-    float best[INTERACTION_MAX_WIDTH];
-    for (int64_t p = 0; p < pages; p++) {
-        const uint16_t *page = codes + (select ? select[p] : p) * per_page;
-        memcpy(best, table + (int64_t)page[0] * width, (size_t)width * sizeof(float));
-        for (int64_t c = 1; c < per_page; c++) {
-            const float *row = table + (int64_t)page[c] * width;
-            for (int64_t v = 0; v < width; v++) best[v] = best[v] > row[v] ? best[v] : row[v];
-        }
-        float total = 0.0f;
-        for (int64_t v = 0; v < width; v++) total += best[v];
-        scores[p] = total;
-    }
-}
-
-#ifdef HAVE_X86_KERNELS
-/* width a multiple of 8: columns in blocks of 32, the block's maxima in four ymm registers across a page's codes. */
-static AVX2_TARGET void interaction_avx2(const float *table, int64_t width, const uint16_t *codes, int64_t per_page,
-                                         const int64_t *select, int64_t pages, float *scores) {
-    for (int64_t p = 0; p < pages; p++) {
-        const uint16_t *page = codes + (select ? select[p] : p) * per_page;
-        __m256 total = _mm256_setzero_ps();
-        for (int64_t col = 0; col < width; col += 32) {
-            const int64_t n = (width - col) >= 32 ? 4 : (width - col) / 8;
-            const float *first = table + (int64_t)page[0] * width + col;
-            __m256 b0 = _mm256_loadu_ps(first), b1 = b0, b2 = b0, b3 = b0;
-            if (n > 1) b1 = _mm256_loadu_ps(first + 8);
-            if (n > 2) b2 = _mm256_loadu_ps(first + 16);
-            if (n > 3) b3 = _mm256_loadu_ps(first + 24);
-            /* Two chains of maxima (odd and even codes) halve the dependency on vmaxps latency. */
-            __m256 c0 = b0, c1 = b1, c2 = b2, c3 = b3;
-            int64_t c = 1;
-            for (; c + 1 < per_page; c += 2) {
-                const float *row = table + (int64_t)page[c] * width + col;
-                const float *next = table + (int64_t)page[c + 1] * width + col;
-                b0 = _mm256_max_ps(b0, _mm256_loadu_ps(row));
-                c0 = _mm256_max_ps(c0, _mm256_loadu_ps(next));
-                if (n > 1) {
-                    b1 = _mm256_max_ps(b1, _mm256_loadu_ps(row + 8));
-                    c1 = _mm256_max_ps(c1, _mm256_loadu_ps(next + 8));
+/* WARP-style scoring of residual-compressed pooled vectors (search_engine/residuals.py): for each query vector v,
+ * the entries of its probed lists get base score + sum over byte positions of tables[v][b][residual byte]; per page
+ * the maximum over its entries found, and delta[page] += maximum - imputed[v] for every page found. best, stamp and
+ * touched are per-page workspaces (stamp filled with -1 by the caller). Returns 0, or -1 when an entry names a page
+ * outside [0, num_pages). */
+static int probed_residual_scores(const float *tables, int64_t code_bytes, const int64_t *centroids,
+                                  const float *centroid_scores, const float *imputed, int64_t vectors, int64_t probe,
+                                  const int64_t *offsets, const int32_t *pages, const uint8_t *residuals,
+                                  int64_t num_pages, float *delta, float *best, int32_t *stamp, int32_t *touched) {
+    for (int64_t v = 0; v < vectors; v++) {
+        const float *table = tables + v * code_bytes * 256;
+        int64_t found = 0;
+        for (int64_t j = 0; j < probe; j++) {
+            const int64_t centroid = centroids[v * probe + j];
+            const float base = centroid_scores[v * probe + j];
+            for (int64_t e = offsets[centroid]; e < offsets[centroid + 1]; e++) {
+                const uint8_t *code = residuals + e * code_bytes;
+                float s0 = base, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+                int64_t b = 0;
+                for (; b + 3 < code_bytes; b += 4) {
+                    s0 += table[b * 256 + code[b]];
+                    s1 += table[(b + 1) * 256 + code[b + 1]];
+                    s2 += table[(b + 2) * 256 + code[b + 2]];
+                    s3 += table[(b + 3) * 256 + code[b + 3]];
                 }
-                if (n > 2) {
-                    b2 = _mm256_max_ps(b2, _mm256_loadu_ps(row + 16));
-                    c2 = _mm256_max_ps(c2, _mm256_loadu_ps(next + 16));
-                }
-                if (n > 3) {
-                    b3 = _mm256_max_ps(b3, _mm256_loadu_ps(row + 24));
-                    c3 = _mm256_max_ps(c3, _mm256_loadu_ps(next + 24));
+                for (; b < code_bytes; b++) s0 += table[b * 256 + code[b]];
+                const float score = (s0 + s1) + (s2 + s3);
+                const int32_t page = pages[e];
+                if (page < 0 || page >= num_pages) return -1;
+                if (stamp[page] != (int32_t)v) {
+                    stamp[page] = (int32_t)v;
+                    best[page] = score;
+                    touched[found++] = page;
+                } else if (score > best[page]) {
+                    best[page] = score;
                 }
             }
-            if (c < per_page) {
-                const float *row = table + (int64_t)page[c] * width + col;
-                b0 = _mm256_max_ps(b0, _mm256_loadu_ps(row));
-                if (n > 1) b1 = _mm256_max_ps(b1, _mm256_loadu_ps(row + 8));
-                if (n > 2) b2 = _mm256_max_ps(b2, _mm256_loadu_ps(row + 16));
-                if (n > 3) b3 = _mm256_max_ps(b3, _mm256_loadu_ps(row + 24));
-            }
-            b0 = _mm256_max_ps(b0, c0);
-            b1 = _mm256_max_ps(b1, c1);
-            b2 = _mm256_max_ps(b2, c2);
-            b3 = _mm256_max_ps(b3, c3);
-            total = _mm256_add_ps(total, b0);
-            if (n > 1) total = _mm256_add_ps(total, b1);
-            if (n > 2) total = _mm256_add_ps(total, b2);
-            if (n > 3) total = _mm256_add_ps(total, b3);
         }
-        __m128 half = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
-        half = _mm_add_ps(half, _mm_movehl_ps(half, half));
-        half = _mm_add_ss(half, _mm_shuffle_ps(half, half, 1));
-        scores[p] = _mm_cvtss_f32(half);
+        for (int64_t t = 0; t < found; t++) delta[touched[t]] += best[touched[t]] - imputed[v];
     }
-}
-#endif
-
-static void centroid_interaction(const float *table, int64_t width, const uint16_t *codes, int64_t per_page,
-                                 const int64_t *select, int64_t pages, float *scores) {
-#ifdef HAVE_X86_KERNELS
-    if (width % 8 == 0 && avx2_supported()) {
-        interaction_avx2(table, width, codes, per_page, select, pages, scores);
-        return;
-    }
-#endif
-    interaction_generic(table, width, codes, per_page, select, pages, scores);
+    return 0;
 }
 
 #ifndef MAXSIM_KERNELS_ONLY
@@ -590,47 +541,75 @@ static PyObject *kernel_score_rows(PyObject *self, PyObject *args) {
     return result;
 }
 
-static PyObject *kernel_centroid_interaction(PyObject *self, PyObject *args) {
+static PyObject *kernel_probed_residual_scores(PyObject *self, PyObject *args) {
     (void)self;
-    Py_buffer table, codes, scores, select = {0};
-    Py_ssize_t width, per_page, max_code;
-    if (!PyArg_ParseTuple(args, "y*ny*nnw*|y*", &table, &width, &codes, &per_page, &max_code, &scores, &select)) {
+    Py_buffer tables, centroids, centroid_scores, imputed, offsets, pages, residuals, delta;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*w*", &tables, &centroids, &centroid_scores, &imputed, &offsets, &pages,
+                          &residuals, &delta)) {
         return NULL;
     }
     PyObject *result = NULL;
-    const Py_ssize_t count = scores.len / (Py_ssize_t)sizeof(float);
-    const Py_ssize_t centroids = width > 0 ? table.len / (width * (Py_ssize_t)sizeof(float)) : 0;
-    const Py_ssize_t pages = per_page > 0 ? codes.len / (per_page * (Py_ssize_t)sizeof(uint16_t)) : 0;
-    const int64_t *chosen = select.buf ? (const int64_t *)select.buf : NULL;
-    if (width < 1 || width > INTERACTION_MAX_WIDTH || table.len != centroids * width * (Py_ssize_t)sizeof(float)) {
-        PyErr_Format(PyExc_ValueError, "table must be float32 [K, width] with 1 <= width <= %d",
-                     INTERACTION_MAX_WIDTH);
-    } else if (per_page < 1 || codes.len != pages * per_page * (Py_ssize_t)sizeof(uint16_t)) {
-        PyErr_SetString(PyExc_ValueError, "codes must be uint16 [pages, per_page]");
-    } else if (chosen ? select.len != count * (Py_ssize_t)sizeof(int64_t) : count != pages) {
-        PyErr_SetString(PyExc_ValueError, "scores must have one value per selected page (per page without select)");
+    const Py_ssize_t vectors = imputed.len / (Py_ssize_t)sizeof(float);
+    const Py_ssize_t probe = vectors > 0 ? centroids.len / (vectors * (Py_ssize_t)sizeof(int64_t)) : 0;
+    const Py_ssize_t code_bytes = vectors > 0 ? tables.len / (vectors * 256 * (Py_ssize_t)sizeof(float)) : 0;
+    const Py_ssize_t lists = offsets.len / (Py_ssize_t)sizeof(int64_t) - 1;
+    const Py_ssize_t entries = pages.len / (Py_ssize_t)sizeof(int32_t);
+    const Py_ssize_t num_pages = delta.len / (Py_ssize_t)sizeof(float);
+    const int64_t *offset = (const int64_t *)offsets.buf;
+    const int64_t *centroid = (const int64_t *)centroids.buf;
+    if (vectors < 1 || probe < 1 || code_bytes < 1 || tables.len != vectors * code_bytes * 256 * (Py_ssize_t)sizeof(float) ||
+        centroids.len != vectors * probe * (Py_ssize_t)sizeof(int64_t) ||
+        centroid_scores.len != vectors * probe * (Py_ssize_t)sizeof(float)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "tables [V, bytes, 256] float32, centroids [V, probe] int64, centroid_scores [V, probe] "
+                        "float32 and imputed [V] float32 disagree");
+    } else if (lists < 1 || offset[0] != 0 || offset[lists] != entries ||
+               residuals.len != entries * code_bytes) {
+        PyErr_SetString(PyExc_ValueError, "offsets [K + 1] must run from 0 to the entries of pages and residuals");
     } else {
-        const uint16_t *code = (const uint16_t *)codes.buf;
-        for (Py_ssize_t i = 0; chosen && i < count; i++) {
-            if (chosen[i] < 0 || chosen[i] >= pages) {
-                PyErr_Format(PyExc_ValueError, "selected page %lld is outside the %zd pages", (long long)chosen[i],
-                             pages);
+        for (Py_ssize_t i = 0; i < lists; i++) {
+            if (offset[i] > offset[i + 1]) {
+                PyErr_SetString(PyExc_ValueError, "offsets must not decrease");
                 break;
             }
         }
-        if (centroids < max_code + 1) {
-            PyErr_Format(PyExc_ValueError, "the codes reach %zd but the table has %zd centroids", max_code, centroids);
-        } else if (!PyErr_Occurred()) {
-            Py_BEGIN_ALLOW_THREADS centroid_interaction((const float *)table.buf, width, code, per_page, chosen, count,
-                                                        (float *)scores.buf);
-            Py_END_ALLOW_THREADS result = Py_None;
-            Py_INCREF(result);
+        for (Py_ssize_t i = 0; !PyErr_Occurred() && i < vectors * probe; i++) {
+            if (centroid[i] < 0 || centroid[i] >= lists) {
+                PyErr_Format(PyExc_ValueError, "centroid %lld is outside the %zd lists", (long long)centroid[i], lists);
+            }
+        }
+        if (!PyErr_Occurred()) {
+            const size_t count = num_pages > 0 ? (size_t)num_pages : 1;
+            float *best = PyMem_RawMalloc(count * (sizeof(float) + 2 * sizeof(int32_t)));
+            if (best == NULL) {
+                PyErr_NoMemory();
+            } else {
+                int32_t *stamp = (int32_t *)(best + count);
+                int32_t *touched = stamp + count;
+                int status;
+                memset(stamp, 0xff, count * sizeof(int32_t));
+                Py_BEGIN_ALLOW_THREADS status = probed_residual_scores(
+                    (const float *)tables.buf, code_bytes, centroid, (const float *)centroid_scores.buf,
+                    (const float *)imputed.buf, vectors, probe, offset, (const int32_t *)pages.buf,
+                    (const uint8_t *)residuals.buf, num_pages, (float *)delta.buf, best, stamp, touched);
+                Py_END_ALLOW_THREADS PyMem_RawFree(best);
+                if (status != 0) {
+                    PyErr_SetString(PyExc_ValueError, "an entry names a page outside delta");
+                } else {
+                    result = Py_None;
+                    Py_INCREF(result);
+                }
+            }
         }
     }
-    PyBuffer_Release(&table);
-    PyBuffer_Release(&codes);
-    PyBuffer_Release(&scores);
-    if (select.obj != NULL) PyBuffer_Release(&select);
+    PyBuffer_Release(&tables);
+    PyBuffer_Release(&centroids);
+    PyBuffer_Release(&centroid_scores);
+    PyBuffer_Release(&imputed);
+    PyBuffer_Release(&offsets);
+    PyBuffer_Release(&pages);
+    PyBuffer_Release(&residuals);
+    PyBuffer_Release(&delta);
     return result;
 }
 
@@ -652,12 +631,12 @@ static PyMethodDef kernel_methods[] = {
      "vector, the max dot product over the page's vectors. query_t: float32 [dim, vectors]; panels: float32 or "
      "float16 page panels; offsets, lengths: int64 per page (offset in elements); maxes: float32 [pages, vectors], "
      "written. kernel: a name from kernels() ('' = the first). Releases the GIL."},
-    {"centroid_interaction", kernel_centroid_interaction, METH_VARARGS,
-     "centroid_interaction(table, width, codes, per_page, max_code, scores, select=None): per page, the sum "
-     "over the table's width of the max over the page's codes of table[code, :]. table: float32 [K, width]; "
-     "codes: uint16 [pages, per_page], none above max_code (the caller's promise, checked against K here); "
-     "select: int64 page numbers to score (default all); scores: float32, one per scored page, written. "
-     "Releases the GIL."},
+    {"probed_residual_scores", kernel_probed_residual_scores, METH_VARARGS,
+     "probed_residual_scores(tables, centroids, centroid_scores, imputed, offsets, pages, residuals, delta): "
+     "WARP-style page scores from residual-compressed lists (search_engine/residuals.py). tables: float32 "
+     "[V, bytes, 256]; centroids: int64 [V, probe] probed lists; centroid_scores: float32 [V, probe]; imputed: "
+     "float32 [V]; offsets: int64 [K + 1]; pages: int32 [n]; residuals: uint8 [n, bytes]; delta: float32 "
+     "[num_pages], added to (page maximum - imputed, per query vector, for the pages found). Releases the GIL."},
     {"score_rows", kernel_score_rows, METH_VARARGS,
      "score_rows(query_t, vectors, dim, rows, offsets, lengths, maxes, kernel=''): score_panels for pages stored "
      "row-major as float16 [n, dim] (e.g. a memory-mapped shard); offsets and lengths in rows. Releases the GIL."},

@@ -1,17 +1,11 @@
 """Centroid inverted lists over the pooled page vectors: the sublinear first stage of the approximate mode.
 
 A codebook of K centroids is trained (k-means) on a sample of every page's pooled vectors; each pooled vector is
-stored as the 16-bit id of its nearest centroid (`shard-*.ivfNNNNNN.npy`, [pages, pool_size] uint16, 2 bytes per
-pooled vector instead of 256). At open, the codes are held in memory and become inverted lists: centroid -> pages
-having a pooled vector assigned to it. A query vector q_i probes its `probe` best centroids (by <q_i, c>); the pages
-in the probed lists are the candidates, each scored from its codes alone: sum over query vectors of the max over
-the page's codes c of <q_i, c> (PLAID's centroid interaction; a [K, query vectors] table of inner products, then
-the C kernel `centroid_interaction` in `_kernel.c`, torch without it). No float vector is read. The `prefilter`
-best pages go on to MaxSim against their pooled vectors and the best of those to exact MaxSim over the full
-vectors (vector_index.py).
-
-The work per query is the probed lists (about Lq * probe * pages * pool_size / K entries, marked in a bitmap) plus
-pool_size table lookups per candidate page: a few tens of milliseconds for 100,000 pages on one core.
+stored as the 16-bit id of its nearest centroid (`shard-*.ivfNNNNNN.npy`, [pages, pool_size] uint16). At open, the
+pooled vectors are sorted into their centroids' lists with their residuals (vector - centroid) compressed to a few
+bits per dimension, and a query is scored WARP-style from the lists its vectors probe (residuals.py). The
+`prefilter` best pages go on to MaxSim against their pooled vectors and the best of those to exact MaxSim over
+the full vectors (vector_index.py).
 
 Incremental: `build_ivf` trains a codebook and codes every shard (one manifest commit). Shards committed later by
 ingestion are coded against the same codebook at their commit (`encode_shard`); a shard without codes for the
@@ -24,11 +18,9 @@ are searchable at once and cost a pooled scan of that remainder until the next b
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,15 +30,9 @@ import torch
 from tqdm import tqdm
 
 from search_engine.manifest import FileEntry, IndexFormatError, Manifest, ShardEntry, read_manifest, write_manifest
+from search_engine.residuals import DEFAULT_NBITS, InvertedLists
 from search_engine.shards import load_pooled, shard_path
 from unidoc_rl.common.atomic import atomic_write, sha256_file
-
-try:
-    from search_engine import _kernel
-except ImportError:  # the optional extension was not built here
-    _kernel = None
-if not hasattr(_kernel, "centroid_interaction"):  # a build from before the first stage had a kernel
-    _kernel = None
 
 logger = logging.getLogger("search_engine.ivf")
 
@@ -59,13 +45,6 @@ DEFAULT_ITERATIONS = 8
 # Training sample: this many pooled vectors per centroid (k-means needs a few dozen per cluster).
 SAMPLE_PER_CENTROID = 48
 _ASSIGN_CHUNK = 1 << 15
-# Pages per step of the torch fallback of centroid interaction (and the least pages worth a second thread).
-_INTERACTION_CHUNK = 4096
-
-
-@functools.cache
-def _pool(num_threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(num_threads, thread_name_prefix="ivf")
 
 
 def default_num_centroids(num_vectors: int) -> int:
@@ -184,111 +163,30 @@ def load_codes(index_dir: Path, manifest: Manifest, shard: ShardEntry, verify: b
     return codes
 
 
-class InvertedLists:
-    """centroid -> pages, every coded page's codes, and the centroid-interaction page scores of a query."""
-
-    def __init__(
-        self, codebook: np.ndarray, page_codes: list[tuple[int, np.ndarray]], num_pages: int, num_threads: int = 1
-    ):
-        """page_codes: (first page index, [pages, pool_size] codes) per coded shard; other pages are uncoded."""
-        self.codebook = torch.from_numpy(np.ascontiguousarray(codebook, dtype=np.float32))
-        self.num_pages = num_pages
-        self.num_threads = max(1, num_threads)
-        widths = {codes.shape[1] for _, codes in page_codes}
-        if len(widths) > 1:
-            raise IndexFormatError(f"shards have codes of different widths {sorted(widths)}")
-        self.codes = np.zeros((num_pages, widths.pop() if widths else 1), dtype=np.uint16)
-        coded = np.zeros(num_pages, dtype=bool)
-        keys = []
-        for first, codes in page_codes:
-            if len(codes) and int(codes.max()) >= len(codebook):
-                raise IndexFormatError(f"codes reach {int(codes.max())} but the codebook has {len(codebook)}")
-            pages = np.arange(first, first + len(codes), dtype=np.int64)
-            coded[first : first + len(codes)] = True
-            self.codes[first : first + len(codes)] = codes
-            keys.append(codes.astype(np.int64) * num_pages + pages[:, None])
-        keys = np.unique(np.concatenate([k.ravel() for k in keys])) if keys else np.zeros(0, np.int64)
-        self.list_pages = (keys % max(1, num_pages)).astype(np.int32)
-        self.list_offsets = np.searchsorted(keys // max(1, num_pages), np.arange(len(codebook) + 1)).astype(np.int64)
-        self.coded_pages = np.flatnonzero(coded)
-        self.uncoded = np.flatnonzero(~coded)
-
-    @property
-    def resident_bytes(self) -> int:
-        arrays = (self.codes, self.list_pages, self.list_offsets, self.coded_pages, self.uncoded)
-        return self.codebook.numel() * 4 + sum(a.nbytes for a in arrays)
-
-    def probed_pages(self, query: np.ndarray, probe: int) -> np.ndarray:
-        """Ascending coded pages with a pooled vector in one of the lists of some query vector's `probe` nearest
-        centroids (every coded page when `probe` reaches the codebook's size)."""
-        query = query[np.any(query != 0, axis=1)]
-        if probe >= len(self.codebook):
-            return self.coded_pages
-        scores = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)) @ self.codebook.T
-        centroids = np.unique(torch.topk(scores, probe, dim=1).indices.numpy())
-        starts, stops = self.list_offsets[centroids], self.list_offsets[centroids + 1]
-        lengths = stops - starts
-        positions = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths - starts, lengths)
-        found = np.zeros(self.num_pages, dtype=bool)
-        found[self.list_pages[positions]] = True
-        return np.flatnonzero(found)
-
-    @torch.no_grad()
-    def interaction_scores(self, query: np.ndarray, pages: np.ndarray) -> np.ndarray:
-        """[Lq, D] query (zero rows add 0) -> float32 scores of `pages` (coded): per page, the sum over query
-        vectors of the best inner product with the centroids of the page's codes (PLAID's centroid interaction
-        over all of the page's codes)."""
-        width = -(-len(query) // 8) * 8  # padded with zero rows (a multiple of 8 suits the kernel's registers)
-        padded = np.zeros((width, query.shape[1]), dtype=np.float32)
-        padded[: len(query)] = query
-        table = np.ascontiguousarray((self.codebook @ torch.from_numpy(padded).T).numpy())
-        pages = np.ascontiguousarray(pages, dtype=np.int64)
-        scores = np.empty(len(pages), dtype=np.float32)
-        if _kernel is None:
-            lookup = torch.from_numpy(table)
-            for start in range(0, len(pages), _INTERACTION_CHUNK):
-                chosen = torch.from_numpy(self.codes[pages[start : start + _INTERACTION_CHUNK]].astype(np.int64))
-                scores[start : start + len(chosen)] = lookup[chosen].amax(dim=1).sum(dim=1).numpy()
-            return scores
-        bounds = np.linspace(0, len(pages), self.num_threads + 1).astype(np.int64)
-        top = len(self.codebook) - 1
-
-        def work(a: int, b: int) -> None:
-            _kernel.centroid_interaction(table, width, self.codes, self.codes.shape[1], top, scores[a:b], pages[a:b])
-
-        if self.num_threads == 1 or len(pages) < 2 * _INTERACTION_CHUNK:
-            work(0, len(pages))
-        else:
-            for future in [
-                _pool(self.num_threads).submit(work, a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-            ]:
-                future.result()
-        return scores
-
-    def shortlist(self, query: np.ndarray, probe: int, count: int) -> np.ndarray:
-        """The `count` probed pages with the best centroid-interaction scores (from all coded pages when fewer than
-        `count` are probed), and every uncoded page; ascending."""
-        pages = self.probed_pages(query, probe)
-        if len(pages) < count:
-            pages = self.coded_pages
-        if len(pages) > count:
-            scores = torch.from_numpy(self.interaction_scores(query, pages))
-            pages = np.sort(pages[torch.topk(scores, count).indices.numpy()])
-        return np.union1d(pages, self.uncoded).astype(np.int64)
-
-
-def open_lists(index_dir: Path, manifest: Manifest, verify: bool = False, num_threads: int = 1) -> InvertedLists | None:
+def open_lists(
+    index_dir: Path,
+    manifest: Manifest,
+    pooled: list[np.ndarray],
+    verify: bool = False,
+    nbits: int = DEFAULT_NBITS,
+    num_threads: int = 1,
+) -> InvertedLists | None:
+    """The index's lists with residuals of `nbits` per dimension (None without a codebook); `pooled`: every
+    shard's pooled vectors, in manifest order."""
     info = IvfInfo.of(manifest)
     if info is None:
         return None
     codebook = load_codebook(index_dir, info, int(manifest.dim), verify)
-    page_codes, first = [], 0
-    for shard in manifest.shards:
+    page_codes, page_pooled, first = [], [], 0
+    for shard, vectors in zip(manifest.shards, pooled, strict=True):
         codes = load_codes(index_dir, manifest, shard, verify)
         if codes is not None:
+            if codes.shape != vectors.shape[:2]:
+                raise IndexFormatError(f"{shard.name}: codes {codes.shape} do not match pooled {vectors.shape[:2]}")
             page_codes.append((first, codes))
+            page_pooled.append(vectors)
         first += len(shard.page_ids)
-    return InvertedLists(codebook, page_codes, manifest.num_pages, num_threads)
+    return InvertedLists(codebook, page_codes, page_pooled, manifest.num_pages, nbits, num_threads)
 
 
 def build_ivf(

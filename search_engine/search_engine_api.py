@@ -35,6 +35,7 @@ from search_engine.corpus import PAGES_DIRNAME
 from search_engine.ingestion import INDEX_DIRNAME
 from search_engine.ivf import DEFAULT_PREFILTER, DEFAULT_PROBE
 from search_engine.maxsim import DEFAULT_RESIDENCY, RESIDENCY_MODES
+from search_engine.residuals import DEFAULT_NBITS, NBITS_CHOICES
 from search_engine.searcher import Searcher, SearchSettings
 from search_engine.vector_index import DEFAULT_CANDIDATES
 from unidoc_rl.common.http_server import api_key_guard, require_key_beyond_loopback, run_server
@@ -59,6 +60,7 @@ class ServiceConfig:
     candidates: int = DEFAULT_CANDIDATES
     probe: int = DEFAULT_PROBE
     prefilter: int = DEFAULT_PREFILTER
+    residual_bits: int = DEFAULT_NBITS
     residency: str = DEFAULT_RESIDENCY
     top_k: int = 10
     max_top_k: int = 100
@@ -169,6 +171,7 @@ def create_app(config: ServiceConfig, searcher: Searcher | None = None) -> FastA
                 candidates=config.candidates,
                 probe=config.probe,
                 prefilter=config.prefilter,
+                residual_bits=config.residual_bits,
                 residency=config.residency,
             ),
             encoder_options={"device": config.device},
@@ -273,6 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--prefilter", type=int, default=defaults.prefilter, help="approx with inverted lists: pages scored pooled"
+    )
+    parser.add_argument(
+        "--residual_bits",
+        type=int,
+        choices=NBITS_CHOICES,
+        default=defaults.residual_bits,
+        help="approx with inverted lists: bits per dimension of the residuals the lists are scored from",
     )
     parser.add_argument(
         "--residency",

@@ -21,6 +21,7 @@ from search_engine.corpus import PAGES_DIRNAME
 from search_engine.ivf import DEFAULT_PREFILTER, DEFAULT_PROBE
 from search_engine.manifest import Manifest, manifest_path, read_manifest
 from search_engine.maxsim import DEFAULT_RESIDENCY, RESIDENCY_MODES
+from search_engine.residuals import DEFAULT_NBITS, NBITS_CHOICES
 from search_engine.shards import load_texts
 from search_engine.types import SearchHit
 from search_engine.vector_index import DEFAULT_CANDIDATES, SEARCH_MODES, EmbeddedVectorIndex
@@ -37,6 +38,8 @@ class SearchSettings:
     # Inverted lists (indexes with a codebook, ivf.py): centroids probed per query vector, pages passed on.
     probe: int = DEFAULT_PROBE
     prefilter: int = DEFAULT_PREFILTER
+    # Bits per dimension of the lists' residuals (residuals.py): 2 keeps 32 bytes per pooled vector of 128 dims.
+    residual_bits: int = DEFAULT_NBITS
     num_threads: int | None = None
     verify_checksums: bool = False
     residency: str = DEFAULT_RESIDENCY
@@ -50,6 +53,8 @@ class SearchSettings:
             raise ValueError("candidates must be >= 1")
         if self.probe < 1 or self.prefilter < 1:
             raise ValueError("probe and prefilter must be >= 1")
+        if self.residual_bits not in NBITS_CHOICES:
+            raise ValueError(f"residual_bits must be one of {NBITS_CHOICES}, got {self.residual_bits}")
 
 
 class IndexSnapshot:
@@ -86,7 +91,12 @@ class IndexSnapshot:
             self._qdrant.check_layout()
         else:
             self._vectors = EmbeddedVectorIndex(
-                index_dir, manifest, settings.num_threads, settings.verify_checksums, settings.residency
+                index_dir,
+                manifest,
+                settings.num_threads,
+                settings.verify_checksums,
+                settings.residency,
+                residual_bits=settings.residual_bits,
             )
             if settings.mode == "approx" and not self._vectors.supports_approx:
                 raise ValueError(f"{index_dir}: no pooled vectors for approx mode; re-ingest with --pool_size > 0")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from search_engine.ivf import DEFAULT_PREFILTER, DEFAULT_PROBE, InvertedLists, open_lists
+from search_engine.ivf import DEFAULT_PREFILTER, DEFAULT_PROBE, open_lists
 from search_engine.manifest import Manifest
 from search_engine.maxsim import (
     DEFAULT_RESIDENCY,
@@ -22,6 +22,7 @@ from search_engine.maxsim import (
     pad_queries,
     top_k,
 )
+from search_engine.residuals import DEFAULT_NBITS, InvertedLists
 from search_engine.shards import load_pooled, load_vectors
 
 SEARCH_MODES = ("exact", "approx")
@@ -40,9 +41,10 @@ class EmbeddedVectorIndex:
         residency: str = DEFAULT_RESIDENCY,
         use_kernel: bool | None = None,
         use_lists: bool = True,
+        residual_bits: int = DEFAULT_NBITS,
     ):
         """`use_lists=False` ignores the index's inverted lists (the approximate mode then scans every page's
-        pooled vectors)."""
+        pooled vectors); `residual_bits`: bits per dimension of the lists' residuals (residuals.py)."""
         if manifest.dim is None:
             raise ValueError("a vector index needs the manifest's dim")
         self.dim = int(manifest.dim)
@@ -65,7 +67,9 @@ class EmbeddedVectorIndex:
             )
         self._lists: InvertedLists | None = None
         if self._first_stage is not None and use_lists:
-            self._lists = open_lists(index_dir, manifest, verify, num_threads or default_num_threads())
+            self._lists = open_lists(
+                index_dir, manifest, pooled, verify, residual_bits, num_threads or default_num_threads()
+            )
 
     @property
     def resident_bytes(self) -> int:

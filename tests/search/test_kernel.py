@@ -154,32 +154,3 @@ def test_neon_kernel_equals_the_definition_under_qemu(tmp_path: Path):
         pytest.skip("aarch64 cross compiler or qemu-aarch64 not installed")
     out = _build_and_run_check(compiler, tmp_path, [emulator], ["-static"])
     assert out.strip() == "neon max_abs_error 0", out
-
-
-@needs_kernel
-@pytest.mark.parametrize("width", [3, 8, 24, 40])  # 3: the portable loop; multiples of 8: AVX2 where it runs
-def test_centroid_interaction_equals_the_definition(width: int):
-    rng = np.random.default_rng(width)
-    table = rng.standard_normal((300, width)).astype(np.float32)
-    codes = rng.integers(0, 300, (50, 7)).astype(np.uint16)
-    expected = table.astype(np.float64)[codes].max(axis=1).sum(axis=1)
-    scores = np.empty(50, dtype=np.float32)
-    maxsim._kernel.centroid_interaction(table, width, codes, 7, 299, scores)
-    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-4)
-    select = np.array([49, 0, 17], dtype=np.int64)
-    chosen = np.empty(3, dtype=np.float32)
-    maxsim._kernel.centroid_interaction(table, width, codes, 7, 299, chosen, select)
-    np.testing.assert_allclose(chosen, expected[select], rtol=0, atol=1e-4)
-
-
-@needs_kernel
-def test_centroid_interaction_refuses_codes_or_pages_outside_its_buffers():
-    table = np.zeros((4, 8), dtype=np.float32)
-    codes = np.zeros((2, 3), dtype=np.uint16)
-    scores = np.empty(2, dtype=np.float32)
-    with pytest.raises(ValueError, match="the codes reach 4 but the table has 4 centroids"):
-        maxsim._kernel.centroid_interaction(table, 8, codes, 3, 4, scores)
-    with pytest.raises(ValueError, match="selected page 2 is outside the 2 pages"):
-        maxsim._kernel.centroid_interaction(table, 8, codes, 3, 3, scores, np.array([0, 2], dtype=np.int64))
-    with pytest.raises(ValueError, match="one value per selected page"):
-        maxsim._kernel.centroid_interaction(table, 8, codes, 3, 3, scores[:1])

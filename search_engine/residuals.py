@@ -1,0 +1,242 @@
+"""Residual-compressed pooled vectors scored in place: the first stage of the approximate mode (WARP/PLAID style).
+
+Every pooled vector v is held as its centroid c (its code in the inverted lists, ivf.py) and its residual
+r = v - c quantized to `nbits` per dimension: per dimension, 2^nbits buckets cut at the quantiles of that
+dimension's residuals, each bucket standing for its mean (its weight). Then <q, v> is approximated by
+
+    <q, c> + sum_d q[d] * weight[d, bucket_d(r)]
+
+and the second term comes from lookup tables: the buckets of 8 / nbits consecutive dimensions share a byte, and per
+byte position a 256-entry table holds that byte's contribution for every value, so a pooled vector costs
+D * nbits / 8 lookups and is never decompressed (2-bit residuals of 128 dimensions: 32 bytes, 32 lookups).
+
+Scoring a query (WARP's reduction): for each query vector q_i, only the lists of its `probe` best centroids are
+read; every pooled vector there gets its approximate score against q_i, and a page's maximum for q_i is over its
+vectors found there. A page none of whose vectors was found takes the score of q_i's last probed centroid instead
+(imputed: its vectors lie in lists whose centroids score lower). A page's score is the sum over query vectors.
+The work is the probed lists' entries (about Lq * probe * n / K vectors), not the corpus.
+"""
+
+from __future__ import annotations
+
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from search_engine.manifest import IndexFormatError
+
+try:
+    from search_engine import _kernel
+except ImportError:  # the optional extension was not built here
+    _kernel = None
+if not hasattr(_kernel, "probed_residual_scores"):  # a build from before this stage had a kernel
+    _kernel = None
+
+DEFAULT_NBITS = 2
+NBITS_CHOICES = (1, 2, 4, 8)
+# Residuals quantized per chunk of pooled vectors at open (bounds the float32 working memory).
+_ENCODE_CHUNK = 1 << 18
+# Residuals the bucket cutoffs and weights are estimated from.
+_FIT_SAMPLE = 1 << 16
+
+
+@functools.cache
+def _pool(num_threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(num_threads, thread_name_prefix="residuals")
+
+
+@dataclass(frozen=True)
+class ResidualCodec:
+    """Per-dimension bucket cutoffs [D, 2^nbits - 1] and weights [D, 2^nbits] of `nbits`-bit residuals."""
+
+    nbits: int
+    cutoffs: np.ndarray
+    weights: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        return self.weights.shape[0]
+
+    @property
+    def code_bytes(self) -> int:
+        return self.dim * self.nbits // 8
+
+    @classmethod
+    def fit(cls, residuals: np.ndarray, nbits: int = DEFAULT_NBITS) -> ResidualCodec:
+        """Cutoffs at the quantiles of each dimension's values in `residuals` [n, D]; weights the buckets' means."""
+        if nbits not in NBITS_CHOICES:
+            raise ValueError(f"nbits must be one of {NBITS_CHOICES}, got {nbits}")
+        residuals = np.asarray(residuals, dtype=np.float32)
+        if residuals.ndim != 2 or residuals.shape[1] * nbits % 8 or not len(residuals):
+            raise ValueError(f"residuals must be [n >= 1, D] with D * nbits a multiple of 8, got {residuals.shape}")
+        buckets = 1 << nbits
+        cutoffs = np.quantile(residuals, np.arange(1, buckets) / buckets, axis=0).T.astype(np.float32)
+        codec = cls(nbits, np.ascontiguousarray(cutoffs), np.zeros((residuals.shape[1], buckets), np.float32))
+        which = codec.buckets(residuals)
+        weights = np.zeros((residuals.shape[1], buckets), dtype=np.float64)
+        for bucket in range(buckets):
+            members = which == bucket
+            sums = np.where(members, residuals, 0).sum(axis=0)
+            counts = members.sum(axis=0)
+            # An empty bucket (a dimension with few distinct values) stands for its cutoff.
+            edge = cutoffs[:, min(bucket, buckets - 2)]
+            weights[:, bucket] = np.where(counts > 0, sums / np.maximum(counts, 1), edge)
+        return cls(nbits, codec.cutoffs, weights.astype(np.float32))
+
+    def buckets(self, residuals: np.ndarray) -> np.ndarray:
+        """[n, D] -> [n, D] uint8 bucket of every value."""
+        values = torch.from_numpy(np.ascontiguousarray(np.asarray(residuals, dtype=np.float32).T))
+        found = torch.searchsorted(torch.from_numpy(self.cutoffs), values, right=True)
+        return found.T.numpy().astype(np.uint8)
+
+    def encode(self, residuals: np.ndarray) -> np.ndarray:
+        """[n, D] -> [n, D * nbits / 8] uint8: the bucket of dimension d at bit nbits * (d % per_byte) of byte
+        d // per_byte (per_byte = 8 / nbits)."""
+        buckets = self.buckets(residuals).astype(np.uint16)
+        per_byte = 8 // self.nbits
+        shifts = (self.nbits * np.arange(per_byte)).astype(np.uint16)
+        packed = (buckets.reshape(len(buckets), -1, per_byte) << shifts).sum(axis=2)
+        return packed.astype(np.uint8)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """[n, bytes] uint8 -> [n, D] float32 quantized residuals (what the lookup tables add up)."""
+        per_byte = 8 // self.nbits
+        shifts = self.nbits * np.arange(per_byte)
+        buckets = ((codes[:, :, None].astype(np.int64) >> shifts) & ((1 << self.nbits) - 1)).reshape(len(codes), -1)
+        return self.weights[np.arange(self.dim), buckets]
+
+    def lookup_tables(self, query: np.ndarray) -> np.ndarray:
+        """[Lq, D] query -> [Lq, bytes, 256] float32: entry [i, b, v] = the contribution of byte value v at byte
+        position b to <q_i, residual>."""
+        per_byte = 8 // self.nbits
+        values = np.asarray(query, dtype=np.float32)[:, :, None] * self.weights[None]  # [Lq, D, 2^nbits]
+        values = values.reshape(len(query), self.code_bytes, per_byte, 1 << self.nbits)
+        byte = np.arange(256)
+        tables = np.zeros((len(query), self.code_bytes, 256), dtype=np.float32)
+        for slot in range(per_byte):
+            tables += values[:, :, slot, (byte >> (self.nbits * slot)) & ((1 << self.nbits) - 1)]
+        return tables
+
+
+class InvertedLists:
+    """The pooled vectors of the coded pages in list order (per centroid: its vectors' pages and residual codes),
+    and the pages not coded yet (shards written after the codebook), which every shortlist includes."""
+
+    def __init__(
+        self,
+        codebook: np.ndarray,
+        page_codes: list[tuple[int, np.ndarray]],
+        page_pooled: list[np.ndarray],
+        num_pages: int,
+        nbits: int = DEFAULT_NBITS,
+        num_threads: int = 1,
+    ):
+        """page_codes: (first page, [pages, pool_size] uint16 codes) per coded shard; page_pooled: the same
+        shards' pooled vectors [pages, pool_size, D] (any float dtype, e.g. memory-mapped fp16)."""
+        self.codebook = np.ascontiguousarray(codebook, dtype=np.float32)
+        self.num_pages = num_pages
+        self.num_threads = max(1, num_threads)
+        coded = np.zeros(num_pages, dtype=bool)
+        for first, codes in page_codes:
+            if len(codes) and int(codes.max()) >= len(codebook):
+                raise IndexFormatError(f"codes reach {int(codes.max())} but the codebook has {len(codebook)}")
+            coded[first : first + len(codes)] = True
+        self.coded_pages = np.flatnonzero(coded)
+        self.uncoded = np.flatnonzero(~coded)
+        codes = np.concatenate([c.ravel() for _, c in page_codes]) if page_codes else np.zeros(0, np.uint16)
+        pages = [np.repeat(np.arange(f, f + len(c), dtype=np.int32), c.shape[1]) for f, c in page_codes]
+        rows = [np.reshape(p, (-1, p.shape[-1])) for p in page_pooled]
+        self.codec = ResidualCodec.fit(self._residual_sample(codes, rows), nbits)
+        order = np.argsort(codes, kind="stable")
+        self.offsets = np.searchsorted(codes[order], np.arange(len(codebook) + 1)).astype(np.int64)
+        self.pages = np.ascontiguousarray(np.concatenate(pages)[order] if pages else np.zeros(0, np.int32))
+        self.residuals = self._encode(codes, rows)[order]
+
+    def _residual_sample(self, codes: np.ndarray, rows: list[np.ndarray]) -> np.ndarray:
+        """Residuals of up to _FIT_SAMPLE pooled vectors spread evenly over the coded ones."""
+        if not len(codes):
+            return np.zeros((1, self.codebook.shape[1]), np.float32)
+        starts = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
+        picks = np.unique(np.linspace(0, len(codes) - 1, min(len(codes), _FIT_SAMPLE)).astype(np.int64))
+        vectors = np.concatenate(
+            [
+                np.asarray(shard_rows[picks[(picks >= a) & (picks < b)] - a], dtype=np.float32)
+                for shard_rows, a, b in zip(rows, starts[:-1], starts[1:], strict=True)
+            ]
+        )
+        return vectors - self.codebook[codes[picks]]
+
+    def _encode(self, codes: np.ndarray, rows: list[np.ndarray]) -> np.ndarray:
+        encoded = np.empty((len(codes), self.codec.code_bytes), dtype=np.uint8)
+        at = 0
+        for shard_rows in rows:
+            for a in range(0, len(shard_rows), _ENCODE_CHUNK):
+                chunk = np.asarray(shard_rows[a : a + _ENCODE_CHUNK], dtype=np.float32)
+                encoded[at : at + len(chunk)] = self.codec.encode(chunk - self.codebook[codes[at : at + len(chunk)]])
+                at += len(chunk)
+        return encoded
+
+    @property
+    def resident_bytes(self) -> int:
+        arrays = (self.codebook, self.offsets, self.pages, self.residuals, self.coded_pages, self.uncoded)
+        return sum(a.nbytes for a in arrays)
+
+    def probes(self, query: np.ndarray, probe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """[Lq, D] query without zero rows -> (probed centroids [Lq, probe] int64, best first; their scores
+        [Lq, probe] float32; the imputed score of each query vector [Lq] float32: its last probed centroid's)."""
+        probe = min(probe, len(self.codebook))
+        scores = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)) @ torch.from_numpy(self.codebook).T
+        best = torch.topk(scores, probe, dim=1)
+        values = np.ascontiguousarray(best.values.numpy())
+        return np.ascontiguousarray(best.indices.numpy().astype(np.int64)), values, np.ascontiguousarray(values[:, -1])
+
+    def page_scores(self, query: np.ndarray, probe: int) -> np.ndarray:
+        """[Lq, D] query (zero rows add nothing) -> float32 [num_pages]: each page's approximate MaxSim minus the
+        all-imputed score (one constant for every page, so the order is the approximate MaxSim's); 0 for the pages
+        no probed list holds, uncoded ones included."""
+        query = np.ascontiguousarray(query[np.any(query != 0, axis=1)], dtype=np.float32)
+        deltas = np.zeros((max(1, min(self.num_threads, len(query))), self.num_pages), dtype=np.float32)
+        if not len(query):
+            return deltas[0]
+        centroids, centroid_scores, imputed = self.probes(query, probe)
+        tables = self.codec.lookup_tables(query)
+        bounds = np.linspace(0, len(query), len(deltas) + 1).astype(np.int64)
+
+        def work(part: int) -> None:
+            a, b = bounds[part], bounds[part + 1]
+            self._add_page_maxima(tables[a:b], centroids[a:b], centroid_scores[a:b], imputed[a:b], deltas[part])
+
+        if len(deltas) == 1:
+            work(0)
+        else:
+            for future in [_pool(len(deltas)).submit(work, part) for part in range(len(deltas))]:
+                future.result()
+        return deltas.sum(axis=0)
+
+    def _add_page_maxima(self, tables, centroids, centroid_scores, imputed, delta: np.ndarray) -> None:
+        """For each query vector, adds (page maximum - imputed) to `delta` of the pages found in its probed lists."""
+        if _kernel is not None:
+            _kernel.probed_residual_scores(
+                tables, centroids, centroid_scores, imputed, self.offsets, self.pages, self.residuals, delta
+            )
+            return
+        positions = np.arange(self.codec.code_bytes)
+        for table, chosen, base, missing in zip(tables, centroids, centroid_scores, imputed, strict=True):
+            best = np.full(self.num_pages, -np.inf, dtype=np.float32)
+            for centroid, centroid_score in zip(chosen, base, strict=True):
+                a, b = self.offsets[centroid], self.offsets[centroid + 1]
+                scores = centroid_score + table[positions, self.residuals[a:b]].sum(axis=1)
+                np.maximum.at(best, self.pages[a:b], scores.astype(np.float32))
+            found = np.isfinite(best)
+            delta[found] += best[found] - missing
+
+    def shortlist(self, query: np.ndarray, probe: int, count: int) -> np.ndarray:
+        """The `count` coded pages with the best approximate scores, and every uncoded page; ascending."""
+        scores = self.page_scores(query, probe)[self.coded_pages]
+        pages = self.coded_pages
+        if len(pages) > count:
+            pages = np.sort(pages[np.argpartition(-scores, count - 1)[:count]])
+        return np.union1d(pages, self.uncoded).astype(np.int64)
