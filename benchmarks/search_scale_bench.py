@@ -42,7 +42,7 @@ from bench_env import FAST_PLAID_PYTHON, missing_extra, require_modules  # noqa:
 from search_bench import measured_matmul_peak_gflops  # noqa: E402
 from search_corpus import CORPUS_VERSION, DIM, load_or_build_real_corpus, scaled_pages  # noqa: E402
 
-from search_engine.ivf import build_ivf  # noqa: E402
+from search_engine.ivf import build_ivf, default_num_centroids  # noqa: E402
 from search_engine.manifest import Manifest, read_manifest, write_manifest  # noqa: E402
 from search_engine.maxsim import MaxSimScorer, available_kernels, pad_queries, top_k  # noqa: E402
 from search_engine.pooling import DEFAULT_POOL_SIZE, pool_pages  # noqa: E402
@@ -86,7 +86,7 @@ def timed_single(search, queries: list[np.ndarray]) -> tuple[list[np.ndarray], d
     return rows, stats
 
 
-def build_index(index_dir: Path, real, num_pages: int, shard_pages: int, pool_size: int) -> dict:
+def build_shards(index_dir: Path, real, num_pages: int, shard_pages: int, pool_size: int) -> dict:
     from tqdm import tqdm
 
     started = time.perf_counter()
@@ -100,34 +100,42 @@ def build_index(index_dir: Path, real, num_pages: int, shard_pages: int, pool_si
         )
     manifest.next_shard = len(manifest.shards)
     write_manifest(index_dir, manifest)
-    shards_s = time.perf_counter() - started
-    ivf = build_ivf(index_dir, progress=True)
+    return {"shards_and_pooling_s": round(time.perf_counter() - started, 1), "load_1min": load()}
+
+
+def build_lists(index_dir: Path, centroids: int | None) -> dict:
+    ivf = build_ivf(index_dir, num_centroids=centroids, progress=True)
     sizes = {kind: 0 for kind in ("vectors", "pooled", "ivf")}
     for path in index_dir.iterdir():
         kind = "ivf" if "ivf" in path.name else path.name.split(".")[-2] if path.name.count(".") >= 2 else None
         if kind in sizes:
             sizes[kind] += path.stat().st_size
     return {
-        "shards_and_pooling_s": round(shards_s, 1),
         "ivf_build_s": ivf["build_s"],
         "ivf_centroids": ivf["centroids"],
         "disk_bytes": sizes,
-        "load_1min": load(),
+        "ivf_load_1min": load(),
     }
 
 
 def cached_or_built_index(args, index_dir: Path, real, num_pages: int) -> dict:
     """The build report of an index for these settings: from the cache (`--corpus-dir`) when it holds one, else
-    built (into a clean directory)."""
+    built (into a clean directory); cached shards whose lists have another codebook size get new lists only."""
     key = {"pages": num_pages, "shard_pages": args.shard_pages, "pool_size": args.pool_size, "corpus": CORPUS_VERSION}
     report_path = index_dir.with_name(index_dir.name + ".build.json")
+    cached = None
     if args.corpus_dir and report_path.exists() and (index_dir / "manifest.json").exists():
         cached = json.loads(report_path.read_text())
-        if cached.get("key") == key:
-            return {**cached["build"], "cached": True}
-    shutil.rmtree(index_dir, ignore_errors=True)
-    report_path.unlink(missing_ok=True)
-    build = build_index(index_dir, real, num_pages, args.shard_pages, args.pool_size)
+    if cached is None or cached.get("key") != key:
+        shutil.rmtree(index_dir, ignore_errors=True)
+        report_path.unlink(missing_ok=True)
+        build = build_shards(index_dir, real, num_pages, args.shard_pages, args.pool_size)
+    else:
+        build = cached["build"]
+        wanted = args.centroids or default_num_centroids(num_pages * args.pool_size)
+        if build.get("ivf_centroids") == wanted:
+            return {**build, "cached": True}
+    build.update(build_lists(index_dir, args.centroids))
     report_path.write_text(json.dumps({"key": key, "build": build}))
     return build
 
@@ -369,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--shard_pages", type=int, default=1000)
     parser.add_argument("--pool_size", type=int, default=DEFAULT_POOL_SIZE)
+    parser.add_argument("--centroids", type=int, default=None, help="codebook size (default: ivf.py's for N)")
     parser.add_argument("--resident_max_pages", type=int, default=10000, help="largest N timed with resident copies")
     parser.add_argument("--peer_max_pages", type=int, default=10000, help="largest N the peers run on")
     parser.add_argument("--qdrant_max_pages", type=int, default=2000, help="largest N qdrant-edge runs on")

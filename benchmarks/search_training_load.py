@@ -12,6 +12,13 @@ unbatched one (`--max_batch_queries 0`: each request searched on its own in a wo
 service: queries/s, latency p50/p99/max, and the batch-size distribution (from /health); then the ratio. With
 `--encoder_batches`, the real query encoder's cost per batch (the tiny ColQwen of unidoc_rl.standins.tiny_models on
 this CPU) is measured apart.
+
+With `--scale_corpus DIR`, the service instead serves search_scale_bench.py's index of `--pages` pages cached in
+DIR (its `--corpus-dir`: real Debian-documentation pages scaled by near-copies), and the episodes draw from that
+corpus's queries:
+
+    python benchmarks/search_scale_bench.py --pages 100000 --corpus-dir /data/scale --build_only
+    python benchmarks/search_training_load.py --scale_corpus /data/scale --pages 100000
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ def serve(args) -> None:
     workdir = Path(args.workdir)
     data = np.load(workdir / "queries.npz", allow_pickle=False)
     vectors = np.split(data["vectors"], np.cumsum(data["lengths"])[:-1])
-    index_dir = workdir / "index"
+    index_dir = index_dir_of(args)
     encoder = StoredQueryEncoder(read_manifest(index_dir).model, vectors)
     settings = SearchSettings(mode=args.mode, residency=args.residency)
     searcher = Searcher(index_dir, settings=settings, encoder=encoder)
@@ -78,8 +85,34 @@ def serve(args) -> None:
     run_server(create_app(config, searcher), config.host, config.port, "warning")
 
 
+def index_dir_of(args) -> Path:
+    if args.scale_corpus:
+        return Path(args.scale_corpus) / f"index_{args.pages}"
+    return Path(args.workdir) / "index"
+
+
+def prepare_scale_corpus(args, workdir: Path) -> dict:
+    """search_scale_bench.py's cached index of `--pages` pages, and its corpus's queries stored in `workdir`."""
+    from search_corpus import load_or_build_real_corpus
+
+    index_dir = index_dir_of(args)
+    build_report = index_dir.with_name(index_dir.name + ".build.json")
+    if not build_report.exists():
+        raise SystemExit(
+            f"{index_dir} is not built: python benchmarks/search_scale_bench.py --pages {args.pages} "
+            f"--corpus-dir {args.scale_corpus} --build_only"
+        )
+    real = load_or_build_real_corpus(Path(args.scale_corpus) / "real_corpus.npz", 32)
+    workdir.mkdir(parents=True, exist_ok=True)
+    np.savez(workdir / "queries.npz", vectors=np.concatenate(real.queries), lengths=[len(q) for q in real.queries])
+    args.queries = len(real.queries)
+    return {**json.loads(build_report.read_text())["build"], "corpus": "search_scale_bench.py (real pages, scaled)"}
+
+
 def prepare(args, workdir: Path) -> dict:
     """The index and the stored queries in `workdir` (reused when they are there for the same settings)."""
+    if args.scale_corpus:
+        return prepare_scale_corpus(args, workdir)
     key = {"pages": args.pages, "tokens": args.tokens, "queries": args.queries, "seed": 0}
     report_path = workdir / "build.json"
     if report_path.exists() and json.loads(report_path.read_text())["key"] == key:
@@ -102,8 +135,10 @@ def start_service(args, max_batch_queries: int) -> tuple[subprocess.Popen, str]:
     command = [
         sys.executable, __file__, "--serve", "--workdir", args.workdir, "--port", str(port), "--mode", args.mode,
         "--residency", args.residency, "--max_batch_queries", str(max_batch_queries),
-        "--batch_wait_ms", str(args.batch_wait_ms),
+        "--batch_wait_ms", str(args.batch_wait_ms), "--pages", str(args.pages),
     ]  # fmt: skip
+    if args.scale_corpus:
+        command += ["--scale_corpus", args.scale_corpus]
     service = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     url = f"http://127.0.0.1:{port}"
     wait_until_healthy(service, url, timeout_s=600)
@@ -196,6 +231,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch_wait_ms", type=int, default=2, help="the batched service's setting")
     parser.add_argument("--encoder_batches", type=int, nargs="*", default=[1, 8, 32], help="batch sizes timed")
     parser.add_argument("--workdir", default="/tmp/search_training_load")
+    parser.add_argument(
+        "--scale_corpus",
+        default=None,
+        help="serve search_scale_bench.py's cached index of --pages pages in this folder (its --corpus-dir), with "
+        "its queries, instead of a synthetic corpus",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the index for a later run")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -204,7 +245,9 @@ def main(argv: list[str] | None = None) -> None:
         serve(args)
         return
     workdir = Path(args.workdir)
-    report = {"pages": args.pages, "tokens_per_page": args.tokens, "mode": args.mode, "residency": args.residency}
+    report = {"pages": args.pages, "mode": args.mode, "residency": args.residency}
+    if not args.scale_corpus:
+        report["tokens_per_page"] = args.tokens
     report["episodes_per_step"], report["steps"], report["cpu_count"] = args.episodes, args.steps, os.cpu_count()
     try:
         report["build"] = prepare(args, workdir)
