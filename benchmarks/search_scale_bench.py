@@ -46,6 +46,7 @@ from search_engine.ivf import build_ivf, default_num_centroids  # noqa: E402
 from search_engine.manifest import Manifest, read_manifest, write_manifest  # noqa: E402
 from search_engine.maxsim import MaxSimScorer, available_kernels, pad_queries, top_k  # noqa: E402
 from search_engine.pooling import DEFAULT_POOL_SIZE, pool_pages  # noqa: E402
+from search_engine.residuals import DEFAULT_NBITS  # noqa: E402
 from search_engine.shards import load_vectors, write_vector_shard  # noqa: E402
 from search_engine.vector_index import EmbeddedVectorIndex  # noqa: E402
 
@@ -195,29 +196,30 @@ def exact_section(args, index_dir: Path, queries: list[np.ndarray], num_pages: i
 
 def approx_section(args, index_dir: Path, queries, truth) -> dict:
     manifest = read_manifest(index_dir)
-    before = memory()
-    started = time.perf_counter()
-    index = EmbeddedVectorIndex(index_dir, manifest, residency="mmap")
-    report = {"open_s": round(time.perf_counter() - started, 2), "memory_before_open": before}
-    report["memory_after_open"] = memory()
-    report["index_resident_bytes"] = index.resident_bytes
-    settings = []
-    for probe, prefilter, candidates in args.settings:
-        rows, stats = timed_single(
-            lambda q, p=probe, f=prefilter, c=candidates, ix=index: ix.approx(q, K, c, p, f)[0], queries
-        )
-        settings.append(
-            {
-                "probe": probe,
-                "prefilter": prefilter,
-                "candidates": candidates,
-                "recall_at_10": recall(np.stack(rows), truth),
-                **stats,
-            }
-        )
-    report["lists"] = settings
-    report["memory_after_queries"] = memory()
-    del index
+    report = {"memory_before_open": memory(), "by_residual_bits": {}}
+    for bits in args.residual_bits:
+        started = time.perf_counter()
+        index = EmbeddedVectorIndex(index_dir, manifest, residency="mmap", residual_bits=bits)
+        opened = {"open_s": round(time.perf_counter() - started, 2), "memory_after_open": memory()}
+        opened["index_resident_bytes"] = index.resident_bytes
+        settings = []
+        for probe, prefilter, candidates in args.settings:
+            rows, stats = timed_single(
+                lambda q, p=probe, f=prefilter, c=candidates, ix=index: ix.approx(q, K, c, p, f)[0], queries
+            )
+            settings.append(
+                {
+                    "probe": probe,
+                    "prefilter": prefilter,
+                    "candidates": candidates,
+                    "recall_at_10": recall(np.stack(rows), truth),
+                    **stats,
+                }
+            )
+        opened["lists"] = settings
+        opened["memory_after_queries"] = memory()
+        report["by_residual_bits"][str(bits)] = opened
+        del index
     if len(truth) and manifest.num_pages <= args.resident_max_pages:
         scan = EmbeddedVectorIndex(index_dir, manifest, residency="mmap", use_lists=False)
         rows, stats = timed_single(lambda q: scan.approx(q, K, 512)[0], queries)
@@ -396,7 +398,14 @@ def main(argv: list[str] | None = None) -> None:
             (4, 256, 256),
             (1 << 16, 1024, 128),
         ],
-        help="approx settings probe,prefilter,candidates (a probe of K or more scores every page from its codes)",
+        help="approx settings probe,prefilter,candidates (prefilter <= candidates skips the pooled stage)",
+    )
+    parser.add_argument(
+        "--residual_bits",
+        type=int,
+        nargs="+",
+        default=[DEFAULT_NBITS],
+        help="bits per dimension of the lists' residuals; each value opens the index once",
     )
     args = parser.parse_args(argv)
     if not args.build_only:

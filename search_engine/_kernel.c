@@ -15,7 +15,8 @@
  * architecture. Elsewhere `kernels()` is empty and search uses the torch path.
  *
  * Beside them, `probed_residual_scores`: the approximate mode's first-stage page scores, WARP-style, from
- * residual-compressed inverted lists (search_engine/residuals.py), a portable loop.
+ * residual-compressed inverted lists (search_engine/residuals.py): AVX-512 gathers where the CPU has AVX-512F
+ * and the codes fill 16-byte blocks, a portable loop elsewhere.
  */
 /* MAXSIM_KERNELS_ONLY: the kernels without the Python module (tests/search/kernel_check.c builds them that way for
  * another architecture and runs them under an emulator). */
@@ -343,45 +344,84 @@ static void score_rows(const kernel_isa *isa, const float *query_t, int64_t vect
     }
 }
 
+/* Residual scores of `count` list entries against one query vector: out[e] = base + sum over byte positions b of
+ * table[b * 256 + codes[e * code_bytes + b]]. */
+typedef void (*list_scores_fn)(const float *table, int64_t code_bytes, const uint8_t *codes, int64_t count,
+                               float base, float *out);
+
+static void list_scores_generic(const float *table, int64_t code_bytes, const uint8_t *codes, int64_t count,
+                                float base, float *out) {
+    for (int64_t e = 0; e < count; e++) {
+        const uint8_t *code = codes + e * code_bytes;
+        float s0 = base, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+        int64_t b = 0;
+        for (; b + 3 < code_bytes; b += 4) {
+            s0 += table[b * 256 + code[b]];
+            s1 += table[(b + 1) * 256 + code[b + 1]];
+            s2 += table[(b + 2) * 256 + code[b + 2]];
+            s3 += table[(b + 3) * 256 + code[b + 3]];
+        }
+        for (; b < code_bytes; b++) s0 += table[b * 256 + code[b]];
+        out[e] = (s0 + s1) + (s2 + s3);
+    }
+}
+
+#ifdef HAVE_X86_KERNELS
+/* 16 byte positions per gather; two entries interleaved so that their gathers overlap. code_bytes % 16 == 0. */
+static AVX512_TARGET void list_scores_avx512(const float *table, int64_t code_bytes, const uint8_t *codes,
+                                             int64_t count, float base, float *out) {
+    const __m512i lanes = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(256));
+    int64_t e = 0;
+    for (; e + 1 < count; e += 2) {
+        const uint8_t *first = codes + e * code_bytes, *second = first + code_bytes;
+        __m512 a = _mm512_setzero_ps(), c = _mm512_setzero_ps();
+        for (int64_t b = 0; b < code_bytes; b += 16) {
+            const __m512i offset = _mm512_add_epi32(lanes, _mm512_set1_epi32((int)(b * 256)));
+            const __m512i i = _mm512_add_epi32(offset, _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(first + b))));
+            const __m512i j = _mm512_add_epi32(offset, _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(second + b))));
+            a = _mm512_add_ps(a, _mm512_i32gather_ps(i, table, 4));
+            c = _mm512_add_ps(c, _mm512_i32gather_ps(j, table, 4));
+        }
+        out[e] = base + _mm512_reduce_add_ps(a);
+        out[e + 1] = base + _mm512_reduce_add_ps(c);
+    }
+    if (e < count) list_scores_generic(table, code_bytes, codes + e * code_bytes, 1, base, out + e);
+}
+#endif
+
 /* WARP-style scoring of residual-compressed pooled vectors (search_engine/residuals.py): for each query vector v,
  * the entries of its probed lists get base score + sum over byte positions of tables[v][b][residual byte]; per page
- * the maximum over its entries found, and delta[page] += maximum - imputed[v] for every page found. best, stamp and
- * touched are per-page workspaces (stamp filled with -1 by the caller). Returns 0, or -1 when an entry names a page
- * outside [0, num_pages). */
+ * the maximum over its entries found, and delta[page] += maximum - imputed[v] for every page found. scores (the
+ * longest probed list), best and touched (per page) are workspaces, best filled with -infinity by the caller (and
+ * left so). Returns 0, or -1 when an entry names a page outside [0, num_pages). */
 static int probed_residual_scores(const float *tables, int64_t code_bytes, const int64_t *centroids,
                                   const float *centroid_scores, const float *imputed, int64_t vectors, int64_t probe,
                                   const int64_t *offsets, const int32_t *pages, const uint8_t *residuals,
-                                  int64_t num_pages, float *delta, float *best, int32_t *stamp, int32_t *touched) {
+                                  int64_t num_pages, float *delta, float *scores, float *best, int32_t *touched) {
+    list_scores_fn list_scores = list_scores_generic;
+#ifdef HAVE_X86_KERNELS
+    if (code_bytes % 16 == 0 && avx512_supported()) list_scores = list_scores_avx512;
+#endif
     for (int64_t v = 0; v < vectors; v++) {
         const float *table = tables + v * code_bytes * 256;
         int64_t found = 0;
         for (int64_t j = 0; j < probe; j++) {
             const int64_t centroid = centroids[v * probe + j];
-            const float base = centroid_scores[v * probe + j];
-            for (int64_t e = offsets[centroid]; e < offsets[centroid + 1]; e++) {
-                const uint8_t *code = residuals + e * code_bytes;
-                float s0 = base, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-                int64_t b = 0;
-                for (; b + 3 < code_bytes; b += 4) {
-                    s0 += table[b * 256 + code[b]];
-                    s1 += table[(b + 1) * 256 + code[b + 1]];
-                    s2 += table[(b + 2) * 256 + code[b + 2]];
-                    s3 += table[(b + 3) * 256 + code[b + 3]];
-                }
-                for (; b < code_bytes; b++) s0 += table[b * 256 + code[b]];
-                const float score = (s0 + s1) + (s2 + s3);
-                const int32_t page = pages[e];
+            const int64_t first = offsets[centroid], count = offsets[centroid + 1] - first;
+            list_scores(table, code_bytes, residuals + first * code_bytes, count, centroid_scores[v * probe + j],
+                        scores);
+            for (int64_t e = 0; e < count; e++) {
+                const int32_t page = pages[first + e];
                 if (page < 0 || page >= num_pages) return -1;
-                if (stamp[page] != (int32_t)v) {
-                    stamp[page] = (int32_t)v;
-                    best[page] = score;
-                    touched[found++] = page;
-                } else if (score > best[page]) {
-                    best[page] = score;
-                }
+                if (best[page] == -INFINITY) touched[found++] = page;
+                if (scores[e] > best[page]) best[page] = scores[e];
             }
         }
-        for (int64_t t = 0; t < found; t++) delta[touched[t]] += best[touched[t]] - imputed[v];
+        for (int64_t t = 0; t < found; t++) {
+            delta[touched[t]] += best[touched[t]] - imputed[v];
+            best[touched[t]] = -INFINITY;
+        }
     }
     return 0;
 }
@@ -580,18 +620,23 @@ static PyObject *kernel_probed_residual_scores(PyObject *self, PyObject *args) {
         }
         if (!PyErr_Occurred()) {
             const size_t count = num_pages > 0 ? (size_t)num_pages : 1;
-            float *best = PyMem_RawMalloc(count * (sizeof(float) + 2 * sizeof(int32_t)));
+            size_t longest = 1;
+            for (Py_ssize_t i = 0; i < vectors * probe; i++) {
+                const size_t length = (size_t)(offset[centroid[i] + 1] - offset[centroid[i]]);
+                if (length > longest) longest = length;
+            }
+            float *best = PyMem_RawMalloc(count * (sizeof(float) + sizeof(int32_t)) + longest * sizeof(float));
             if (best == NULL) {
                 PyErr_NoMemory();
             } else {
-                int32_t *stamp = (int32_t *)(best + count);
-                int32_t *touched = stamp + count;
+                int32_t *touched = (int32_t *)(best + count);
+                float *scores = (float *)(touched + count);
                 int status;
-                memset(stamp, 0xff, count * sizeof(int32_t));
+                for (size_t i = 0; i < count; i++) best[i] = -INFINITY;
                 Py_BEGIN_ALLOW_THREADS status = probed_residual_scores(
                     (const float *)tables.buf, code_bytes, centroid, (const float *)centroid_scores.buf,
                     (const float *)imputed.buf, vectors, probe, offset, (const int32_t *)pages.buf,
-                    (const uint8_t *)residuals.buf, num_pages, (float *)delta.buf, best, stamp, touched);
+                    (const uint8_t *)residuals.buf, num_pages, (float *)delta.buf, scores, best, touched);
                 Py_END_ALLOW_THREADS PyMem_RawFree(best);
                 if (status != 0) {
                     PyErr_SetString(PyExc_ValueError, "an entry names a page outside delta");

@@ -134,10 +134,13 @@ def test_new_shards_are_searchable_after_their_commit_coded_or_not(corpus, tmp_p
 
     # search_vectors takes query embeddings directly: the encoder is only asked for its identity.
     encoder = SimpleNamespace(model_name="test-model", fingerprint=None)
-    settings = SearchSettings(mode="approx", candidates=90, probe=8, prefilter=180)
+    settings = SearchSettings(mode="approx", candidates=90, probe=8, prefilter=180, residual_bits=4)
     searcher = Searcher(index_dir, settings=settings, encoder=encoder)
     index = searcher.snapshot()._vectors
     assert index.has_lists and index._lists.uncoded.tolist() == list(range(PAGES + 12, PAGES + 18))
+    assert index._lists.codec.nbits == 4 and index._lists.residuals.shape == ((PAGES + 12) * POOL, DIM * 4 // 8)
+    with pytest.raises(ValueError, match="residual_bits must be one of"):
+        SearchSettings(residual_bits=3)
     for page, concepts in [(PAGES + 3, new_concepts[3]), (PAGES + 14, late_concepts[2])]:
         hits = searcher.snapshot().search_vectors([_query(rng, concepts)], 3)[0]
         assert hits[0].idx == page
