@@ -15,8 +15,8 @@
  * architecture. Elsewhere `kernels()` is empty and search uses the torch path.
  *
  * Beside them, `probed_residual_scores`: the approximate mode's first-stage page scores, WARP-style, from
- * residual-compressed inverted lists (search_engine/residuals.py): AVX-512 gathers where the CPU has AVX-512F
- * and the codes fill 16-byte blocks, a portable loop elsewhere.
+ * residual-compressed inverted lists (search_engine/residuals.py): AVX-512 permutes (16 list entries per
+ * register) where the CPU has AVX-512F, a portable loop elsewhere.
  */
 /* MAXSIM_KERNELS_ONLY: the kernels without the Python module (tests/search/kernel_check.c builds them that way for
  * another architecture and runs them under an emulator). */
@@ -344,78 +344,79 @@ static void score_rows(const kernel_isa *isa, const float *query_t, int64_t vect
     }
 }
 
-/* Residual scores of `count` list entries against one query vector: out[e] = base + sum over byte positions b of
- * table[b * 256 + codes[e * code_bytes + b]]. */
-typedef void (*list_scores_fn)(const float *table, int64_t code_bytes, const uint8_t *codes, int64_t count,
-                               float base, float *out);
+/* Residual scores of one block of RESIDUAL_BLOCK list entries against one query vector: out[e] = base + sum over
+ * byte positions b of tables[b][0][low nibble] + tables[b][1][high nibble] of entry e's byte b; the block's codes
+ * are laid out [byte][entry]. */
+#define RESIDUAL_BLOCK 16
+typedef void (*block_scores_fn)(const float *tables, int64_t code_bytes, const uint8_t *block, float base,
+                                float *out);
 
-static void list_scores_generic(const float *table, int64_t code_bytes, const uint8_t *codes, int64_t count,
-                                float base, float *out) {
-    for (int64_t e = 0; e < count; e++) {
-        const uint8_t *code = codes + e * code_bytes;
-        float s0 = base, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-        int64_t b = 0;
-        for (; b + 3 < code_bytes; b += 4) {
-            s0 += table[b * 256 + code[b]];
-            s1 += table[(b + 1) * 256 + code[b + 1]];
-            s2 += table[(b + 2) * 256 + code[b + 2]];
-            s3 += table[(b + 3) * 256 + code[b + 3]];
-        }
-        for (; b < code_bytes; b++) s0 += table[b * 256 + code[b]];
-        out[e] = (s0 + s1) + (s2 + s3);
+static void block_scores_generic(const float *tables, int64_t code_bytes, const uint8_t *block, float base,
+                                 float *out) {
+    for (int e = 0; e < RESIDUAL_BLOCK; e++) out[e] = base;
+    for (int64_t b = 0; b < code_bytes; b++) {
+        const float *low = tables + b * 32, *high = low + 16;
+        const uint8_t *bytes = block + b * RESIDUAL_BLOCK;
+        for (int e = 0; e < RESIDUAL_BLOCK; e++) out[e] += low[bytes[e] & 15] + high[bytes[e] >> 4];
     }
 }
 
 #ifdef HAVE_X86_KERNELS
-/* 16 byte positions per gather; two entries interleaved so that their gathers overlap. code_bytes % 16 == 0. */
-static AVX512_TARGET void list_scores_avx512(const float *table, int64_t code_bytes, const uint8_t *codes,
-                                             int64_t count, float base, float *out) {
-    const __m512i lanes = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(256));
-    int64_t e = 0;
-    for (; e + 1 < count; e += 2) {
-        const uint8_t *first = codes + e * code_bytes, *second = first + code_bytes;
-        __m512 a = _mm512_setzero_ps(), c = _mm512_setzero_ps();
-        for (int64_t b = 0; b < code_bytes; b += 16) {
-            const __m512i offset = _mm512_add_epi32(lanes, _mm512_set1_epi32((int)(b * 256)));
-            const __m512i i = _mm512_add_epi32(offset, _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(first + b))));
-            const __m512i j = _mm512_add_epi32(offset, _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(second + b))));
-            a = _mm512_add_ps(a, _mm512_i32gather_ps(i, table, 4));
-            c = _mm512_add_ps(c, _mm512_i32gather_ps(j, table, 4));
-        }
-        out[e] = base + _mm512_reduce_add_ps(a);
-        out[e + 1] = base + _mm512_reduce_add_ps(c);
+/* A 16-entry table is one register: one permute looks a nibble position up for the whole block. Four
+ * accumulators keep four independent chains of additions. */
+static AVX512_TARGET void block_scores_avx512(const float *tables, int64_t code_bytes, const uint8_t *block,
+                                              float base, float *out) {
+    const __m512i fifteen = _mm512_set1_epi32(15);
+    __m512 a0 = _mm512_set1_ps(base), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+    int64_t b = 0;
+    for (; b + 1 < code_bytes; b += 2) {
+        const __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(block + b * RESIDUAL_BLOCK)));
+        const __m512i y = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(block + (b + 1) * RESIDUAL_BLOCK)));
+        a0 = _mm512_add_ps(a0, _mm512_permutexvar_ps(_mm512_and_si512(x, fifteen), _mm512_loadu_ps(tables + b * 32)));
+        a1 = _mm512_add_ps(a1, _mm512_permutexvar_ps(_mm512_srli_epi32(x, 4), _mm512_loadu_ps(tables + b * 32 + 16)));
+        a2 = _mm512_add_ps(a2, _mm512_permutexvar_ps(_mm512_and_si512(y, fifteen),
+                                                     _mm512_loadu_ps(tables + (b + 1) * 32)));
+        a3 = _mm512_add_ps(a3, _mm512_permutexvar_ps(_mm512_srli_epi32(y, 4),
+                                                     _mm512_loadu_ps(tables + (b + 1) * 32 + 16)));
     }
-    if (e < count) list_scores_generic(table, code_bytes, codes + e * code_bytes, 1, base, out + e);
+    if (b < code_bytes) {
+        const __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(block + b * RESIDUAL_BLOCK)));
+        a0 = _mm512_add_ps(a0, _mm512_permutexvar_ps(_mm512_and_si512(x, fifteen), _mm512_loadu_ps(tables + b * 32)));
+        a1 = _mm512_add_ps(a1, _mm512_permutexvar_ps(_mm512_srli_epi32(x, 4), _mm512_loadu_ps(tables + b * 32 + 16)));
+    }
+    _mm512_storeu_ps(out, _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 #endif
 
 /* WARP-style scoring of residual-compressed pooled vectors (search_engine/residuals.py): for each query vector v,
- * the entries of its probed lists get base score + sum over byte positions of tables[v][b][residual byte]; per page
- * the maximum over its entries found, and delta[page] += maximum - imputed[v] for every page found. scores (the
- * longest probed list), best and touched (per page) are workspaces, best filled with -infinity by the caller (and
- * left so). Returns 0, or -1 when an entry names a page outside [0, num_pages). */
+ * the entries of its probed lists (whole blocks; padding entries have page -1) get their residual scores; per page
+ * the maximum over its entries found, and delta[page] += maximum - imputed[v] for every page found. best and touched
+ * (per page) are workspaces, best filled with -infinity by the caller (and left so). Returns 0, or -1 when an entry
+ * names a page at or beyond num_pages. */
 static int probed_residual_scores(const float *tables, int64_t code_bytes, const int64_t *centroids,
                                   const float *centroid_scores, const float *imputed, int64_t vectors, int64_t probe,
                                   const int64_t *offsets, const int32_t *pages, const uint8_t *residuals,
-                                  int64_t num_pages, float *delta, float *scores, float *best, int32_t *touched) {
-    list_scores_fn list_scores = list_scores_generic;
+                                  int64_t num_pages, float *delta, float *best, int32_t *touched) {
+    block_scores_fn block_scores = block_scores_generic;
 #ifdef HAVE_X86_KERNELS
-    if (code_bytes % 16 == 0 && avx512_supported()) list_scores = list_scores_avx512;
+    if (avx512_supported()) block_scores = block_scores_avx512;
 #endif
+    float scores[RESIDUAL_BLOCK];
     for (int64_t v = 0; v < vectors; v++) {
-        const float *table = tables + v * code_bytes * 256;
+        const float *table = tables + v * code_bytes * 32;
         int64_t found = 0;
         for (int64_t j = 0; j < probe; j++) {
             const int64_t centroid = centroids[v * probe + j];
-            const int64_t first = offsets[centroid], count = offsets[centroid + 1] - first;
-            list_scores(table, code_bytes, residuals + first * code_bytes, count, centroid_scores[v * probe + j],
-                        scores);
-            for (int64_t e = 0; e < count; e++) {
-                const int32_t page = pages[first + e];
-                if (page < 0 || page >= num_pages) return -1;
-                if (best[page] == -INFINITY) touched[found++] = page;
-                if (scores[e] > best[page]) best[page] = scores[e];
+            const float base = centroid_scores[v * probe + j];
+            for (int64_t first = offsets[centroid]; first < offsets[centroid + 1]; first += RESIDUAL_BLOCK) {
+                block_scores(table, code_bytes, residuals + first * code_bytes, base, scores);
+                for (int e = 0; e < RESIDUAL_BLOCK; e++) {
+                    const int32_t page = pages[first + e];
+                    if (page < 0) continue;
+                    if (page >= num_pages) return -1;
+                    if (best[page] == -INFINITY) touched[found++] = page;
+                    if (scores[e] > best[page]) best[page] = scores[e];
+                }
             }
         }
         for (int64_t t = 0; t < found; t++) {
@@ -591,25 +592,25 @@ static PyObject *kernel_probed_residual_scores(PyObject *self, PyObject *args) {
     PyObject *result = NULL;
     const Py_ssize_t vectors = imputed.len / (Py_ssize_t)sizeof(float);
     const Py_ssize_t probe = vectors > 0 ? centroids.len / (vectors * (Py_ssize_t)sizeof(int64_t)) : 0;
-    const Py_ssize_t code_bytes = vectors > 0 ? tables.len / (vectors * 256 * (Py_ssize_t)sizeof(float)) : 0;
+    const Py_ssize_t code_bytes = vectors > 0 ? tables.len / (vectors * 32 * (Py_ssize_t)sizeof(float)) : 0;
     const Py_ssize_t lists = offsets.len / (Py_ssize_t)sizeof(int64_t) - 1;
     const Py_ssize_t entries = pages.len / (Py_ssize_t)sizeof(int32_t);
     const Py_ssize_t num_pages = delta.len / (Py_ssize_t)sizeof(float);
     const int64_t *offset = (const int64_t *)offsets.buf;
     const int64_t *centroid = (const int64_t *)centroids.buf;
-    if (vectors < 1 || probe < 1 || code_bytes < 1 || tables.len != vectors * code_bytes * 256 * (Py_ssize_t)sizeof(float) ||
+    if (vectors < 1 || probe < 1 || code_bytes < 1 || tables.len != vectors * code_bytes * 32 * (Py_ssize_t)sizeof(float) ||
         centroids.len != vectors * probe * (Py_ssize_t)sizeof(int64_t) ||
         centroid_scores.len != vectors * probe * (Py_ssize_t)sizeof(float)) {
         PyErr_SetString(PyExc_ValueError,
-                        "tables [V, bytes, 256] float32, centroids [V, probe] int64, centroid_scores [V, probe] "
+                        "tables [V, bytes, 2, 16] float32, centroids [V, probe] int64, centroid_scores [V, probe] "
                         "float32 and imputed [V] float32 disagree");
     } else if (lists < 1 || offset[0] != 0 || offset[lists] != entries ||
                residuals.len != entries * code_bytes) {
         PyErr_SetString(PyExc_ValueError, "offsets [K + 1] must run from 0 to the entries of pages and residuals");
     } else {
         for (Py_ssize_t i = 0; i < lists; i++) {
-            if (offset[i] > offset[i + 1]) {
-                PyErr_SetString(PyExc_ValueError, "offsets must not decrease");
+            if (offset[i] > offset[i + 1] || offset[i + 1] % RESIDUAL_BLOCK) {
+                PyErr_SetString(PyExc_ValueError, "offsets must not decrease and must be whole blocks of 16");
                 break;
             }
         }
@@ -620,23 +621,17 @@ static PyObject *kernel_probed_residual_scores(PyObject *self, PyObject *args) {
         }
         if (!PyErr_Occurred()) {
             const size_t count = num_pages > 0 ? (size_t)num_pages : 1;
-            size_t longest = 1;
-            for (Py_ssize_t i = 0; i < vectors * probe; i++) {
-                const size_t length = (size_t)(offset[centroid[i] + 1] - offset[centroid[i]]);
-                if (length > longest) longest = length;
-            }
-            float *best = PyMem_RawMalloc(count * (sizeof(float) + sizeof(int32_t)) + longest * sizeof(float));
+            float *best = PyMem_RawMalloc(count * (sizeof(float) + sizeof(int32_t)));
             if (best == NULL) {
                 PyErr_NoMemory();
             } else {
                 int32_t *touched = (int32_t *)(best + count);
-                float *scores = (float *)(touched + count);
                 int status;
                 for (size_t i = 0; i < count; i++) best[i] = -INFINITY;
                 Py_BEGIN_ALLOW_THREADS status = probed_residual_scores(
                     (const float *)tables.buf, code_bytes, centroid, (const float *)centroid_scores.buf,
                     (const float *)imputed.buf, vectors, probe, offset, (const int32_t *)pages.buf,
-                    (const uint8_t *)residuals.buf, num_pages, (float *)delta.buf, scores, best, touched);
+                    (const uint8_t *)residuals.buf, num_pages, (float *)delta.buf, best, touched);
                 Py_END_ALLOW_THREADS PyMem_RawFree(best);
                 if (status != 0) {
                     PyErr_SetString(PyExc_ValueError, "an entry names a page outside delta");
@@ -679,8 +674,9 @@ static PyMethodDef kernel_methods[] = {
     {"probed_residual_scores", kernel_probed_residual_scores, METH_VARARGS,
      "probed_residual_scores(tables, centroids, centroid_scores, imputed, offsets, pages, residuals, delta): "
      "WARP-style page scores from residual-compressed lists (search_engine/residuals.py). tables: float32 "
-     "[V, bytes, 256]; centroids: int64 [V, probe] probed lists; centroid_scores: float32 [V, probe]; imputed: "
-     "float32 [V]; offsets: int64 [K + 1]; pages: int32 [n]; residuals: uint8 [n, bytes]; delta: float32 "
+     "[V, bytes, 2, 16] nibble tables; centroids: int64 [V, probe] probed lists; centroid_scores: float32 "
+     "[V, probe]; imputed: float32 [V]; offsets: int64 [K + 1], whole blocks of 16; pages: int32 [n] (-1: "
+     "padding); residuals: uint8 [n / 16, bytes, 16]; delta: float32 "
      "[num_pages], added to (page maximum - imputed, per query vector, for the pages found). Releases the GIL."},
     {"score_rows", kernel_score_rows, METH_VARARGS,
      "score_rows(query_t, vectors, dim, rows, offsets, lengths, maxes, kernel=''): score_panels for pages stored "

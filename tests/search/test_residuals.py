@@ -31,15 +31,17 @@ def test_codec_buckets_are_quantiles_and_bytes_pack_low_bits_first():
     np.testing.assert_array_equal(codec.decode(codec.encode(values)), codec.weights[np.arange(8), buckets])
 
 
-@pytest.mark.parametrize("nbits", [1, 2, 4, 8])
-def test_lookup_tables_add_up_to_the_dot_product_with_the_decoded_residual(nbits: int):
+@pytest.mark.parametrize("nbits", [1, 2, 4])
+def test_nibble_tables_add_up_to_the_dot_product_with_the_decoded_residual(nbits: int):
     rng = np.random.default_rng(nbits)
     codec = ResidualCodec.fit(rng.standard_normal((500, 16)).astype(np.float32), nbits=nbits)
     codes = codec.encode(rng.standard_normal((30, 16)).astype(np.float32))
     query = rng.standard_normal((5, 16)).astype(np.float32)
-    tables = codec.lookup_tables(query)
-    assert tables.shape == (5, 16 * nbits // 8, 256)
-    from_tables = tables[:, np.arange(codes.shape[1]), codes].sum(axis=2).T  # [30 vectors, 5 query vectors]
+    tables = codec.nibble_tables(query)
+    assert tables.shape == (5, 16 * nbits // 8, 2, 16)
+    positions = np.arange(codes.shape[1])
+    low, high = tables[:, positions, 0, codes & 15], tables[:, positions, 1, codes >> 4]  # [5, 30, bytes]
+    from_tables = (low + high).sum(axis=2).T  # [30 vectors, 5 query vectors]
     expected = codec.decode(codes).astype(np.float64) @ query.T.astype(np.float64)
     np.testing.assert_allclose(from_tables, expected, atol=1e-4)
 
@@ -48,7 +50,7 @@ def test_codec_refuses_widths_that_do_not_fill_bytes():
     with pytest.raises(ValueError, match="multiple of 8"):
         ResidualCodec.fit(np.zeros((10, 6), np.float32), nbits=2)
     with pytest.raises(ValueError, match="nbits must be one of"):
-        ResidualCodec.fit(np.zeros((10, 8), np.float32), nbits=3)
+        ResidualCodec.fit(np.zeros((10, 8), np.float32), nbits=8)
 
 
 def _lists(nbits: int, threads: int = 2):
@@ -120,7 +122,7 @@ def test_kernel_refuses_lists_or_pages_outside_its_buffers():
     lists, *_ = _lists(2, threads=1)
     query = np.ones((1, 32), np.float32)
     centroids, centroid_scores, imputed = lists.probes(query, 2)
-    tables = lists.codec.lookup_tables(query)
+    tables = lists.codec.nibble_tables(query)
     delta = np.zeros(303, np.float32)
     kernel = residuals._kernel.probed_residual_scores
     with pytest.raises(ValueError, match="centroid 60 is outside the 60 lists"):
@@ -128,5 +130,9 @@ def test_kernel_refuses_lists_or_pages_outside_its_buffers():
                lists.residuals, delta)  # fmt: skip
     with pytest.raises(ValueError, match="offsets"):
         kernel(tables, centroids, centroid_scores, imputed, lists.offsets[:-1], lists.pages, lists.residuals, delta)
+    misaligned = lists.offsets.copy()
+    misaligned[1 + int(np.flatnonzero(np.diff(misaligned[1:]))[0])] += 1  # a list start inside a block
+    with pytest.raises(ValueError, match="whole blocks of 16"):
+        kernel(tables, centroids, centroid_scores, imputed, misaligned, lists.pages, lists.residuals, delta)
     with pytest.raises(ValueError, match="an entry names a page outside delta"):
         kernel(tables, centroids, centroid_scores, imputed, lists.offsets, lists.pages, lists.residuals, delta[:100])
