@@ -92,10 +92,12 @@ class ResidualCodec:
         return cls(nbits, codec.cutoffs, weights.astype(np.float32))
 
     def buckets(self, residuals: np.ndarray) -> np.ndarray:
-        """[n, D] -> [n, D] uint8 bucket of every value."""
-        values = torch.from_numpy(np.ascontiguousarray(np.asarray(residuals, dtype=np.float32).T))
-        found = torch.searchsorted(torch.from_numpy(self.cutoffs), values, right=True)
-        return found.T.numpy().astype(np.uint8)
+        """[n, D] -> [n, D] uint8 bucket of every value: how many of its dimension's cutoffs it reaches."""
+        values = torch.from_numpy(np.asarray(residuals, dtype=np.float32))
+        found = torch.zeros(values.shape, dtype=torch.uint8)
+        for cutoff in torch.from_numpy(self.cutoffs).T:  # one comparison pass per cutoff: 2^nbits - 1 of them
+            found += values >= cutoff
+        return found.numpy()
 
     def encode(self, residuals: np.ndarray) -> np.ndarray:
         """[n, D] -> [n, D * nbits / 8] uint8: the bucket of dimension d at bit nbits * (d % per_byte) of byte
