@@ -144,6 +144,7 @@ class InvertedLists:
         """page_codes: (first page, [pages, pool_size] uint16 codes) per coded shard; page_pooled: the same
         shards' pooled vectors [pages, pool_size, D] (any float dtype, e.g. memory-mapped fp16)."""
         self.codebook = np.ascontiguousarray(codebook, dtype=np.float32)
+        self._codebook_t = np.ascontiguousarray(self.codebook.T)  # [D, K]: the query-centroid GEMM's fast layout
         self.num_pages = num_pages
         self.num_threads = max(1, num_threads)
         coded = np.zeros(num_pages, dtype=bool)
@@ -198,17 +199,17 @@ class InvertedLists:
 
     @property
     def resident_bytes(self) -> int:
-        arrays = (self.codebook, self.offsets, self.pages, self.residuals, self.coded_pages, self.uncoded)
+        arrays = (self.codebook, self._codebook_t, self.offsets, self.pages, self.residuals, self.coded_pages, self.uncoded)
         return sum(a.nbytes for a in arrays)
 
     def probes(self, query: np.ndarray, probe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """[Lq, D] query without zero rows -> (probed centroids [Lq, probe] int64, best first; their scores
-        [Lq, probe] float32; the imputed score of each query vector [Lq] float32: its last probed centroid's)."""
+        """[Lq, D] query without zero rows -> (probed centroids [Lq, probe] int64, in no order; their scores
+        [Lq, probe] float32; the imputed score of each query vector [Lq] float32: its lowest probed centroid's)."""
         probe = min(probe, len(self.codebook))
-        scores = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32)) @ torch.from_numpy(self.codebook).T
-        best = torch.topk(scores, probe, dim=1)
+        scores = torch.from_numpy(np.asarray(query, dtype=np.float32) @ self._codebook_t)  # [Lq, K]
+        best = torch.topk(scores, probe, dim=1, sorted=False)
         values = np.ascontiguousarray(best.values.numpy())
-        return np.ascontiguousarray(best.indices.numpy().astype(np.int64)), values, np.ascontiguousarray(values[:, -1])
+        return np.ascontiguousarray(best.indices.numpy()), values, np.ascontiguousarray(values.min(axis=1))
 
     def page_scores(self, query: np.ndarray, probe: int) -> np.ndarray:
         """[Lq, D] query (zero rows add nothing) -> float32 [num_pages]: each page's approximate MaxSim minus the
@@ -257,5 +258,5 @@ class InvertedLists:
         scores = self.page_scores(query, probe)[self.coded_pages]
         pages = self.coded_pages
         if len(pages) > count:
-            pages = np.sort(pages[np.argpartition(-scores, count - 1)[:count]])
+            pages = np.sort(pages[torch.topk(torch.from_numpy(scores), count, sorted=False).indices.numpy()])
         return np.union1d(pages, self.uncoded).astype(np.int64)

@@ -30,8 +30,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def test_default_codebook_size_grows_with_the_corpus():
-    assert default_num_centroids(3200) == 128
-    assert default_num_centroids(6_400_000) == 4096
+    assert default_num_centroids(3200) == 512
+    assert default_num_centroids(6_400_000) == 16384
     assert default_num_centroids(10**12) == 1 << 16
 
 
