@@ -199,7 +199,15 @@ class InvertedLists:
 
     @property
     def resident_bytes(self) -> int:
-        arrays = (self.codebook, self._codebook_t, self.offsets, self.pages, self.residuals, self.coded_pages, self.uncoded)
+        arrays = (
+            self.codebook,
+            self._codebook_t,
+            self.offsets,
+            self.pages,
+            self.residuals,
+            self.coded_pages,
+            self.uncoded,
+        )
         return sum(a.nbytes for a in arrays)
 
     def probes(self, query: np.ndarray, probe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

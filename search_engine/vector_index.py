@@ -102,9 +102,11 @@ class EmbeddedVectorIndex:
             raise ValueError("this index has no pooled vectors; re-ingest it with pooling enabled or use exact mode")
         batch = pad_queries(queries)
         shortlist = self.shortlist(batch, max(candidates, k), probe, max(prefilter, candidates, k))
-        union, inverse = np.unique(shortlist, return_inverse=True)
-        union_scores = self._scorer.scores_of(batch, union)
-        own = np.take_along_axis(union_scores, inverse.reshape(shortlist.shape), axis=1)
+        # Each query against its own shortlist: the shortlists of a batch barely overlap, so scoring every query
+        # against their union would cost batch size times more.
+        own = np.stack(
+            [self._scorer.scores_of(query[None], pages)[0] for query, pages in zip(batch, shortlist, strict=True)]
+        )
         order, scores = top_k(own, k)
         return np.take_along_axis(shortlist, order, axis=1), scores
 
