@@ -45,7 +45,7 @@ from search_corpus import CORPUS_VERSION, DIM, load_or_build_real_corpus, scaled
 from search_engine.ivf import build_ivf, default_num_centroids  # noqa: E402
 from search_engine.manifest import Manifest, read_manifest, write_manifest  # noqa: E402
 from search_engine.maxsim import MaxSimScorer, available_kernels, pad_queries, top_k  # noqa: E402
-from search_engine.pooling import DEFAULT_POOL_SIZE, pool_pages  # noqa: E402
+from search_engine.pooling import DEFAULT_POOL_SIZE, pool_pages, pool_tokens  # noqa: E402
 from search_engine.residuals import DEFAULT_NBITS  # noqa: E402
 from search_engine.shards import load_vectors, write_vector_shard  # noqa: E402
 from search_engine.vector_index import EmbeddedVectorIndex  # noqa: E402
@@ -228,6 +228,40 @@ def approx_section(args, index_dir: Path, queries, truth) -> dict:
     return report
 
 
+def token_pooling_section(args, index_dir: Path, real, truth: np.ndarray) -> dict:
+    """Index-time token pooling (pooling.pool_tokens, colpali-engine's hierarchical pooler) against exact MaxSim on
+    the unpooled vectors: per factor, exact MaxSim over the pooled pages (recall@10 against the unpooled truth, the
+    query's own page in the top 10), single-query time (resident fp16, best kernel) and the vectors kept."""
+    from tqdm import tqdm
+
+    shards, counts = corpus_arrays(index_dir)
+    report = {}
+    for factor in args.token_pool_factors:
+        started = time.perf_counter()
+        pooled_shards, pooled_counts = [], []
+        for vectors, shard_counts in tqdm(
+            list(zip(shards, counts, strict=True)), desc=f"token pooling x{factor}", unit="shard"
+        ):
+            bounds = np.concatenate([[0], np.cumsum(shard_counts)])
+            unpooled = [np.asarray(vectors[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            pages = pool_tokens(unpooled, factor)
+            pooled_shards.append(np.concatenate(pages))
+            pooled_counts.append(np.array([len(p) for p in pages], dtype=np.int64))
+        pooling_s = time.perf_counter() - started
+        scorer = MaxSimScorer(pooled_shards, pooled_counts, residency="fp16", use_kernel=bool(available_kernels()))
+        rows, stats = timed_single(lambda q, s=scorer: top_k(s.scores(pad_queries(q)), K)[0], real.queries)
+        found = np.stack(rows)
+        report[str(factor)] = {
+            "vectors": int(sum(c.sum() for c in pooled_counts)),
+            "pooling_s": round(pooling_s, 1),
+            "recall_at_10_vs_unpooled_exact": recall(found, truth),
+            "query_page_in_top10": float(np.mean([p in row for p, row in zip(real.query_pages, found, strict=True)])),
+            "exact_single": stats,
+        }
+        del scorer
+    return report
+
+
 def colpali_section(index_dir: Path, queries, truth, count: int) -> dict:
     from colpali_engine.utils.processing_utils import BaseVisualRetrieverProcessor
 
@@ -384,6 +418,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peer_max_pages", type=int, default=10000, help="largest N the peers run on")
     parser.add_argument("--qdrant_max_pages", type=int, default=2000, help="largest N qdrant-edge runs on")
     parser.add_argument("--colpali_queries", type=int, default=4)
+    parser.add_argument(
+        "--token_pool_factors", type=int, nargs="*", default=[2, 3], help="index-time token pooling factors measured"
+    )
+    parser.add_argument("--token_pool_max_pages", type=int, default=10000, help="largest N token pooling runs on")
     parser.add_argument("--torch_queries", type=int, default=4, help="single queries timed on the torch path")
     parser.add_argument(
         "--settings",
@@ -445,6 +483,8 @@ def main(argv: list[str] | None = None) -> None:
                 np.mean([p in row for p, row in zip(real.query_pages, truth, strict=True)])
             )
             result["approx_mmap"] = approx_section(args, index_dir, real.queries, truth)
+            if num_pages <= args.token_pool_max_pages and args.token_pool_factors:
+                result["token_pooling"] = token_pooling_section(args, index_dir, real, truth)
             if num_pages <= args.peer_max_pages:
                 result["colpali_engine"] = colpali_section(index_dir, real.queries, truth, args.colpali_queries)
             if num_pages <= args.qdrant_max_pages:

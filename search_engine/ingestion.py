@@ -44,7 +44,7 @@ from search_engine.manifest import (
     read_manifest,
     write_manifest,
 )
-from search_engine.pooling import DEFAULT_POOL_SIZE, pool_pages
+from search_engine.pooling import DEFAULT_POOL_SIZE, pool_pages, pool_tokens
 from search_engine.qdrant_index import DEFAULT_PREFETCH_LIMIT, DEFAULT_RECIPE, RECIPES
 from search_engine.shards import load_texts, load_vectors, referenced_files, write_text_shard, write_vector_shard
 from unidoc_rl.common.atomic import remove_stale_temporaries
@@ -67,6 +67,9 @@ class IngestConfig:
     device: str = "auto"
     shard_pages: int = 256
     pool_size: int = DEFAULT_POOL_SIZE
+    # Index-time token pooling (pooling.pool_tokens): each page's vectors clustered to 1/factor of their number
+    # before they are stored (1: off). Recorded in the manifest when the index is created.
+    token_pool_factor: int = 1
     store: str = "embedded"
     qdrant_url: str | None = None
     qdrant_path: str | None = None
@@ -97,6 +100,8 @@ class IngestConfig:
             raise ValueError(f"dpi must be in [18, 600], got {self.dpi}")
         if self.shard_pages < 1:
             raise ValueError("shard_pages must be >= 1")
+        if self.token_pool_factor < 1:
+            raise ValueError(f"token_pool_factor must be >= 1, got {self.token_pool_factor}")
         if self.qdrant_recipe not in RECIPES:
             raise ValueError(f"qdrant_recipe must be one of {RECIPES}, got {self.qdrant_recipe!r}")
         if self.qdrant_prefetch < 1:
@@ -229,7 +234,9 @@ class _IndexWriter:
         if self.manifest.backend == "bm25":
             shard = write_text_shard(self.config.index_dir, name, page_ids, [texts[p] for p in page_ids])
         else:
-            page_vectors = [v for doc in pending for v in doc.vectors]
+            page_vectors = pool_tokens(
+                [v for doc in pending for v in doc.vectors], int(self.manifest.settings.get("token_pool_factor", 1))
+            )
             if self.qdrant is not None:
                 stems = [doc.entry.doc_stem for doc in pending for _ in doc.pages]
                 self.qdrant.upsert_pages(page_ids, stems, page_vectors)
@@ -253,6 +260,7 @@ def _new_manifest(config: IngestConfig, encoder: Any) -> Manifest:
         settings["bm25"] = dict(DEFAULT_BM25_SETTINGS)
         return Manifest(backend="bm25", model=BM25_MODEL, settings=settings)
     settings["pool_size"] = config.pool_size if config.store == "embedded" else 0
+    settings["token_pool_factor"] = config.token_pool_factor
     settings["max_num_visual_tokens"] = config.max_num_visual_tokens
     if config.store == "qdrant":
         store_options = _qdrant_store_options(config)
@@ -449,6 +457,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pool_size", type=int, default=DEFAULT_POOL_SIZE, help="centroids per page for approx mode (0: off)"
     )
+    parser.add_argument(
+        "--token_pool_factor",
+        type=int,
+        default=1,
+        help="index-time token pooling: store each page's vectors clustered to 1/factor of their number (1: off; "
+        "2-3 trade a little recall for 2-3x less to store and to read, see docs/search.md)",
+    )
     parser.add_argument("--store", choices=STORES, default="embedded", help="where page vectors live")
     parser.add_argument("--qdrant_url", default=None, help="Qdrant server/cluster URL (API key: QDRANT_API_KEY)")
     parser.add_argument("--qdrant_path", default=None, help="Qdrant local-mode folder (default: INDEX_DIR/qdrant)")
@@ -497,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             shard_pages=args.shard_pages,
             pool_size=args.pool_size,
+            token_pool_factor=args.token_pool_factor,
             store=args.store,
             qdrant_url=args.qdrant_url,
             qdrant_path=args.qdrant_path,

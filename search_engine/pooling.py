@@ -76,3 +76,28 @@ def pool_pages(
             lengths = torch.from_numpy(counts[chunk])
             pooled[chunk] = kmeans_centroids(tokens, pool_size, iterations, lengths).numpy().astype(np.float16)
     return pooled
+
+
+def pool_tokens(page_vectors: list[np.ndarray], factor: int) -> list[np.ndarray]:
+    """Index-time token pooling: each page's [T, D] vectors -> [max(T // factor, 1), D] fp16 by colpali-engine's
+    HierarchicalTokenPooler (Ward clustering of the page's vectors; each cluster becomes its mean, L2-normalized
+    as ColQwen's vectors are). MaxSim then runs over the pooled vectors: `factor` times fewer to store and to read.
+    Factor 1, and pages of one vector, are returned as they are."""
+    if factor < 1:
+        raise ValueError(f"token pool factor must be >= 1, got {factor}")
+    if factor == 1:
+        return page_vectors
+    import unidoc_rl.compat  # noqa: F401  (stands in for torchvision before colpali-engine)
+
+    # isort: split
+    from colpali_engine.compression.token_pooling import HierarchicalTokenPooler
+
+    pooler = HierarchicalTokenPooler()
+    pooled = []
+    for page in page_vectors:
+        if len(page) < 2:
+            pooled.append(np.asarray(page, dtype=np.float16))
+            continue
+        tensor = torch.from_numpy(np.asarray(page, dtype=np.float32))
+        pooled.append(pooler.pool_embeddings([tensor], pool_factor=factor)[0].numpy().astype(np.float16))
+    return pooled
