@@ -427,15 +427,7 @@ def main(argv: list[str] | None = None) -> None:
         "--settings",
         type=lambda s: tuple(int(x) for x in s.split(",")),
         nargs="+",
-        default=[
-            (2, 512, 128),
-            (4, 1024, 128),
-            (8, 1024, 128),
-            (8, 2048, 256),
-            (16, 2048, 512),
-            (4, 256, 256),
-            (1 << 16, 1024, 128),
-        ],
+        default=[(64, 1024, 256), (32, 512, 128), (16, 512, 128), (32, 256, 256), (64, 2048, 256), (64, 1024, 512)],
         help="approx settings probe,prefilter,candidates (prefilter <= candidates skips the pooled stage)",
     )
     parser.add_argument(
