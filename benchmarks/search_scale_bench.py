@@ -161,6 +161,12 @@ def corpus_arrays(index_dir: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return shards, [np.asarray(s.token_counts, dtype=np.int64) for s in manifest.shards]
 
 
+def pages_of_shard(vectors: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
+    """A shard's [sum T, D] vectors -> its pages' [T, D] row blocks (views)."""
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    return [vectors[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
 def exact_section(args, index_dir: Path, queries: list[np.ndarray], num_pages: int) -> tuple[np.ndarray, dict]:
     shards, counts = corpus_arrays(index_dir)
     vectors = int(sum(c.sum() for c in counts))
@@ -242,9 +248,7 @@ def token_pooling_section(args, index_dir: Path, real, truth: np.ndarray) -> dic
         for vectors, shard_counts in tqdm(
             list(zip(shards, counts, strict=True)), desc=f"token pooling x{factor}", unit="shard"
         ):
-            bounds = np.concatenate([[0], np.cumsum(shard_counts)])
-            unpooled = [np.asarray(vectors[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-            pages = pool_tokens(unpooled, factor)
+            pages = pool_tokens([np.asarray(page) for page in pages_of_shard(vectors, shard_counts)], factor)
             pooled_shards.append(np.concatenate(pages))
             pooled_counts.append(np.array([len(p) for p in pages], dtype=np.int64))
         pooling_s = time.perf_counter() - started
@@ -268,11 +272,7 @@ def colpali_section(index_dir: Path, queries, truth, count: int) -> dict:
     shards, counts = corpus_arrays(index_dir)
     pages = []
     for shard, shard_counts in zip(shards, counts, strict=True):
-        bounds = np.concatenate([[0], np.cumsum(shard_counts)])
-        pages += [
-            torch.from_numpy(np.asarray(shard[a:b], dtype=np.float32))
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-        ]
+        pages += [torch.from_numpy(np.asarray(page, dtype=np.float32)) for page in pages_of_shard(shard, shard_counts)]
     seconds, loads, rows = [], [], []
     for query in queries[:count]:
         started = time.perf_counter()
@@ -312,12 +312,11 @@ def qdrant_section(workdir: Path, index_dir: Path, queries, truth, prefetch: int
     shard = q.EdgeShard.create(str(path), config)
     page = 0
     for vectors, shard_counts in zip(shards, counts, strict=True):
-        bounds = np.concatenate([[0], np.cumsum(shard_counts)])
-        for begin in range(0, len(shard_counts), 32):
+        pages = pages_of_shard(vectors, shard_counts)
+        for begin in range(0, len(pages), 32):
             points = []
-            chunk = bounds[begin : begin + 33]
-            for a, b in zip(chunk[:-1], chunk[1:], strict=True):
-                matrix = np.asarray(vectors[a:b], dtype=np.float32)
+            for rows in pages[begin : begin + 32]:
+                matrix = np.asarray(rows, dtype=np.float32)
                 mean = matrix.mean(axis=0)
                 points.append(q.Point(page, {"mv": matrix.tolist(), "mean": (mean / np.linalg.norm(mean)).tolist()}))
                 page += 1

@@ -155,7 +155,7 @@ def pad_queries(queries: list[np.ndarray]) -> np.ndarray:
 
 
 @functools.cache
-def _shared_pool(num_threads: int) -> ThreadPoolExecutor:
+def shared_pool(num_threads: int) -> ThreadPoolExecutor:
     # Each worker runs single-threaded kernels on its own runs (set per thread; the caller's threads are untouched).
     return ThreadPoolExecutor(
         num_threads, thread_name_prefix="maxsim", initializer=torch.set_num_threads, initargs=(1,)
@@ -237,7 +237,7 @@ class MaxSimScorer:
         panel_sizes = -(-self._page_len // PANEL_LANES) * PANEL_LANES * self.dim
         self._panel_offset = (np.cumsum(panel_sizes) - panel_sizes).astype(np.int64)
         self._num_threads = max(1, num_threads or default_num_threads())
-        self._pool = _shared_pool(self._num_threads) if self._num_threads > 1 else None
+        self._pool = shared_pool(self._num_threads) if self._num_threads > 1 else None
         self._workspace = _Workspace()
         self._shards = [as_torch_readonly(s) for s in shards]
         # The rows the kernel reads in "mmap" residency (views of fp16 shards; other dtypes are converted once).

@@ -21,14 +21,13 @@ The work is the probed lists' entries (about Lq * probe * n / K vectors), not th
 
 from __future__ import annotations
 
-import functools
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from search_engine.manifest import IndexFormatError
+from search_engine.maxsim import shared_pool
 
 try:
     from search_engine import _kernel
@@ -46,11 +45,6 @@ BLOCK = 16
 _ENCODE_CHUNK = 1 << 18
 # Residuals the bucket cutoffs and weights are estimated from.
 _FIT_SAMPLE = 1 << 16
-
-
-@functools.cache
-def _pool(num_threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(num_threads, thread_name_prefix="residuals")
 
 
 @dataclass(frozen=True)
@@ -128,6 +122,22 @@ class ResidualCodec:
         return tables.reshape(len(query), self.code_bytes, 2, 16)
 
 
+def _residual_sample(codebook: np.ndarray, codes: np.ndarray, rows: list[np.ndarray]) -> np.ndarray:
+    """Residuals of up to _FIT_SAMPLE pooled vectors spread evenly over the coded ones (rows: each shard's pooled
+    vectors [n, D], codes: theirs, concatenated)."""
+    if not len(codes):
+        return np.zeros((1, codebook.shape[1]), np.float32)
+    starts = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
+    picks = np.unique(np.linspace(0, len(codes) - 1, min(len(codes), _FIT_SAMPLE)).astype(np.int64))
+    vectors = np.concatenate(
+        [
+            np.asarray(shard_rows[picks[(picks >= a) & (picks < b)] - a], dtype=np.float32)
+            for shard_rows, a, b in zip(rows, starts[:-1], starts[1:], strict=True)
+        ]
+    )
+    return vectors - codebook[codes[picks]]
+
+
 class InvertedLists:
     """The pooled vectors of the coded pages in list order (per centroid: its vectors' pages and residual codes),
     and the pages not coded yet (shards written after the codebook), which every shortlist includes."""
@@ -143,8 +153,8 @@ class InvertedLists:
     ):
         """page_codes: (first page, [pages, pool_size] uint16 codes) per coded shard; page_pooled: the same
         shards' pooled vectors [pages, pool_size, D] (any float dtype, e.g. memory-mapped fp16)."""
-        self.codebook = np.ascontiguousarray(codebook, dtype=np.float32)
-        self._codebook_t = np.ascontiguousarray(self.codebook.T)  # [D, K]: the query-centroid GEMM's fast layout
+        codebook = np.asarray(codebook, dtype=np.float32)
+        self._codebook_t = np.ascontiguousarray(codebook.T)  # [D, K]: the query-centroid GEMM's fast layout
         self.num_pages = num_pages
         self.num_threads = max(1, num_threads)
         coded = np.zeros(num_pages, dtype=bool)
@@ -157,7 +167,7 @@ class InvertedLists:
         codes = np.concatenate([c.ravel() for _, c in page_codes]) if page_codes else np.zeros(0, np.uint16)
         pages = [np.repeat(np.arange(f, f + len(c), dtype=np.int32), c.shape[1]) for f, c in page_codes]
         rows = [np.reshape(p, (-1, p.shape[-1])) for p in page_pooled]
-        self.codec = ResidualCodec.fit(self._residual_sample(codes, rows), nbits)
+        self.codec = ResidualCodec.fit(_residual_sample(codebook, codes, rows), nbits)
         # Each list padded to whole blocks: the sorted entry k of list c goes to padded_start[c] + k - start[c].
         order = np.argsort(codes, kind="stable")
         sizes = np.bincount(codes, minlength=len(codebook)).astype(np.int64)
@@ -168,39 +178,24 @@ class InvertedLists:
         self.pages = np.full(self.offsets[-1], -1, dtype=np.int32)
         self.pages[slots] = np.concatenate(pages)[order] if pages else np.zeros(0, np.int32)
         entries = np.zeros((self.offsets[-1], self.codec.code_bytes), dtype=np.uint8)
-        entries[slots] = self._encode(codes, rows)[order]
+        entries[slots] = self._encode(codebook, codes, rows)[order]
         self.residuals = np.ascontiguousarray(
             entries.reshape(-1, BLOCK, self.codec.code_bytes).transpose(0, 2, 1)
         )  # [blocks, bytes, BLOCK]
 
-    def _residual_sample(self, codes: np.ndarray, rows: list[np.ndarray]) -> np.ndarray:
-        """Residuals of up to _FIT_SAMPLE pooled vectors spread evenly over the coded ones."""
-        if not len(codes):
-            return np.zeros((1, self.codebook.shape[1]), np.float32)
-        starts = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
-        picks = np.unique(np.linspace(0, len(codes) - 1, min(len(codes), _FIT_SAMPLE)).astype(np.int64))
-        vectors = np.concatenate(
-            [
-                np.asarray(shard_rows[picks[(picks >= a) & (picks < b)] - a], dtype=np.float32)
-                for shard_rows, a, b in zip(rows, starts[:-1], starts[1:], strict=True)
-            ]
-        )
-        return vectors - self.codebook[codes[picks]]
-
-    def _encode(self, codes: np.ndarray, rows: list[np.ndarray]) -> np.ndarray:
+    def _encode(self, codebook: np.ndarray, codes: np.ndarray, rows: list[np.ndarray]) -> np.ndarray:
         encoded = np.empty((len(codes), self.codec.code_bytes), dtype=np.uint8)
         at = 0
         for shard_rows in rows:
             for a in range(0, len(shard_rows), _ENCODE_CHUNK):
                 chunk = np.asarray(shard_rows[a : a + _ENCODE_CHUNK], dtype=np.float32)
-                encoded[at : at + len(chunk)] = self.codec.encode(chunk - self.codebook[codes[at : at + len(chunk)]])
+                encoded[at : at + len(chunk)] = self.codec.encode(chunk - codebook[codes[at : at + len(chunk)]])
                 at += len(chunk)
         return encoded
 
     @property
     def resident_bytes(self) -> int:
         arrays = (
-            self.codebook,
             self._codebook_t,
             self.offsets,
             self.pages,
@@ -213,7 +208,7 @@ class InvertedLists:
     def probes(self, query: np.ndarray, probe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """[Lq, D] query without zero rows -> (probed centroids [Lq, probe] int64, in no order; their scores
         [Lq, probe] float32; the imputed score of each query vector [Lq] float32: its lowest probed centroid's)."""
-        probe = min(probe, len(self.codebook))
+        probe = min(probe, self._codebook_t.shape[1])
         scores = torch.from_numpy(np.asarray(query, dtype=np.float32) @ self._codebook_t)  # [Lq, K]
         best = torch.topk(scores, probe, dim=1, sorted=False)
         values = np.ascontiguousarray(best.values.numpy())
@@ -238,7 +233,7 @@ class InvertedLists:
         if len(deltas) == 1:
             work(0)
         else:
-            for future in [_pool(len(deltas)).submit(work, part) for part in range(len(deltas))]:
+            for future in [shared_pool(len(deltas)).submit(work, part) for part in range(len(deltas))]:
                 future.result()
         return deltas.sum(axis=0)
 
