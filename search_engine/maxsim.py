@@ -40,8 +40,6 @@ except ImportError:  # the optional extension was not built here
 RESIDENCY_MODES = ("fp16", "fp32", "mmap")
 # Vectors per tile of the fused kernel's page panels.
 PANEL_LANES = 16
-# Pages per work item of the fused kernel (items are shared out between worker threads).
-KERNEL_ITEM_PAGES = 64
 # Floats of the [P, Lq, T] product block kept per worker: small enough to stay in a core's L2 cache.
 PRODUCT_BLOCK_FLOATS = 1 << 17
 # Vectors converted per step in "fp16" residency (and per step of the fp32 copy at open).
@@ -303,44 +301,51 @@ class MaxSimScorer:
             torch.bmm(flat.expand(run.num_pages, -1, -1), pages, out=product)
             torch.amax(product, dim=2, out=maxes[row : row + run.num_pages])
 
-    def _kernel_runs(self, query_t: np.ndarray, runs: list[tuple[PageRun, int]], maxes: np.ndarray) -> None:
-        """The fused kernel's version of `_score_runs` (rows of consecutive items are consecutive)."""
+    def _kernel_maxima(self, query_t: np.ndarray, pages: np.ndarray, maxes: np.ndarray) -> None:
+        """The fused kernel's per-vector maxima: maxes[i] for page pages[i] (ascending). The pages are cut into one
+        slice of about equal vector count per worker; a slice is one kernel call on the resident panels, and one
+        per shard it crosses on the memory-mapped rows."""
         vectors = query_t.shape[1]
-        if self._resident_array is not None:
-            pages = np.concatenate([np.arange(run.page_start, run.page_start + run.num_pages) for run, _ in runs])
-            first = runs[0][1]
-            _kernel.score_panels(
-                query_t,
-                vectors,
-                self.dim,
-                self._resident_array,
-                self._resident.dtype == torch.float16,
-                self._panel_offset[pages],
-                self._page_len[pages],
-                maxes[first : first + len(pages)],
-                self.kernel,
-            )
+        cost = np.cumsum(self._page_len[pages])
+        bounds = np.searchsorted(cost, np.linspace(0, cost[-1], self._num_threads + 1)[1:-1], side="right")
+        bounds = np.concatenate([[0], bounds, [len(pages)]])
+
+        def work(a: int, b: int) -> None:
+            chosen = pages[a:b]
+            if self._resident_array is not None:
+                _kernel.score_panels(
+                    query_t,
+                    vectors,
+                    self.dim,
+                    self._resident_array,
+                    self._resident.dtype == torch.float16,
+                    self._panel_offset[chosen],
+                    self._page_len[chosen],
+                    maxes[a:b],
+                    self.kernel,
+                )
+                return
+            shard_of = self._page_shard[chosen]
+            cuts = np.concatenate([[0], np.flatnonzero(np.diff(shard_of)) + 1, [len(chosen)]])
+            for first, stop in zip(cuts[:-1], cuts[1:], strict=True):
+                _kernel.score_rows(
+                    query_t,
+                    vectors,
+                    self.dim,
+                    self._shard_arrays[shard_of[first]],
+                    self._page_token_start[chosen[first:stop]],
+                    self._page_len[chosen[first:stop]],
+                    maxes[a + first : a + stop],
+                    self.kernel,
+                )
+
+        slices = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+        if self._pool is None or len(slices) < 2:
+            for a, b in slices:
+                work(a, b)
             return
-        # Memory-mapped shards: the kernel reads the rows as written (one call per shard touched by the runs).
-        first = 0
-        while first < len(runs):
-            last = first
-            while last + 1 < len(runs) and runs[last + 1][0].shard == runs[first][0].shard:
-                last += 1
-            part = runs[first : last + 1]
-            pages = np.concatenate([np.arange(run.page_start, run.page_start + run.num_pages) for run, _ in part])
-            row = part[0][1]
-            _kernel.score_rows(
-                query_t,
-                vectors,
-                self.dim,
-                self._shard_arrays[part[0][0].shard],
-                self._page_token_start[pages],
-                self._page_len[pages],
-                maxes[row : row + len(pages)],
-                self.kernel,
-            )
-            first = last + 1
+        for future in [self._pool.submit(work, a, b) for a, b in slices]:
+            future.result()
 
     def _parallel(self, work, items: list[tuple[PageRun, int]]) -> None:
         """Run work(items) over contiguous slices of (run, row) items of about equal cost, one slice per worker."""
@@ -362,8 +367,6 @@ class MaxSimScorer:
 
     def _pages_per_item(self, vectors: int):
         def pages_per_item(length: int) -> int:
-            if self.uses_kernel:
-                return KERNEL_ITEM_PAGES
             by_product = PRODUCT_BLOCK_FLOATS // (vectors * length)
             converts = self._resident is None or self._resident.dtype != torch.float32
             by_input = CONVERT_BLOCK_TOKENS // length if converts else by_product
@@ -371,19 +374,20 @@ class MaxSimScorer:
 
         return pages_per_item
 
-    def _maxima(self, queries: torch.Tensor, runs: list[PageRun]) -> np.ndarray:
-        """[B, Lq, D] queries -> [B, pages of the runs] sums of per-vector maxima (the runs' pages in order)."""
+    def _maxima(self, queries: torch.Tensor, pages: np.ndarray | None) -> np.ndarray:
+        """[B, Lq, D] queries -> [B, len(pages)] sums of per-vector maxima over ascending `pages` (None: all)."""
         batch, length, dim = queries.shape
         flat = queries.reshape(batch * length, dim)
-        pieces = split_runs(runs, self._pages_per_item(max(1, batch * length)))
-        rows = np.cumsum([0] + [run.num_pages for run in pieces])
-        maxes = torch.zeros((int(rows[-1]), batch * length), dtype=torch.float32)
-        items = list(zip(pieces, rows[:-1].tolist(), strict=True))
+        maxes = torch.zeros((self.num_pages if pages is None else len(pages), batch * length), dtype=torch.float32)
         if batch * length and self.uses_kernel:
             query_t = np.ascontiguousarray(flat.numpy().T)
-            maxes_array = maxes.numpy()
-            self._parallel(lambda part: self._kernel_runs(query_t, part, maxes_array), items)
+            self._kernel_maxima(query_t, np.arange(self.num_pages) if pages is None else pages, maxes.numpy())
         elif batch * length:
+            layout = (self._page_shard, self._page_token_start, self._page_len)
+            runs = self._runs if pages is None else runs_of_pages(pages, *layout)
+            pieces = split_runs(runs, self._pages_per_item(max(1, batch * length)))
+            rows = np.cumsum([0] + [run.num_pages for run in pieces])
+            items = list(zip(pieces, rows[:-1].tolist(), strict=True))
             self._parallel(lambda part: self._score_runs(flat, part, maxes), items)
         return maxes.view(-1, batch, length).sum(dim=2).T.contiguous().numpy()
 
@@ -392,7 +396,7 @@ class MaxSimScorer:
         query_tensor = self._check(queries)
         if self.num_pages == 0:
             return np.zeros((query_tensor.shape[0], 0), dtype=np.float32)
-        return self._maxima(query_tensor, self._runs)
+        return self._maxima(query_tensor, None)
 
     def scores_of(self, queries: np.ndarray, pages: np.ndarray) -> np.ndarray:
         """[B, Lq, D] queries, [n] page indices -> [B, n] exact MaxSim scores of those pages only."""
@@ -403,9 +407,8 @@ class MaxSimScorer:
         if pages.ndim != 1 or pages.min() < 0 or pages.max() >= self.num_pages:
             raise ValueError(f"page indices must be a list of integers in [0, {self.num_pages})")
         order = np.argsort(pages, kind="stable")
-        runs = runs_of_pages(pages[order], self._page_shard, self._page_token_start, self._page_len)
         # The i-th sorted page lands in column i; columns are put back in the caller's order below.
-        sorted_scores = self._maxima(query_tensor, runs)
+        sorted_scores = self._maxima(query_tensor, pages[order])
         result = np.empty_like(sorted_scores)
         result[:, order] = sorted_scores
         return result

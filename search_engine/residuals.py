@@ -155,6 +155,7 @@ class InvertedLists:
         shards' pooled vectors [pages, pool_size, D] (any float dtype, e.g. memory-mapped fp16)."""
         codebook = np.asarray(codebook, dtype=np.float32)
         self._codebook_t = np.ascontiguousarray(codebook.T)  # [D, K]: the query-centroid GEMM's fast layout
+        self._codebook_t_torch = torch.from_numpy(self._codebook_t)
         self.num_pages = num_pages
         self.num_threads = max(1, num_threads)
         coded = np.zeros(num_pages, dtype=bool)
@@ -209,7 +210,9 @@ class InvertedLists:
         """[Lq, D] query without zero rows -> (probed centroids [Lq, probe] int64, in no order; their scores
         [Lq, probe] float32; the imputed score of each query vector [Lq] float32: its lowest probed centroid's)."""
         probe = min(probe, self._codebook_t.shape[1])
-        scores = torch.from_numpy(np.asarray(query, dtype=np.float32) @ self._codebook_t)  # [Lq, K]
+        # torch, not numpy: in the pool's workers torch runs on the calling thread, while numpy's BLAS would wake
+        # its own threads, which keep spinning on the cores the other workers need.
+        scores = torch.from_numpy(np.asarray(query, dtype=np.float32)) @ self._codebook_t_torch  # [Lq, K]
         best = torch.topk(scores, probe, dim=1, sorted=False)
         values = np.ascontiguousarray(best.values.numpy())
         return np.ascontiguousarray(best.indices.numpy()), values, np.ascontiguousarray(values.min(axis=1))
@@ -222,13 +225,12 @@ class InvertedLists:
         deltas = np.zeros((max(1, min(self.num_threads, len(query))), self.num_pages), dtype=np.float32)
         if not len(query):
             return deltas[0]
-        centroids, centroid_scores, imputed = self.probes(query, probe)
-        tables = self.codec.nibble_tables(query)
         bounds = np.linspace(0, len(query), len(deltas) + 1).astype(np.int64)
 
         def work(part: int) -> None:
-            a, b = bounds[part], bounds[part + 1]
-            self._add_page_maxima(tables[a:b], centroids[a:b], centroid_scores[a:b], imputed[a:b], deltas[part])
+            vectors = query[bounds[part] : bounds[part + 1]]
+            centroids, centroid_scores, imputed = self.probes(vectors, probe)
+            self._add_page_maxima(self.codec.nibble_tables(vectors), centroids, centroid_scores, imputed, deltas[part])
 
         if len(deltas) == 1:
             work(0)
