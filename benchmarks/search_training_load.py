@@ -14,8 +14,9 @@ service: queries/s, latency p50/p99/max, and the batch-size distribution (from /
 this CPU) is measured apart.
 
 With `--scale_corpus DIR`, the service instead serves search_scale_bench.py's index of `--pages` pages cached in
-DIR (its `--corpus-dir`: real Debian-documentation pages scaled by near-copies), and the episodes draw from that
-corpus's queries:
+DIR (its `--corpus-dir`: real Debian-documentation pages scaled by near-copies; its page vectors are read once
+before the services start, so they sit in the page cache as they do once a service has run a while), and the
+episodes draw from that corpus's queries:
 
     python benchmarks/search_scale_bench.py --pages 100000 --corpus-dir /data/scale --build_only
     python benchmarks/search_training_load.py --scale_corpus /data/scale --pages 100000
@@ -93,6 +94,7 @@ def index_dir_of(args) -> Path:
 
 def prepare_scale_corpus(args, workdir: Path) -> dict:
     """search_scale_bench.py's cached index of `--pages` pages, and its corpus's queries stored in `workdir`."""
+    from search_bench import warm_page_cache
     from search_corpus import load_or_build_real_corpus
 
     index_dir = index_dir_of(args)
@@ -102,11 +104,15 @@ def prepare_scale_corpus(args, workdir: Path) -> dict:
             f"{index_dir} is not built: python benchmarks/search_scale_bench.py --pages {args.pages} "
             f"--corpus-dir {args.scale_corpus} --build_only"
         )
-    real = load_or_build_real_corpus(Path(args.scale_corpus) / "real_corpus.npz", 32)
+    real = load_or_build_real_corpus(Path(args.scale_corpus) / "real_corpus.npz", None)
     workdir.mkdir(parents=True, exist_ok=True)
     np.savez(workdir / "queries.npz", vectors=np.concatenate(real.queries), lengths=[len(q) for q in real.queries])
     args.queries = len(real.queries)
-    return {**json.loads(build_report.read_text())["build"], "corpus": "search_scale_bench.py (real pages, scaled)"}
+    return {
+        **json.loads(build_report.read_text())["build"],
+        "corpus": "search_scale_bench.py (real pages, scaled)",
+        "page_cache_warmed": warm_page_cache(index_dir),
+    }
 
 
 def prepare(args, workdir: Path) -> dict:
