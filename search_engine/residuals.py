@@ -27,13 +27,13 @@ import numpy as np
 import torch
 
 from search_engine.manifest import IndexFormatError
-from search_engine.maxsim import shared_pool
+from search_engine.maxsim import PANEL_LANES, available_kernels, shared_pool, write_panels
 
 try:
     from search_engine import _kernel
 except ImportError:  # the optional extension was not built here
     _kernel = None
-if not hasattr(_kernel, "probed_residual_scores"):  # a build from before this stage had a kernel
+if not all(hasattr(_kernel, name) for name in ("probed_residual_scores", "dense_scores")):  # an older build
     _kernel = None
 
 DEFAULT_NBITS = 2
@@ -154,8 +154,16 @@ class InvertedLists:
         """page_codes: (first page, [pages, pool_size] uint16 codes) per coded shard; page_pooled: the same
         shards' pooled vectors [pages, pool_size, D] (any float dtype, e.g. memory-mapped fp16)."""
         codebook = np.asarray(codebook, dtype=np.float32)
-        self._codebook_t = np.ascontiguousarray(codebook.T)  # [D, K]: the query-centroid GEMM's fast layout
-        self._codebook_t_torch = torch.from_numpy(self._codebook_t)
+        self.num_centroids = len(codebook)
+        # The query-centroid scores: the fused kernel over the codebook in panels where it runs, else a torch GEMM
+        # against the transposed codebook.
+        self._dense_kernel = available_kernels()[0] if _kernel is not None and available_kernels() else ""
+        if self._dense_kernel:
+            panels = torch.zeros((1, -(-len(codebook) // PANEL_LANES), codebook.shape[1], PANEL_LANES))
+            write_panels(torch.from_numpy(codebook)[None], panels)
+            self._codebook = panels.numpy()
+        else:
+            self._codebook = np.ascontiguousarray(codebook.T)  # [D, K]
         self.num_pages = num_pages
         self.num_threads = max(1, num_threads)
         coded = np.zeros(num_pages, dtype=bool)
@@ -197,7 +205,7 @@ class InvertedLists:
     @property
     def resident_bytes(self) -> int:
         arrays = (
-            self._codebook_t,
+            self._codebook,
             self.offsets,
             self.pages,
             self.residuals,
@@ -209,10 +217,23 @@ class InvertedLists:
     def probes(self, query: np.ndarray, probe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """[Lq, D] query without zero rows -> (probed centroids [Lq, probe] int64, in no order; their scores
         [Lq, probe] float32; the imputed score of each query vector [Lq] float32: its lowest probed centroid's)."""
-        probe = min(probe, self._codebook_t.shape[1])
-        # torch, not numpy: in the pool's workers torch runs on the calling thread, while numpy's BLAS would wake
-        # its own threads, which keep spinning on the cores the other workers need.
-        scores = torch.from_numpy(np.asarray(query, dtype=np.float32)) @ self._codebook_t_torch  # [Lq, K]
+        probe = min(probe, self.num_centroids)
+        query = np.asarray(query, dtype=np.float32)
+        if self._dense_kernel:
+            scores = torch.empty((len(query), self.num_centroids), dtype=torch.float32)
+            _kernel.dense_scores(
+                np.ascontiguousarray(query.T),
+                len(query),
+                query.shape[1],
+                self._codebook,
+                self.num_centroids,
+                scores.numpy(),
+                self._dense_kernel,
+            )
+        else:
+            # torch, not numpy: in the pool's workers torch runs on the calling thread, while numpy's BLAS would
+            # wake its own threads, which keep spinning on the cores the other workers need.
+            scores = torch.from_numpy(query) @ torch.from_numpy(self._codebook)  # [Lq, K]
         best = torch.topk(scores, probe, dim=1, sorted=False)
         values = np.ascontiguousarray(best.values.numpy())
         return np.ascontiguousarray(best.indices.numpy()), values, np.ascontiguousarray(values.min(axis=1))

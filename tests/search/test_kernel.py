@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from search_engine import maxsim
 from search_engine.maxsim import (
@@ -104,6 +105,28 @@ def test_kernel_refuses_pages_outside_its_buffer():
         maxsim._kernel.score_rows(query_t, 2, dim, rows, np.zeros(1, np.int64), lengths, maxes)
     with pytest.raises(RuntimeError, match="'sse9' is not available here"):
         MaxSimScorer([panels.reshape(-1, dim)], [[PANEL_LANES]], kernel="sse9")
+
+
+@needs_kernel
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("count", [1, 15, 16, 60])
+def test_dense_scores_are_every_dot_product(kernel: str, count: int):
+    # The query-centroid scores of the approximate mode: every (query vector, vector) product, padding lanes of the
+    # last tile never written, query vectors in one block (7) or several (29).
+    rng = np.random.default_rng(count)
+    dim = 40
+    vectors = rng.standard_normal((count, dim)).astype(np.float32)
+    panels = torch.zeros((1, -(-count // PANEL_LANES), dim, PANEL_LANES))
+    maxsim.write_panels(torch.from_numpy(vectors)[None], panels)
+    for rows in (7, 29):
+        query = rng.standard_normal((rows, dim)).astype(np.float32)
+        scores = np.full((rows, count), np.nan, dtype=np.float32)
+        maxsim._kernel.dense_scores(np.ascontiguousarray(query.T), rows, dim, panels.numpy(), count, scores, kernel)
+        np.testing.assert_allclose(scores, query.astype(np.float64) @ vectors.T, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="panels must hold"):
+        maxsim._kernel.dense_scores(np.ascontiguousarray(query.T), rows, dim, panels.numpy(), count + 16, scores)
+    with pytest.raises(ValueError, match="scores must be float32"):
+        maxsim._kernel.dense_scores(np.ascontiguousarray(query.T), rows, dim, panels.numpy(), count, scores[1:])
 
 
 def test_without_the_kernel_the_torch_path_scores_and_requiring_it_fails(monkeypatch: pytest.MonkeyPatch):
