@@ -26,7 +26,7 @@ from search_engine.residuals import DEFAULT_NBITS, InvertedLists
 from search_engine.shards import load_pooled, load_vectors
 
 SEARCH_MODES = ("exact", "approx")
-DEFAULT_CANDIDATES = 256
+DEFAULT_CANDIDATES = 512
 
 
 class EmbeddedVectorIndex:

@@ -165,7 +165,7 @@ def test_residency_and_candidates_reach_the_searcher(corpus: Path, monkeypatch: 
     args = build_parser().parse_args(["--dataset_dir", str(corpus), "--residency", "mmap", "--residual_bits", "4"])
     app = create_app(ServiceConfig(**vars(args)))
     assert app.state.searcher.settings.residency == "mmap"
-    assert app.state.searcher.settings.candidates == DEFAULT_CANDIDATES == 256
+    assert app.state.searcher.settings.candidates == DEFAULT_CANDIDATES == 512
     assert app.state.searcher.settings.residual_bits == 4
     monkeypatch.setenv("UNIDOC_SEARCH_RESIDENCY", "fp32")
     assert build_parser().parse_args([]).residency == "fp32"
