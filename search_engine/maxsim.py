@@ -152,12 +152,21 @@ def pad_queries(queries: list[np.ndarray]) -> np.ndarray:
     return batch
 
 
+_POOL_THREAD_PREFIX = "maxsim"
+
+
 @functools.cache
 def shared_pool(num_threads: int) -> ThreadPoolExecutor:
     # Each worker runs single-threaded kernels on its own runs (set per thread; the caller's threads are untouched).
     return ThreadPoolExecutor(
-        num_threads, thread_name_prefix="maxsim", initializer=torch.set_num_threads, initargs=(1,)
+        num_threads, thread_name_prefix=_POOL_THREAD_PREFIX, initializer=torch.set_num_threads, initargs=(1,)
     )
+
+
+def in_pool_worker() -> bool:
+    """Whether the calling thread is one of the shared pools' workers: work split between workers runs inline
+    there (a worker waiting on tasks queued behind its own would deadlock the pool)."""
+    return threading.current_thread().name.startswith(_POOL_THREAD_PREFIX)
 
 
 def default_num_threads() -> int:
@@ -340,7 +349,7 @@ class MaxSimScorer:
                 )
 
         slices = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
-        if self._pool is None or len(slices) < 2:
+        if self._pool is None or len(slices) < 2 or in_pool_worker():
             for a, b in slices:
                 work(a, b)
             return
@@ -349,7 +358,7 @@ class MaxSimScorer:
 
     def _parallel(self, work, items: list[tuple[PageRun, int]]) -> None:
         """Run work(items) over contiguous slices of (run, row) items of about equal cost, one slice per worker."""
-        if self._pool is None or len(items) < 2:
+        if self._pool is None or len(items) < 2 or in_pool_worker():
             work(items)
             return
         cost = np.cumsum([run.num_pages * run.page_len for run, _ in items])

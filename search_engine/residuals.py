@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from search_engine.manifest import IndexFormatError
-from search_engine.maxsim import PANEL_LANES, available_kernels, shared_pool, write_panels
+from search_engine.maxsim import PANEL_LANES, available_kernels, in_pool_worker, shared_pool, write_panels
 
 try:
     from search_engine import _kernel
@@ -253,8 +253,9 @@ class InvertedLists:
             centroids, centroid_scores, imputed = self.probes(vectors, probe)
             self._add_page_maxima(self.codec.nibble_tables(vectors), centroids, centroid_scores, imputed, deltas[part])
 
-        if len(deltas) == 1:
-            work(0)
+        if len(deltas) == 1 or in_pool_worker():
+            for part in range(len(deltas)):
+                work(part)
         else:
             for future in [shared_pool(len(deltas)).submit(work, part) for part in range(len(deltas))]:
                 future.result()

@@ -20,6 +20,7 @@ from search_engine.maxsim import (
     default_num_threads,
     kernel_available,
     pad_queries,
+    shared_pool,
     top_k,
 )
 from search_engine.residuals import DEFAULT_NBITS, InvertedLists
@@ -65,11 +66,10 @@ class EmbeddedVectorIndex:
                 residency="fp16" if kernel else "fp32",
                 use_kernel=kernel,
             )
+        self._num_threads = num_threads or default_num_threads()
         self._lists: InvertedLists | None = None
         if self._first_stage is not None and use_lists:
-            self._lists = open_lists(
-                index_dir, manifest, pooled, verify, residual_bits, num_threads or default_num_threads()
-            )
+            self._lists = open_lists(index_dir, manifest, pooled, verify, residual_bits, self._num_threads)
 
     @property
     def resident_bytes(self) -> int:
@@ -101,7 +101,24 @@ class EmbeddedVectorIndex:
         if self._first_stage is None:
             raise ValueError("this index has no pooled vectors; re-ingest it with pooling enabled or use exact mode")
         batch = pad_queries(queries)
-        shortlist = self.shortlist(batch, max(candidates, k), probe, max(prefilter, candidates, k))
+        size, width = max(candidates, k), max(prefilter, candidates, k)
+        if self._lists is None:
+            return self._reranked(batch, self.shortlist(batch, size, probe, width), k)
+
+        def search_one(query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            pages = self.shortlist(query[None], size, probe, width)
+            return self._reranked(query[None], pages, k)
+
+        # Queries of a batch share nothing past their encoding: a batch runs a whole query per worker, with no
+        # hand-off between workers inside a query's stages (a single query splits each stage between them).
+        if len(batch) > 1 and self._num_threads > 1:
+            found = list(shared_pool(self._num_threads).map(search_one, batch))
+        else:
+            found = [search_one(query) for query in batch]
+        return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
+
+    def _reranked(self, batch: np.ndarray, shortlist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """[B, Lq, D] queries and their [B, n] shortlists -> the k best of each by exact MaxSim (pages, scores)."""
         # Each query against its own shortlist: the shortlists of a batch barely overlap, so scoring every query
         # against their union would cost batch size times more.
         own = np.stack(

@@ -112,6 +112,21 @@ def test_lists_reach_exact_recall_while_scoring_a_fraction_of_the_pages(corpus):
     assert not scan.has_lists and _recall(scan.approx(queries, 10, candidates=90)[0], exact_idx) >= 0.95
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_batch_finds_what_each_query_finds_alone(corpus, threads: int):
+    # A batch runs a whole query per worker (with 2 threads), each stage inline; alone, a query splits its stages
+    # between the workers. Queries of different lengths: the batch pads them with zero rows.
+    index_dir, _, queries, _, _, _ = corpus
+    index = EmbeddedVectorIndex(index_dir, read_manifest(index_dir), num_threads=threads)
+    ragged = [query[: 4 + i % 5] for i, query in enumerate(queries)]
+    batch_idx, batch_scores = index.approx(ragged, 10, candidates=60, probe=8, prefilter=120)
+    for row, query in enumerate(ragged):
+        alone_idx, alone_scores = index.approx([query], 10, candidates=60, probe=8, prefilter=120)
+        assert batch_idx[row].tolist() == alone_idx[0].tolist()
+        np.testing.assert_allclose(batch_scores[row], alone_scores[0], rtol=0, atol=1e-5)
+    assert batch_idx.shape == (len(queries), 10) and len({tuple(r) for r in batch_idx.tolist()}) > 1
+
+
 def test_new_shards_are_searchable_after_their_commit_coded_or_not(corpus, tmp_path: Path):
     index_dir, _, _, _, topics, rng = corpus
     manifest = read_manifest(index_dir)
