@@ -12,7 +12,8 @@ from PIL import Image
 from search_engine.colqwen import ColQwenEncoder
 from search_engine.ingestion import IngestConfig, ingest
 from search_engine.manifest import IndexMismatchError, read_manifest
-from search_engine.searcher import Searcher, SearchSettings
+from search_engine.qdrant_index import connect
+from search_engine.searcher import IndexSnapshot, Searcher, SearchSettings
 from search_engine.shards import load_vectors
 
 QUERIES = ["revenue in Asia", "battery cycles in summer"]
@@ -86,3 +87,39 @@ def test_querying_with_another_model_is_refused(encoder, small_corpus: Path, tmp
         Searcher(config.index_dir, config.pages_dir, encoder=other)
     with pytest.raises(IndexMismatchError, match="fingerprint"):
         ingest(config, encoder=other)
+
+
+@pytest.mark.slow
+def test_qdrant_store_finds_the_embedded_top_k_on_the_sample_corpus(encoder, sample_corpus: Path, tmp_path: Path):
+    # The bundled sample corpus, embedded by the tiny ColQwen into both stores: Qdrant's prefetch + MaxSim recipe
+    # (HNSW over mean vectors, then MaxSim over the multivectors) returns the embedded engine's exact top k when it
+    # prefetches every page, and exact MaxSim scores when it prefetches fewer.
+    model = encoder.model_name
+    embedded = IngestConfig(dataset_dir=sample_corpus, backend="colqwen", model=model, dpi=72, progress=False)
+    ingest(embedded, encoder=encoder)
+    config = IngestConfig(
+        dataset_dir=sample_corpus, index_dir=tmp_path / "qdrant_index", backend="colqwen", model=model, dpi=72,
+        store="qdrant", qdrant_recipe="prefetch", progress=False,
+    )  # fmt: skip
+    ingest(config, encoder=encoder)
+    exact = Searcher(embedded.index_dir, embedded.pages_dir, encoder=encoder)
+    queries = ["transit ridership", "water quality", "admissions", "rainfall", "battery capacity", "solar panel"]
+    expected = exact.search(queries, 5)
+    pages = exact.snapshot().num_pages
+    scores = exact.snapshot().search_vectors(encoder.embed_queries(queries), pages)
+    exact_score = [{h.page_id: h.score for h in hits} for hits in scores]
+
+    manifest = read_manifest(config.index_dir)
+    assert manifest.store_options["recipe"] == "prefetch" and pages == len(manifest.page_ids()) > 10
+    client = connect(manifest.store_options)
+    for limit in (pages, 8):
+        manifest.store_options["prefetch_limit"] = limit
+        snapshot = IndexSnapshot(config.index_dir, embedded.pages_dir, manifest, SearchSettings(), encoder, client)
+        found = snapshot.search_vectors(encoder.embed_queries(queries), 5)
+        for row, (mine, theirs) in enumerate(zip(expected, found, strict=True)):
+            if limit == pages:
+                assert [h.page_id for h in theirs] == [h.page_id for h in mine]
+            assert len(theirs) == 5
+            for hit in theirs:
+                assert hit.score == pytest.approx(exact_score[row][hit.page_id], abs=1e-3)
+    client.close()
