@@ -123,9 +123,10 @@ def warm_page_cache(index_dir: Path) -> dict:
         if line.startswith("MemAvailable:")
     )
     started = time.perf_counter()
+    buffer = bytearray(1 << 24)
     for path in files:
         with path.open("rb") as handle:
-            while handle.readinto(_WARM_BUFFER):
+            while handle.readinto(buffer):
                 pass
     return {
         "vectors_bytes": size,
@@ -133,9 +134,6 @@ def warm_page_cache(index_dir: Path) -> dict:
         "fits": size < available,
         "seconds": round(time.perf_counter() - started, 1),
     }
-
-
-_WARM_BUFFER = bytearray(1 << 24)
 
 
 def _timed(fn, *args):

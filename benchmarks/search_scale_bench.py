@@ -96,26 +96,27 @@ def _latency(seconds: list[float]) -> dict:
     }
 
 
-def timed_single(search, queries: list[np.ndarray], first_pass: bool = False) -> tuple[list[np.ndarray], dict]:
-    """Each query searched alone and timed. `first_pass`: every query runs once timed before the reported pass
-    (reported apart as `first_pass`: the pages it reads are touched for the first time in the process); else one
-    query warms up."""
-    first = None
-    if first_pass:
-        seconds = []
-        for query in queries:
-            started = time.perf_counter()
-            search([query])
-            seconds.append(time.perf_counter() - started)
-        first = _latency(seconds)
-    else:
-        search([queries[0]])
+def _timed_pass(search, queries: list[np.ndarray]) -> tuple[list[np.ndarray], list[float], list[float]]:
+    """Each query searched alone: its top rows, seconds and the 1-minute load after it."""
     rows, seconds, loads = [], [], []
     for query in queries:
         started = time.perf_counter()
         rows.append(np.asarray(search([query]))[0])
         seconds.append(time.perf_counter() - started)
         loads.append(load())
+    return rows, seconds, loads
+
+
+def timed_single(search, queries: list[np.ndarray], first_pass: bool = False) -> tuple[list[np.ndarray], dict]:
+    """Each query searched alone and timed. `first_pass`: every query runs once timed before the reported pass
+    (reported apart as `first_pass`: the pages it reads are touched for the first time in the process); else one
+    query warms up."""
+    if first_pass:
+        first = _latency(_timed_pass(search, queries)[1])
+    else:
+        first = None
+        search([queries[0]])
+    rows, seconds, loads = _timed_pass(search, queries)
     stats = {**_latency(seconds), "load_1min": [min(loads), max(loads)]}
     if first is not None:
         stats["first_pass"] = first

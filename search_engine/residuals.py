@@ -157,7 +157,8 @@ class InvertedLists:
         self.num_centroids = len(codebook)
         # The query-centroid scores: the fused kernel over the codebook in panels where it runs, else a torch GEMM
         # against the transposed codebook.
-        self._dense_kernel = available_kernels()[0] if _kernel is not None and available_kernels() else ""
+        kernels = available_kernels() if _kernel is not None else ()
+        self._dense_kernel = kernels[0] if kernels else ""
         if self._dense_kernel:
             panels = torch.zeros((1, -(-len(codebook) // PANEL_LANES), codebook.shape[1], PANEL_LANES))
             write_panels(torch.from_numpy(codebook)[None], panels)
@@ -243,19 +244,20 @@ class InvertedLists:
         all-imputed score (one constant for every page, so the order is the approximate MaxSim's); 0 for the pages
         no probed list holds, uncoded ones included."""
         query = np.ascontiguousarray(query[np.any(query != 0, axis=1)], dtype=np.float32)
-        deltas = np.zeros((max(1, min(self.num_threads, len(query))), self.num_pages), dtype=np.float32)
+        # One part per worker; a pool worker (a batch's query) keeps its query whole.
+        parts = 1 if in_pool_worker() else max(1, min(self.num_threads, len(query)))
+        deltas = np.zeros((parts, self.num_pages), dtype=np.float32)
         if not len(query):
             return deltas[0]
-        bounds = np.linspace(0, len(query), len(deltas) + 1).astype(np.int64)
+        bounds = np.linspace(0, len(query), parts + 1).astype(np.int64)
 
         def work(part: int) -> None:
             vectors = query[bounds[part] : bounds[part + 1]]
             centroids, centroid_scores, imputed = self.probes(vectors, probe)
             self._add_page_maxima(self.codec.nibble_tables(vectors), centroids, centroid_scores, imputed, deltas[part])
 
-        if len(deltas) == 1 or in_pool_worker():
-            for part in range(len(deltas)):
-                work(part)
+        if parts == 1:
+            work(0)
         else:
             for future in [shared_pool(len(deltas)).submit(work, part) for part in range(len(deltas))]:
                 future.result()
