@@ -50,11 +50,11 @@ from search_corpus import (  # noqa: E402
     scaled_pages,
 )
 
-from search_engine.ivf import build_ivf, default_num_centroids  # noqa: E402
+from search_engine.ivf import build_ivf, default_num_centroids, lists_file  # noqa: E402
 from search_engine.manifest import Manifest, read_manifest, write_manifest  # noqa: E402
 from search_engine.maxsim import MaxSimScorer, available_kernels, pad_queries, top_k  # noqa: E402
 from search_engine.pooling import DEFAULT_POOL_SIZE, pool_pages, pool_tokens  # noqa: E402
-from search_engine.residuals import DEFAULT_NBITS  # noqa: E402
+from search_engine.residuals import DEFAULT_NBITS, residual_kernels  # noqa: E402
 from search_engine.shards import load_vectors, write_vector_shard  # noqa: E402
 from search_engine.vector_index import EmbeddedVectorIndex  # noqa: E402
 
@@ -242,9 +242,11 @@ def approx_section(args, index_dir: Path, queries, truth) -> dict:
     if args.warm_page_cache:
         report["page_cache_warmed"] = warm_page_cache(index_dir)
     for bits in args.residual_bits:
+        kept = (index_dir / lists_file(bits)).exists()
         started = time.perf_counter()
         index = EmbeddedVectorIndex(index_dir, manifest, residency="mmap", residual_bits=bits)
         opened = {"open_s": round(time.perf_counter() - started, 2), "memory_after_open": memory()}
+        opened["lists_kept_by_an_earlier_open"] = kept
         opened["index_resident_bytes"] = index.resident_bytes
         settings = []
         for probe, prefilter, candidates in args.settings:
@@ -263,6 +265,8 @@ def approx_section(args, index_dir: Path, queries, truth) -> dict:
                 }
             )
         opened["lists"] = settings
+        if index.lists is not None:
+            opened["residual_stage_by_kernel"] = residual_stage_by_kernel(index.lists, queries, args.settings[0][0])
         opened["memory_after_queries"] = memory()
         report["by_residual_bits"][str(bits)] = opened
         del index
@@ -271,6 +275,26 @@ def approx_section(args, index_dir: Path, queries, truth) -> dict:
         rows, stats = timed_single(lambda q: scan.approx(q, K, 512)[0], queries)
         report["pooled_scan_candidates_512"] = {"recall_at_10": recall(np.stack(rows), truth), **stats}
         del scan
+    return report
+
+
+def residual_stage_by_kernel(lists, queries: list[np.ndarray], probe: int) -> dict:
+    """The residual stage alone (page scores from the lists at `probe`, single queries) with each residual kernel
+    this CPU runs and the portable C loop: what a CPU without AVX-512 (or without AVX2) spends there."""
+    chosen = lists.residual_kernel
+    report = {"probe": probe}
+    try:
+        for kernel in residual_kernels():
+            lists.residual_kernel = kernel
+            lists.page_scores(queries[0], probe)
+            seconds = []
+            for query in queries:
+                started = time.perf_counter()
+                lists.page_scores(query, probe)
+                seconds.append(time.perf_counter() - started)
+            report[kernel] = _latency(seconds)
+    finally:
+        lists.residual_kernel = chosen
     return report
 
 

@@ -15,8 +15,8 @@
  * architecture. Elsewhere `kernels()` is empty and search uses the torch path.
  *
  * Beside them, `probed_residual_scores`: the approximate mode's first-stage page scores, WARP-style, from
- * residual-compressed inverted lists (search_engine/residuals.py): AVX-512 permutes (16 list entries per
- * register) where the CPU has AVX-512F, a portable loop elsewhere.
+ * residual-compressed inverted lists (search_engine/residuals.py), a block of 16 list entries at a time: one
+ * AVX-512 permute per nibble position, two AVX2 permutes and a blend per half block, a portable loop elsewhere.
  */
 /* MAXSIM_KERNELS_ONLY: the kernels without the Python module (tests/search/kernel_check.c builds them that way for
  * another architecture and runs them under an emulator). */
@@ -39,6 +39,23 @@
 typedef void (*block_fn)(int rows, int fp16, const float *query_t, int64_t stride, int64_t dim, const void *tile,
                          const char *ahead, int64_t ahead_step, int valid, float *best);
 
+/* Residual scores of one block of RESIDUAL_BLOCK list entries against one query vector: out[e] = base + sum over
+ * byte positions b of tables[b][0][low nibble] + tables[b][1][high nibble] of entry e's byte b; the block's codes
+ * are laid out [byte][entry]. */
+#define RESIDUAL_BLOCK 16
+typedef void (*block_scores_fn)(const float *tables, int64_t code_bytes, const uint8_t *block, float base,
+                                float *out);
+
+static void block_scores_generic(const float *tables, int64_t code_bytes, const uint8_t *block, float base,
+                                 float *out) {
+    for (int e = 0; e < RESIDUAL_BLOCK; e++) out[e] = base;
+    for (int64_t b = 0; b < code_bytes; b++) {
+        const float *low = tables + b * 32, *high = low + 16;
+        const uint8_t *bytes = block + b * RESIDUAL_BLOCK;
+        for (int e = 0; e < RESIDUAL_BLOCK; e++) out[e] += low[bytes[e] & 15] + high[bytes[e] >> 4];
+    }
+}
+
 typedef struct {
     const char *name;
     /* Query vectors per block: as many accumulators as the register file holds besides the tile's values. */
@@ -51,6 +68,8 @@ typedef struct {
     /* Optional: 16 row-major fp16 vectors (`valid` of them; the rest read as zeros) of `dim` values, dim a multiple
      * of 16, into a float32 tile [dim][16] (score_rows' transpose in registers; NULL: element by element). */
     void (*tile_from_rows)(const uint16_t *rows, int64_t dim, int valid, float *tile);
+    /* Residual scores of one block of list entries (probed_residual_scores; NULL: the portable loop). */
+    block_scores_fn block_scores;
 } kernel_isa;
 
 #define ROWS_CASE(prefix, n)                                                                                      \
@@ -165,6 +184,31 @@ static int avx512_supported(void) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 
+/* A 16-entry table is one register: one permute looks a nibble position up for the whole block. Four
+ * accumulators keep four independent chains of additions. */
+static AVX512_TARGET void block_scores_avx512(const float *tables, int64_t code_bytes, const uint8_t *block,
+                                              float base, float *out) {
+    const __m512i fifteen = _mm512_set1_epi32(15);
+    __m512 a0 = _mm512_set1_ps(base), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+    int64_t b = 0;
+    for (; b + 1 < code_bytes; b += 2) {
+        const __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(block + b * RESIDUAL_BLOCK)));
+        const __m512i y = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(block + (b + 1) * RESIDUAL_BLOCK)));
+        a0 = _mm512_add_ps(a0, _mm512_permutexvar_ps(_mm512_and_si512(x, fifteen), _mm512_loadu_ps(tables + b * 32)));
+        a1 = _mm512_add_ps(a1, _mm512_permutexvar_ps(_mm512_srli_epi32(x, 4), _mm512_loadu_ps(tables + b * 32 + 16)));
+        a2 = _mm512_add_ps(a2, _mm512_permutexvar_ps(_mm512_and_si512(y, fifteen),
+                                                     _mm512_loadu_ps(tables + (b + 1) * 32)));
+        a3 = _mm512_add_ps(a3, _mm512_permutexvar_ps(_mm512_srli_epi32(y, 4),
+                                                     _mm512_loadu_ps(tables + (b + 1) * 32 + 16)));
+    }
+    if (b < code_bytes) {
+        const __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(block + b * RESIDUAL_BLOCK)));
+        a0 = _mm512_add_ps(a0, _mm512_permutexvar_ps(_mm512_and_si512(x, fifteen), _mm512_loadu_ps(tables + b * 32)));
+        a1 = _mm512_add_ps(a1, _mm512_permutexvar_ps(_mm512_srli_epi32(x, 4), _mm512_loadu_ps(tables + b * 32 + 16)));
+    }
+    _mm512_storeu_ps(out, _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
 /* ---- AVX2 + FMA + F16C: a tile is taken in two halves of 8 lanes (one register per dimension), up to 13 query
  * vectors per block (13 accumulators + the half tile + a broadcast of the 16 ymm registers). Halves rather than
  * two registers per dimension leave room for twice the rows, so one fp16 conversion feeds 13 FMAs instead of 6.
@@ -231,9 +275,34 @@ static int avx2_supported(void) {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 
+/* Two halves of 8 entries; a 16-entry table is two registers: both are permuted by the nibble's low 3 bits and
+ * its bit 3 (shifted into the sign bit) picks one. */
+static inline __attribute__((always_inline)) AVX2_TARGET __m256 avx2_lookup16(const float *table, __m256i nibbles) {
+    const __m256 low = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table), nibbles);
+    const __m256 high = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 8), nibbles);
+    return _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_slli_epi32(nibbles, 28)));
+}
+
+static AVX2_TARGET void block_scores_avx2(const float *tables, int64_t code_bytes, const uint8_t *block, float base,
+                                          float *out) {
+    const __m256i fifteen = _mm256_set1_epi32(15);
+    __m256 a0 = _mm256_set1_ps(base), a1 = _mm256_set1_ps(base), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    for (int64_t b = 0; b < code_bytes; b++) {
+        const __m128i bytes = _mm_loadu_si128((const __m128i *)(block + b * RESIDUAL_BLOCK));
+        const __m256i x = _mm256_cvtepu8_epi32(bytes), y = _mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8));
+        const float *low = tables + b * 32, *high = low + 16;
+        a0 = _mm256_add_ps(a0, avx2_lookup16(low, _mm256_and_si256(x, fifteen)));
+        a1 = _mm256_add_ps(a1, avx2_lookup16(low, _mm256_and_si256(y, fifteen)));
+        a2 = _mm256_add_ps(a2, avx2_lookup16(high, _mm256_srli_epi32(x, 4)));
+        a3 = _mm256_add_ps(a3, avx2_lookup16(high, _mm256_srli_epi32(y, 4)));
+    }
+    _mm256_storeu_ps(out, _mm256_add_ps(a0, a2));
+    _mm256_storeu_ps(out + 8, _mm256_add_ps(a1, a3));
+}
+
 static const kernel_isa KERNELS[] = {
-    {"avx512", AVX512_ROWS, 4, avx512_block, avx512_supported, avx512_tile_from_rows},
-    {"avx2", AVX2_ROWS, 4, avx2_block, avx2_supported, NULL},
+    {"avx512", AVX512_ROWS, 4, avx512_block, avx512_supported, avx512_tile_from_rows, block_scores_avx512},
+    {"avx2", AVX2_ROWS, 4, avx2_block, avx2_supported, NULL, block_scores_avx2},
 };
 #define NUM_KERNELS 2
 
@@ -302,12 +371,12 @@ static void neon_block(int rows, int fp16, const float *query_t, int64_t stride,
 static int neon_supported(void) { return 1; }
 
 static const kernel_isa KERNELS[] = {
-    {"neon", NEON_ROWS, 8, neon_block, neon_supported, NULL},
+    {"neon", NEON_ROWS, 8, neon_block, neon_supported, NULL, NULL},
 };
 #define NUM_KERNELS 1
 
 #else
-static const kernel_isa KERNELS[] = {{NULL, 0, 0, NULL, NULL, NULL}};
+static const kernel_isa KERNELS[] = {{NULL, 0, 0, NULL, NULL, NULL, NULL}};
 #define NUM_KERNELS 0
 #endif
 
@@ -437,50 +506,6 @@ static void dense_scores(const kernel_isa *isa, const float *query_t, int64_t ve
     }
 }
 
-/* Residual scores of one block of RESIDUAL_BLOCK list entries against one query vector: out[e] = base + sum over
- * byte positions b of tables[b][0][low nibble] + tables[b][1][high nibble] of entry e's byte b; the block's codes
- * are laid out [byte][entry]. */
-#define RESIDUAL_BLOCK 16
-typedef void (*block_scores_fn)(const float *tables, int64_t code_bytes, const uint8_t *block, float base,
-                                float *out);
-
-static void block_scores_generic(const float *tables, int64_t code_bytes, const uint8_t *block, float base,
-                                 float *out) {
-    for (int e = 0; e < RESIDUAL_BLOCK; e++) out[e] = base;
-    for (int64_t b = 0; b < code_bytes; b++) {
-        const float *low = tables + b * 32, *high = low + 16;
-        const uint8_t *bytes = block + b * RESIDUAL_BLOCK;
-        for (int e = 0; e < RESIDUAL_BLOCK; e++) out[e] += low[bytes[e] & 15] + high[bytes[e] >> 4];
-    }
-}
-
-#ifdef HAVE_X86_KERNELS
-/* A 16-entry table is one register: one permute looks a nibble position up for the whole block. Four
- * accumulators keep four independent chains of additions. */
-static AVX512_TARGET void block_scores_avx512(const float *tables, int64_t code_bytes, const uint8_t *block,
-                                              float base, float *out) {
-    const __m512i fifteen = _mm512_set1_epi32(15);
-    __m512 a0 = _mm512_set1_ps(base), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-    int64_t b = 0;
-    for (; b + 1 < code_bytes; b += 2) {
-        const __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(block + b * RESIDUAL_BLOCK)));
-        const __m512i y = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(block + (b + 1) * RESIDUAL_BLOCK)));
-        a0 = _mm512_add_ps(a0, _mm512_permutexvar_ps(_mm512_and_si512(x, fifteen), _mm512_loadu_ps(tables + b * 32)));
-        a1 = _mm512_add_ps(a1, _mm512_permutexvar_ps(_mm512_srli_epi32(x, 4), _mm512_loadu_ps(tables + b * 32 + 16)));
-        a2 = _mm512_add_ps(a2, _mm512_permutexvar_ps(_mm512_and_si512(y, fifteen),
-                                                     _mm512_loadu_ps(tables + (b + 1) * 32)));
-        a3 = _mm512_add_ps(a3, _mm512_permutexvar_ps(_mm512_srli_epi32(y, 4),
-                                                     _mm512_loadu_ps(tables + (b + 1) * 32 + 16)));
-    }
-    if (b < code_bytes) {
-        const __m512i x = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(block + b * RESIDUAL_BLOCK)));
-        a0 = _mm512_add_ps(a0, _mm512_permutexvar_ps(_mm512_and_si512(x, fifteen), _mm512_loadu_ps(tables + b * 32)));
-        a1 = _mm512_add_ps(a1, _mm512_permutexvar_ps(_mm512_srli_epi32(x, 4), _mm512_loadu_ps(tables + b * 32 + 16)));
-    }
-    _mm512_storeu_ps(out, _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-}
-#endif
-
 /* WARP-style scoring of residual-compressed pooled vectors (search_engine/residuals.py): for each query vector v,
  * the entries of its probed lists (whole blocks; padding entries have page -1) get their residual scores; per page
  * the maximum over its entries found, and delta[page] += maximum - imputed[v] for every page found. best and touched
@@ -489,11 +514,8 @@ static AVX512_TARGET void block_scores_avx512(const float *tables, int64_t code_
 static int probed_residual_scores(const float *tables, int64_t code_bytes, const int64_t *centroids,
                                   const float *centroid_scores, const float *imputed, int64_t vectors, int64_t probe,
                                   const int64_t *offsets, const int32_t *pages, const uint8_t *residuals,
-                                  int64_t num_pages, float *delta, float *best, int32_t *touched) {
-    block_scores_fn block_scores = block_scores_generic;
-#ifdef HAVE_X86_KERNELS
-    if (avx512_supported()) block_scores = block_scores_avx512;
-#endif
+                                  int64_t num_pages, block_scores_fn block_scores, float *delta, float *best,
+                                  int32_t *touched) {
     float scores[RESIDUAL_BLOCK];
     for (int64_t v = 0; v < vectors; v++) {
         const float *table = tables + v * code_bytes * 32;
@@ -716,14 +738,32 @@ static PyObject *kernel_dense_scores(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* The residual block function of kernel `name`: "" the best this CPU runs (the portable loop where none does),
+ * "portable" the portable loop; NULL with an error set for a kernel not compiled in or not runnable here. */
+static block_scores_fn residual_block_scores(const char *name) {
+    if (strcmp(name, "portable") == 0) return block_scores_generic;
+    for (int i = 0; i < NUM_KERNELS; i++) {
+        if (name[0] == '\0' && !KERNELS[i].supported()) continue;
+        if (name[0] == '\0' || strcmp(name, KERNELS[i].name) == 0) {
+            if (!KERNELS[i].supported()) break;
+            return KERNELS[i].block_scores != NULL ? KERNELS[i].block_scores : block_scores_generic;
+        }
+    }
+    if (name[0] == '\0') return block_scores_generic;
+    PyErr_Format(PyExc_ValueError, "residual kernel '%s' is not compiled in or this CPU cannot run it", name);
+    return NULL;
+}
+
 static PyObject *kernel_probed_residual_scores(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer tables, centroids, centroid_scores, imputed, offsets, pages, residuals, delta;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*w*", &tables, &centroids, &centroid_scores, &imputed, &offsets, &pages,
-                          &residuals, &delta)) {
+    const char *name = "";
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*w*|s", &tables, &centroids, &centroid_scores, &imputed, &offsets,
+                          &pages, &residuals, &delta, &name)) {
         return NULL;
     }
     PyObject *result = NULL;
+    block_scores_fn block_scores = residual_block_scores(name);
     const Py_ssize_t vectors = imputed.len / (Py_ssize_t)sizeof(float);
     const Py_ssize_t probe = vectors > 0 ? centroids.len / (vectors * (Py_ssize_t)sizeof(int64_t)) : 0;
     const Py_ssize_t code_bytes = vectors > 0 ? tables.len / (vectors * 32 * (Py_ssize_t)sizeof(float)) : 0;
@@ -732,7 +772,9 @@ static PyObject *kernel_probed_residual_scores(PyObject *self, PyObject *args) {
     const Py_ssize_t num_pages = delta.len / (Py_ssize_t)sizeof(float);
     const int64_t *offset = (const int64_t *)offsets.buf;
     const int64_t *centroid = (const int64_t *)centroids.buf;
-    if (vectors < 1 || probe < 1 || code_bytes < 1 || tables.len != vectors * code_bytes * 32 * (Py_ssize_t)sizeof(float) ||
+    if (block_scores == NULL) {
+        /* error set */
+    } else if (vectors < 1 || probe < 1 || code_bytes < 1 || tables.len != vectors * code_bytes * 32 * (Py_ssize_t)sizeof(float) ||
         centroids.len != vectors * probe * (Py_ssize_t)sizeof(int64_t) ||
         centroid_scores.len != vectors * probe * (Py_ssize_t)sizeof(float)) {
         PyErr_SetString(PyExc_ValueError,
@@ -765,7 +807,7 @@ static PyObject *kernel_probed_residual_scores(PyObject *self, PyObject *args) {
                 Py_BEGIN_ALLOW_THREADS status = probed_residual_scores(
                     (const float *)tables.buf, code_bytes, centroid, (const float *)centroid_scores.buf,
                     (const float *)imputed.buf, vectors, probe, offset, (const int32_t *)pages.buf,
-                    (const uint8_t *)residuals.buf, num_pages, (float *)delta.buf, best, touched);
+                    (const uint8_t *)residuals.buf, num_pages, block_scores, (float *)delta.buf, best, touched);
                 Py_END_ALLOW_THREADS PyMem_RawFree(best);
                 if (status != 0) {
                     PyErr_SetString(PyExc_ValueError, "an entry names a page outside delta");
@@ -810,12 +852,14 @@ static PyMethodDef kernel_methods[] = {
      "each of `count` vectors. query_t: float32 [dim, vectors]; panels: float32 [ceil(count / 16), dim, 16] (the "
      "vectors in tiles of 16, the last zero-padded); scores: float32 [vectors, count], written. Releases the GIL."},
     {"probed_residual_scores", kernel_probed_residual_scores, METH_VARARGS,
-     "probed_residual_scores(tables, centroids, centroid_scores, imputed, offsets, pages, residuals, delta): "
+     "probed_residual_scores(tables, centroids, centroid_scores, imputed, offsets, pages, residuals, delta, "
+     "kernel=''): "
      "WARP-style page scores from residual-compressed lists (search_engine/residuals.py). tables: float32 "
      "[V, bytes, 2, 16] nibble tables; centroids: int64 [V, probe] probed lists; centroid_scores: float32 "
      "[V, probe]; imputed: float32 [V]; offsets: int64 [K + 1], whole blocks of 16; pages: int32 [n] (-1: "
      "padding); residuals: uint8 [n / 16, bytes, 16]; delta: float32 "
-     "[num_pages], added to (page maximum - imputed, per query vector, for the pages found). Releases the GIL."},
+     "[num_pages], added to (page maximum - imputed, per query vector, for the pages found); kernel: '' the "
+     "best this CPU runs, 'portable' the portable loop, or a name of kernels(). Releases the GIL."},
     {"score_rows", kernel_score_rows, METH_VARARGS,
      "score_rows(query_t, vectors, dim, rows, offsets, lengths, maxes, kernel=''): score_panels for pages stored "
      "row-major as float16 [n, dim] (e.g. a memory-mapped shard); offsets and lengths in rows. Releases the GIL."},

@@ -3,7 +3,8 @@
 A codebook of K centroids is trained (k-means) on a sample of every page's pooled vectors; each pooled vector is
 stored as the 16-bit id of its nearest centroid (`shard-*.ivfNNNNNN.npy`, [pages, pool_size] uint16). At open, the
 pooled vectors are sorted into their centroids' lists with their residuals (vector - centroid) compressed to a few
-bits per dimension, and a query is scored WARP-style from the lists its vectors probe (residuals.py). The
+bits per dimension (kept beside the index in `ivf-lists-Nbit.npz`, so only the first open after a change builds
+them), and a query is scored WARP-style from the lists its vectors probe (residuals.py). The
 `prefilter` best pages go on to MaxSim against their pooled vectors and the best of those to exact MaxSim over
 the full vectors (vector_index.py).
 
@@ -30,8 +31,8 @@ import torch
 from tqdm import tqdm
 
 from search_engine.manifest import FileEntry, IndexFormatError, Manifest, ShardEntry, read_manifest, write_manifest
-from search_engine.residuals import DEFAULT_NBITS, InvertedLists
-from search_engine.shards import load_pooled, shard_path
+from search_engine.residuals import DEFAULT_NBITS, InvertedLists, ListArrays
+from search_engine.shards import POOLED, load_pooled, shard_path
 from unidoc_rl.common.atomic import atomic_write, sha256_file
 
 logger = logging.getLogger("search_engine.ivf")
@@ -61,6 +62,12 @@ def codes_kind(generation: int) -> str:
 
 def codebook_file(generation: int) -> str:
     return f"ivf-{generation:06d}.codebook.npy"
+
+
+def lists_file(nbits: int) -> str:
+    """The lists as the last open built them with `nbits`-bit residuals (residuals.ListArrays): not in the
+    manifest, rebuilt whenever what they were built from changed."""
+    return f"ivf-lists-{nbits}bit.npz"
 
 
 @torch.no_grad()
@@ -180,7 +187,7 @@ def open_lists(
     if info is None:
         return None
     codebook = load_codebook(index_dir, info, int(manifest.dim), verify)
-    page_codes, page_pooled, first = [], [], 0
+    page_codes, page_pooled, coded_shards, first = [], [], [], 0
     for shard, vectors in zip(manifest.shards, pooled, strict=True):
         codes = load_codes(index_dir, manifest, shard, verify)
         if codes is not None:
@@ -188,8 +195,24 @@ def open_lists(
                 raise IndexFormatError(f"{shard.name}: codes {codes.shape} do not match pooled {vectors.shape[:2]}")
             page_codes.append((first, codes))
             page_pooled.append(vectors)
+            coded_shards.append(
+                [shard.name, first, shard.files[codes_kind(info.generation)].sha256, shard.files[POOLED].sha256]
+            )
         first += len(shard.page_ids)
-    return InvertedLists(codebook, page_codes, page_pooled, manifest.num_pages, nbits, num_threads)
+    # What the lists are built from: the codebook, the residual width and every coded shard's codes and pooled
+    # vectors at its place (the manifest's checksums of them).
+    key = json.dumps(
+        {"codebook": info.codebook.sha256, "nbits": nbits, "num_pages": manifest.num_pages, "shards": coded_shards}
+    )
+    path = Path(index_dir) / lists_file(nbits)
+    kept = ListArrays.load(path, key, info.centroids, manifest.num_pages)
+    lists = InvertedLists(codebook, page_codes, page_pooled, manifest.num_pages, nbits, num_threads, kept)
+    if kept is None:
+        try:
+            lists.arrays.save(path, key)
+        except OSError as error:  # a read-only index: every open builds them
+            logger.warning("could not keep the lists at %s (%s); the next open builds them again", path, error)
+    return lists
 
 
 def build_ivf(
@@ -243,7 +266,8 @@ def build_ivf(
     manifest.generation += 1
     write_manifest(index_dir, manifest)
     keep = {f"{shard.name}.{kind}" for shard in manifest.shards for kind in shard.files} | {codebook_file(generation)}
-    for path in list(index_dir.glob("ivf-*.codebook.npy")) + list(index_dir.glob("shard-*.ivf*.npy")):
+    stale = ["ivf-*.codebook.npy", "shard-*.ivf*.npy", "ivf-lists-*bit.npz"]
+    for path in [path for pattern in stale for path in index_dir.glob(pattern)]:
         if path.name not in keep:
             path.unlink(missing_ok=True)
     disk = sum((index_dir / name).stat().st_size for name in keep if name.startswith("ivf") or ".ivf" in name)

@@ -21,13 +21,19 @@ The work is the probed lists' entries (about Lq * probe * n / K vectors), not th
 
 from __future__ import annotations
 
+import logging
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from search_engine.manifest import IndexFormatError
 from search_engine.maxsim import PANEL_LANES, available_kernels, in_pool_worker, shared_pool, write_panels
+from unidoc_rl.common.atomic import atomic_write
+
+logger = logging.getLogger("search_engine.residuals")
 
 try:
     from search_engine import _kernel
@@ -35,6 +41,13 @@ except ImportError:  # the optional extension was not built here
     _kernel = None
 if not all(hasattr(_kernel, name) for name in ("probed_residual_scores", "dense_scores")):  # an older build
     _kernel = None
+
+
+def residual_kernels() -> list[str]:
+    """Names `InvertedLists.residual_kernel` takes here, best first: the SIMD kernels this CPU runs and "portable"
+    (the C loop without SIMD); empty without the extension (the numpy path)."""
+    return [*available_kernels(), "portable"] if _kernel is not None else []
+
 
 DEFAULT_NBITS = 2
 NBITS_CHOICES = (1, 2, 4)  # a code nibble holds whole dimensions
@@ -138,6 +151,98 @@ def _residual_sample(codebook: np.ndarray, codes: np.ndarray, rows: list[np.ndar
     return vectors - codebook[codes[picks]]
 
 
+@dataclass(frozen=True)
+class ListArrays:
+    """What an open builds from the pooled vectors (the expensive part: fitting the codec, sorting and coding every
+    pooled vector), and what the index keeps on disk so that the next open only reads it (ivf.py)."""
+
+    codec: ResidualCodec
+    offsets: np.ndarray  # [K + 1] int64: list c is entries [offsets[c], offsets[c + 1]), whole blocks
+    pages: np.ndarray  # [n] int32: each entry's page, -1 for padding
+    residuals: np.ndarray  # [n / BLOCK, bytes, BLOCK] uint8: each block's codes transposed
+
+    @classmethod
+    def build(
+        cls, codebook: np.ndarray, page_codes: list[tuple[int, np.ndarray]], rows: list[np.ndarray], nbits: int
+    ) -> ListArrays:
+        """page_codes: (first page, [pages, pool_size] codes) per coded shard; rows: their pooled vectors [n, D]."""
+        codes = np.concatenate([c.ravel() for _, c in page_codes]) if page_codes else np.zeros(0, np.uint16)
+        pages = [np.repeat(np.arange(f, f + len(c), dtype=np.int32), c.shape[1]) for f, c in page_codes]
+        codec = ResidualCodec.fit(_residual_sample(codebook, codes, rows), nbits)
+        # Each list padded to whole blocks: the sorted entry k of list c goes to padded_start[c] + k - start[c].
+        order = np.argsort(codes, kind="stable")
+        sizes = np.bincount(codes, minlength=len(codebook)).astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(-(-sizes // BLOCK) * BLOCK)]).astype(np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        sorted_codes = codes[order].astype(np.int64)
+        slots = offsets[sorted_codes] + np.arange(len(codes)) - starts[sorted_codes]
+        entry_pages = np.full(offsets[-1], -1, dtype=np.int32)
+        entry_pages[slots] = np.concatenate(pages)[order] if pages else np.zeros(0, np.int32)
+        entries = np.zeros((offsets[-1], codec.code_bytes), dtype=np.uint8)
+        entries[slots] = _encode(codec, codebook, codes, rows)[order]
+        residuals = np.ascontiguousarray(entries.reshape(-1, BLOCK, codec.code_bytes).transpose(0, 2, 1))
+        return cls(codec, offsets, entry_pages, residuals)
+
+    def save(self, path: Path, key: str) -> None:
+        """Write atomically with `key` (what the arrays were built from)."""
+        arrays = {"offsets": self.offsets, "pages": self.pages, "residuals": self.residuals}
+        codec = {"cutoffs": self.codec.cutoffs, "weights": self.codec.weights, "nbits": np.int64(self.codec.nbits)}
+        atomic_write(path, lambda handle: np.savez(handle, key=np.array(key), **arrays, **codec))
+
+    @classmethod
+    def load(cls, path: Path, key: str, num_centroids: int, num_pages: int) -> ListArrays | None:
+        """The arrays at `path` when they were built from `key` and are whole; else None (absent, stale, damaged:
+        the caller builds them again)."""
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                if str(stored["key"]) != key:
+                    logger.info("%s: built from other lists; building them again", path)
+                    return None
+                codec = ResidualCodec(int(stored["nbits"]), stored["cutoffs"], stored["weights"])
+                arrays = cls(codec, stored["offsets"], stored["pages"], stored["residuals"])
+            arrays.check(num_centroids, num_pages)
+            return arrays
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            logger.warning("%s: unreadable (%s); building the lists again", path, error)
+            return None
+
+    def check(self, num_centroids: int, num_pages: int) -> None:
+        """Raise ValueError unless the arrays are lists of `num_centroids` over pages [0, num_pages)."""
+        codec, offsets, pages = self.codec, self.offsets, self.pages
+        buckets = 1 << codec.nbits
+        if (
+            codec.nbits not in NBITS_CHOICES
+            or codec.cutoffs.shape != (codec.dim, buckets - 1)
+            or (codec.weights.shape != (codec.dim, buckets))
+        ):
+            raise ValueError(f"{codec.nbits}-bit codec: cutoffs {codec.cutoffs.shape}, weights {codec.weights.shape}")
+        if offsets.dtype != np.int64 or offsets.shape != (num_centroids + 1,) or offsets[0] != 0:
+            raise ValueError(f"offsets {offsets.dtype}{offsets.shape} for {num_centroids} lists")
+        if np.any(np.diff(offsets) < 0) or np.any(offsets % BLOCK):
+            raise ValueError("offsets decrease or cut a block")
+        if pages.dtype != np.int32 or pages.shape != (offsets[-1],) or (len(pages) and not -1 <= pages.min()):
+            raise ValueError(f"pages {pages.dtype}{pages.shape} for {offsets[-1]} entries")
+        if len(pages) and pages.max() >= num_pages:
+            raise ValueError(f"an entry names page {pages.max()} of {num_pages}")
+        expected = (offsets[-1] // BLOCK, codec.code_bytes, BLOCK)
+        if self.residuals.dtype != np.uint8 or self.residuals.shape != expected:
+            raise ValueError(f"residuals {self.residuals.dtype}{self.residuals.shape}, expected uint8{expected}")
+
+
+def _encode(codec: ResidualCodec, codebook: np.ndarray, codes: np.ndarray, rows: list[np.ndarray]) -> np.ndarray:
+    """Every pooled vector's residual code [n, bytes], chunk by chunk (rows: each shard's pooled vectors)."""
+    encoded = np.empty((len(codes), codec.code_bytes), dtype=np.uint8)
+    at = 0
+    for shard_rows in rows:
+        for a in range(0, len(shard_rows), _ENCODE_CHUNK):
+            chunk = np.asarray(shard_rows[a : a + _ENCODE_CHUNK], dtype=np.float32)
+            encoded[at : at + len(chunk)] = codec.encode(chunk - codebook[codes[at : at + len(chunk)]])
+            at += len(chunk)
+    return encoded
+
+
 class InvertedLists:
     """The pooled vectors of the coded pages in list order (per centroid: its vectors' pages and residual codes),
     and the pages not coded yet (shards written after the codebook), which every shortlist includes."""
@@ -150,9 +255,11 @@ class InvertedLists:
         num_pages: int,
         nbits: int = DEFAULT_NBITS,
         num_threads: int = 1,
+        arrays: ListArrays | None = None,
     ):
         """page_codes: (first page, [pages, pool_size] uint16 codes) per coded shard; page_pooled: the same
-        shards' pooled vectors [pages, pool_size, D] (any float dtype, e.g. memory-mapped fp16)."""
+        shards' pooled vectors [pages, pool_size, D] (any float dtype, e.g. memory-mapped fp16); `arrays`: the
+        lists as built from these before (kept on disk), else they are built here."""
         codebook = np.asarray(codebook, dtype=np.float32)
         self.num_centroids = len(codebook)
         # The query-centroid scores: the fused kernel over the codebook in panels where it runs, else a torch GEMM
@@ -165,6 +272,8 @@ class InvertedLists:
             self._codebook = panels.numpy()
         else:
             self._codebook = np.ascontiguousarray(codebook.T)  # [D, K]
+        # The residual stage's kernel: one of residual_kernels() (the best by default).
+        self.residual_kernel = (residual_kernels() or [""])[0]
         self.num_pages = num_pages
         self.num_threads = max(1, num_threads)
         coded = np.zeros(num_pages, dtype=bool)
@@ -174,34 +283,12 @@ class InvertedLists:
             coded[first : first + len(codes)] = True
         self.coded_pages = np.flatnonzero(coded)
         self.uncoded = np.flatnonzero(~coded)
-        codes = np.concatenate([c.ravel() for _, c in page_codes]) if page_codes else np.zeros(0, np.uint16)
-        pages = [np.repeat(np.arange(f, f + len(c), dtype=np.int32), c.shape[1]) for f, c in page_codes]
-        rows = [np.reshape(p, (-1, p.shape[-1])) for p in page_pooled]
-        self.codec = ResidualCodec.fit(_residual_sample(codebook, codes, rows), nbits)
-        # Each list padded to whole blocks: the sorted entry k of list c goes to padded_start[c] + k - start[c].
-        order = np.argsort(codes, kind="stable")
-        sizes = np.bincount(codes, minlength=len(codebook)).astype(np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(-(-sizes // BLOCK) * BLOCK)]).astype(np.int64)
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        sorted_codes = codes[order].astype(np.int64)
-        slots = self.offsets[sorted_codes] + np.arange(len(codes)) - starts[sorted_codes]
-        self.pages = np.full(self.offsets[-1], -1, dtype=np.int32)
-        self.pages[slots] = np.concatenate(pages)[order] if pages else np.zeros(0, np.int32)
-        entries = np.zeros((self.offsets[-1], self.codec.code_bytes), dtype=np.uint8)
-        entries[slots] = self._encode(codebook, codes, rows)[order]
-        self.residuals = np.ascontiguousarray(
-            entries.reshape(-1, BLOCK, self.codec.code_bytes).transpose(0, 2, 1)
-        )  # [blocks, bytes, BLOCK]
-
-    def _encode(self, codebook: np.ndarray, codes: np.ndarray, rows: list[np.ndarray]) -> np.ndarray:
-        encoded = np.empty((len(codes), self.codec.code_bytes), dtype=np.uint8)
-        at = 0
-        for shard_rows in rows:
-            for a in range(0, len(shard_rows), _ENCODE_CHUNK):
-                chunk = np.asarray(shard_rows[a : a + _ENCODE_CHUNK], dtype=np.float32)
-                encoded[at : at + len(chunk)] = self.codec.encode(chunk - codebook[codes[at : at + len(chunk)]])
-                at += len(chunk)
-        return encoded
+        if arrays is None:
+            rows = [np.reshape(p, (-1, p.shape[-1])) for p in page_pooled]
+            arrays = ListArrays.build(codebook, page_codes, rows, nbits)
+        self.arrays = arrays
+        self.codec, self.offsets, self.pages = arrays.codec, arrays.offsets, arrays.pages
+        self.residuals = arrays.residuals
 
     @property
     def resident_bytes(self) -> int:
@@ -267,7 +354,15 @@ class InvertedLists:
         """For each query vector, adds (page maximum - imputed) to `delta` of the pages found in its probed lists."""
         if _kernel is not None:
             _kernel.probed_residual_scores(
-                tables, centroids, centroid_scores, imputed, self.offsets, self.pages, self.residuals, delta
+                tables,
+                centroids,
+                centroid_scores,
+                imputed,
+                self.offsets,
+                self.pages,
+                self.residuals,
+                delta,
+                self.residual_kernel,
             )
             return
         positions = np.arange(self.codec.code_bytes)

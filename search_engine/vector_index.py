@@ -81,6 +81,11 @@ class EmbeddedVectorIndex:
         return self._lists is not None
 
     @property
+    def lists(self) -> InvertedLists | None:
+        """The residual first stage (None without a codebook or with `use_lists=False`)."""
+        return self._lists
+
+    @property
     def supports_approx(self) -> bool:
         return self._first_stage is not None
 

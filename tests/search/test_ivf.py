@@ -3,6 +3,8 @@ fixture against exact search, and incremental ingest after a build (coded and un
 
 from __future__ import annotations
 
+import logging
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,9 +13,10 @@ import pytest
 
 from search_engine.corpus import RenderedPage
 from search_engine.ingestion import IngestConfig, _IndexWriter, _PendingDocument
-from search_engine.ivf import build_ivf, codebook_file, codes_kind, default_num_centroids
+from search_engine.ivf import build_ivf, codebook_file, codes_kind, default_num_centroids, lists_file
 from search_engine.manifest import DocumentEntry, Manifest, read_manifest, write_manifest
 from search_engine.pooling import pool_pages
+from search_engine.residuals import ListArrays
 from search_engine.searcher import Searcher, SearchSettings
 from search_engine.shards import write_vector_shard
 from search_engine.vector_index import EmbeddedVectorIndex
@@ -127,6 +130,66 @@ def test_a_batch_finds_what_each_query_finds_alone(corpus, threads: int):
     assert batch_idx.shape == (len(queries), 10) and len({tuple(r) for r in batch_idx.tolist()}) > 1
 
 
+def test_an_open_keeps_the_lists_it_built_and_the_next_open_reads_them(corpus, tmp_path: Path, monkeypatch, caplog):
+    index_dir = tmp_path / "index"
+    shutil.copytree(corpus[0], index_dir, ignore=shutil.ignore_patterns("ivf-lists-*"))
+    queries = corpus[2]
+    built = EmbeddedVectorIndex(index_dir, read_manifest(index_dir), num_threads=1)
+    assert sorted(p.name for p in index_dir.glob("ivf-lists-*")) == [lists_file(2)]
+    expected = built.approx(queries, 10, candidates=60, probe=8, prefilter=120)
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the lists were built again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ListArrays, "build", no_build)
+        kept = EmbeddedVectorIndex(index_dir, read_manifest(index_dir), num_threads=1)
+    for name in ("offsets", "pages", "residuals"):
+        np.testing.assert_array_equal(getattr(kept.lists.arrays, name), getattr(built.lists.arrays, name))
+    np.testing.assert_array_equal(kept.lists.codec.weights, built.lists.codec.weights)
+    found = kept.approx(queries, 10, candidates=60, probe=8, prefilter=120)
+    assert found[0].tolist() == expected[0].tolist() and np.array_equal(found[1], expected[1])
+
+    # Another residual width has its own lists.
+    assert EmbeddedVectorIndex(index_dir, read_manifest(index_dir), residual_bits=4).lists.codec.nbits == 4
+    assert sorted(p.name for p in index_dir.glob("ivf-lists-*")) == [lists_file(2), lists_file(4)]
+
+    # Damaged (cut in half): a warning, the lists built again and the file written whole.
+    path = index_dir / lists_file(2)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with caplog.at_level(logging.WARNING, logger="search_engine.residuals"):
+        again = EmbeddedVectorIndex(index_dir, read_manifest(index_dir), num_threads=1)
+    assert "unreadable" in caplog.text
+    assert again.approx(queries, 10, candidates=60, probe=8, prefilter=120)[0].tolist() == expected[0].tolist()
+    assert ListArrays.load(path, _kept_key(path), 512, PAGES) is not None
+
+    # Built from other lists: a shard that lost its codes (its pages now uncoded) makes the kept lists stale.
+    manifest = read_manifest(index_dir)
+    last = manifest.shards[-1]
+    del last.files[codes_kind(manifest.settings["ivf"]["generation"])]
+    write_manifest(index_dir, manifest)
+    fewer = EmbeddedVectorIndex(index_dir, read_manifest(index_dir), num_threads=1)
+    assert fewer.lists.uncoded.tolist() == list(range(PAGES - len(last.page_ids), PAGES))
+    assert int((fewer.lists.pages >= 0).sum()) == (PAGES - len(last.page_ids)) * POOL
+
+    # An index the process cannot write to: the lists are built at every open, with a warning.
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    caplog.clear()
+    monkeypatch.setattr(ListArrays, "save", read_only)
+    path.unlink()
+    with caplog.at_level(logging.WARNING, logger="search_engine.ivf"):
+        opened = EmbeddedVectorIndex(index_dir, read_manifest(index_dir), num_threads=1)
+    assert opened.lists.uncoded.tolist() == fewer.lists.uncoded.tolist() and not path.exists()
+    assert "could not keep the lists" in caplog.text
+
+
+def _kept_key(path: Path) -> str:
+    with np.load(path) as stored:
+        return str(stored["key"])
+
+
 def test_new_shards_are_searchable_after_their_commit_coded_or_not(corpus, tmp_path: Path):
     index_dir, _, _, _, topics, rng = corpus
     manifest = read_manifest(index_dir)
@@ -165,6 +228,6 @@ def test_new_shards_are_searchable_after_their_commit_coded_or_not(corpus, tmp_p
     report = build_ivf(index_dir, num_centroids=256, progress=False)
     assert report["generation"] == generation + 1
     assert not (index_dir / codebook_file(generation)).exists()
-    assert not list(index_dir.glob(f"*.{codes_kind(generation)}"))
+    assert not list(index_dir.glob(f"*.{codes_kind(generation)}")) and not list(index_dir.glob("ivf-lists-*"))
     rebuilt = EmbeddedVectorIndex(index_dir, read_manifest(index_dir))
     assert len(rebuilt._lists.uncoded) == 0 and rebuilt.num_pages == PAGES + 18

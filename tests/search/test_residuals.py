@@ -8,7 +8,7 @@ import pytest
 
 from search_engine import residuals
 from search_engine.manifest import IndexFormatError
-from search_engine.residuals import InvertedLists, ResidualCodec
+from search_engine.residuals import InvertedLists, ResidualCodec, residual_kernels
 
 needs_kernel = pytest.mark.skipif(residuals._kernel is None, reason="the compiled kernel is not built here")
 
@@ -88,13 +88,16 @@ def _definition(lists: InvertedLists, codebook, pooled, codes, query: np.ndarray
 
 
 @pytest.mark.parametrize("nbits", [2, 4])
-@pytest.mark.parametrize("path", ["kernel", "numpy"])
+@pytest.mark.parametrize("path", ["avx512", "avx2", "neon", "portable", "numpy"])
 def test_page_scores_follow_warps_definition(monkeypatch, nbits: int, path: str):
-    if path == "kernel" and residuals._kernel is None:
-        pytest.skip("the compiled kernel is not built here")
+    """Each residual kernel this CPU runs (and the portable C loop, and numpy without the extension)."""
+    if path != "numpy" and path not in residual_kernels():
+        pytest.skip(f"the {path} kernel is not built here or this CPU does not run it")
     if path == "numpy":
         monkeypatch.setattr(residuals, "_kernel", None)
     lists, codebook, pooled, codes, rng = _lists(nbits)
+    if path != "numpy":
+        lists.residual_kernel = path
     # 9 query vectors split between 2 threads, and 2 zero rows (padding), which add nothing.
     query = np.concatenate([rng.standard_normal((9, 32)), np.zeros((2, 32))]).astype(np.float32)
     scores = lists.page_scores(query, probe=4)
@@ -134,5 +137,7 @@ def test_kernel_refuses_lists_or_pages_outside_its_buffers():
     misaligned[1 + int(np.flatnonzero(np.diff(misaligned[1:]))[0])] += 1  # a list start inside a block
     with pytest.raises(ValueError, match="whole blocks of 16"):
         kernel(tables, centroids, centroid_scores, imputed, misaligned, lists.pages, lists.residuals, delta)
+    with pytest.raises(ValueError, match="residual kernel 'sse9' is not compiled in"):
+        kernel(tables, centroids, centroid_scores, imputed, lists.offsets, lists.pages, lists.residuals, delta, "sse9")
     with pytest.raises(ValueError, match="an entry names a page outside delta"):
         kernel(tables, centroids, centroid_scores, imputed, lists.offsets, lists.pages, lists.residuals, delta[:100])
