@@ -151,8 +151,16 @@ def start_service(args, max_batch_queries: int) -> tuple[subprocess.Popen, str]:
     return service, url
 
 
-async def grpo_steps(url: str, args) -> dict:
-    """`--steps` steps of `--episodes` concurrent episodes, each 1-3 searches in sequence."""
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far, all its threads (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def grpo_steps(url: str, service_pid: int, args) -> dict:
+    """`--steps` steps of `--episodes` concurrent episodes, each 1-3 searches in sequence. Besides the rates, the
+    CPU time per query of the service and of this load generator: both share the machine's cores here, while on
+    a training node the episodes run elsewhere."""
     rng = np.random.default_rng(2)
     latencies: list[float] = []
     errors: list[str] = []
@@ -171,6 +179,7 @@ async def grpo_steps(url: str, args) -> dict:
         await episode(client, 2)  # warm-up
         latencies.clear()
         before = (await client.get("/health")).json()["batching"]
+        cpu_before = process_cpu_seconds(service_pid), process_cpu_seconds(os.getpid())
         started = time.perf_counter()
         step_seconds = []
         for _ in range(args.steps):
@@ -178,6 +187,7 @@ async def grpo_steps(url: str, args) -> dict:
             await asyncio.gather(*(episode(client, int(rng.integers(1, 4))) for _ in range(args.episodes)))
             step_seconds.append(time.perf_counter() - step_started)
         elapsed = time.perf_counter() - started
+        cpu_after = process_cpu_seconds(service_pid), process_cpu_seconds(os.getpid())
         after = (await client.get("/health")).json()["batching"]
     lat_ms = np.array(latencies) * 1e3
     report = {
@@ -190,6 +200,8 @@ async def grpo_steps(url: str, args) -> dict:
         "max_ms": round(float(lat_ms.max()), 1),
         "step_seconds": [round(s, 2) for s in step_seconds],
         "load_1min": round(os.getloadavg()[0], 2),
+        "service_cpu_ms_per_query": round(1e3 * (cpu_after[0] - cpu_before[0]) / len(latencies), 1),
+        "load_generator_cpu_ms_per_query": round(1e3 * (cpu_after[1] - cpu_before[1]) / len(latencies), 1),
     }
     if after is not None:
         sizes = {
@@ -260,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, batch in (("batched", args.max_batch_queries), ("unbatched", 0)):
             service, url = start_service(args, batch)
             try:
-                report[name] = asyncio.run(grpo_steps(url, args))
+                report[name] = asyncio.run(grpo_steps(url, service.pid, args))
             finally:
                 service.terminate()
                 service.wait(timeout=60)
