@@ -42,6 +42,13 @@ def main() -> None:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--settings", nargs="+", default=["8,1024", "16,4096"], help="n_ivf_probe,n_full_scores")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument(
+        "--kmeans_samples",
+        type=int,
+        default=None,
+        help="documents k-means trains on (fast-plaid's n_samples_kmeans; default: its own, about "
+        "16 sqrt(120 n), every page up to 17,500); the number of centroids does not depend on it",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from fast_plaid import search
@@ -55,10 +62,11 @@ def main() -> None:
     read_s = time.perf_counter() - started
     started = time.perf_counter()
     index = search.FastPlaid(index=str(path), device="cpu")
-    index.create(documents_embeddings=pages)
+    index.create(documents_embeddings=pages, n_samples_kmeans=args.kmeans_samples)
     report = {
         "version": __import__("importlib.metadata").metadata.version("fast-plaid"),
         "torch": torch.__version__,
+        "kmeans_samples": args.kmeans_samples,
         "read_vectors_s": round(read_s, 1),
         "build_s": round(time.perf_counter() - started, 1),
         "build_load_1min": round(os.getloadavg()[0], 2),

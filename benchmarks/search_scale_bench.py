@@ -434,6 +434,8 @@ def fast_plaid_section(args, workdir: Path, index_dir: Path, queries, truth) -> 
         "--workdir",
         str(workdir),
     ]
+    if args.fast_plaid_kmeans_samples:
+        command += ["--kmeans_samples", str(args.fast_plaid_kmeans_samples)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-5:]}
@@ -473,6 +475,13 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=2000,
         help="largest N fast-plaid runs on (its build is slow on CPUs)",
+    )
+    parser.add_argument(
+        "--fast_plaid_kmeans_samples",
+        type=int,
+        default=None,
+        help="pages fast-plaid's k-means trains on (its n_samples_kmeans; default: fast-plaid's own, every page "
+        "up to about 17,500: its CPU build at 10,000 pages did not finish in 40 minutes)",
     )
     parser.add_argument("--shard_pages", type=int, default=1000)
     parser.add_argument("--pool_size", type=int, default=DEFAULT_POOL_SIZE)
