@@ -546,14 +546,15 @@ static int probed_residual_scores(const float *tables, int64_t code_bytes, const
 }
 
 #ifndef MAXSIM_KERNELS_ONLY
-static PyObject *kernel_kernels(PyObject *self, PyObject *args) {
-    (void)self;
-    (void)args;
+/* Names of the kernels this CPU runs, fastest first; `residual`: only those with a residual block function, then
+ * "portable". */
+static PyObject *supported_names(int residual) {
     PyObject *names = PyList_New(0);
     if (names == NULL) return NULL;
-    for (int i = 0; i < NUM_KERNELS; i++) {
-        if (!KERNELS[i].supported()) continue;
-        PyObject *name = PyUnicode_FromString(KERNELS[i].name);
+    for (int i = 0; i <= NUM_KERNELS; i++) {
+        const int portable = i == NUM_KERNELS;
+        if (portable ? !residual : !KERNELS[i].supported() || (residual && KERNELS[i].block_scores == NULL)) continue;
+        PyObject *name = PyUnicode_FromString(portable ? "portable" : KERNELS[i].name);
         if (name == NULL || PyList_Append(names, name) < 0) {
             Py_XDECREF(name);
             Py_DECREF(names);
@@ -564,6 +565,18 @@ static PyObject *kernel_kernels(PyObject *self, PyObject *args) {
     PyObject *result = PyList_AsTuple(names);
     Py_DECREF(names);
     return result;
+}
+
+static PyObject *kernel_kernels(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    return supported_names(0);
+}
+
+static PyObject *kernel_residual_kernels(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    return supported_names(1);
 }
 
 static PyObject *kernel_compiled(PyObject *self, PyObject *args) {
@@ -738,16 +751,13 @@ static PyObject *kernel_dense_scores(PyObject *self, PyObject *args) {
     return result;
 }
 
-/* The residual block function of kernel `name`: "" the best this CPU runs (the portable loop where none does),
- * "portable" the portable loop; NULL with an error set for a kernel not compiled in or not runnable here. */
+/* The residual block function of kernel `name` (one of residual_kernels(), or "": the first of them); NULL with an
+ * error set for any other name. */
 static block_scores_fn residual_block_scores(const char *name) {
     if (strcmp(name, "portable") == 0) return block_scores_generic;
     for (int i = 0; i < NUM_KERNELS; i++) {
-        if (name[0] == '\0' && !KERNELS[i].supported()) continue;
-        if (name[0] == '\0' || strcmp(name, KERNELS[i].name) == 0) {
-            if (!KERNELS[i].supported()) break;
-            return KERNELS[i].block_scores != NULL ? KERNELS[i].block_scores : block_scores_generic;
-        }
+        if (!KERNELS[i].supported() || KERNELS[i].block_scores == NULL) continue;
+        if (name[0] == '\0' || strcmp(name, KERNELS[i].name) == 0) return KERNELS[i].block_scores;
     }
     if (name[0] == '\0') return block_scores_generic;
     PyErr_Format(PyExc_ValueError, "residual kernel '%s' is not compiled in or this CPU cannot run it", name);
@@ -841,6 +851,9 @@ static PyObject *kernel_supported(PyObject *self, PyObject *args) {
 static PyMethodDef kernel_methods[] = {
     {"supported", kernel_supported, METH_NOARGS, "Whether any compiled-in kernel runs on this CPU."},
     {"kernels", kernel_kernels, METH_NOARGS, "Names of the kernels this CPU runs, fastest first."},
+    {"residual_kernels", kernel_residual_kernels, METH_NOARGS,
+     "Names probed_residual_scores takes on this CPU, fastest first: the kernels with a residual block function, "
+     "then 'portable'."},
     {"compiled", kernel_compiled, METH_NOARGS, "Names of the kernels compiled into this build."},
     {"score_panels", kernel_score_panels, METH_VARARGS,
      "score_panels(query_t, vectors, dim, panels, fp16, offsets, lengths, maxes, kernel=''): per page and query "
@@ -858,8 +871,8 @@ static PyMethodDef kernel_methods[] = {
      "[V, bytes, 2, 16] nibble tables; centroids: int64 [V, probe] probed lists; centroid_scores: float32 "
      "[V, probe]; imputed: float32 [V]; offsets: int64 [K + 1], whole blocks of 16; pages: int32 [n] (-1: "
      "padding); residuals: uint8 [n / 16, bytes, 16]; delta: float32 "
-     "[num_pages], added to (page maximum - imputed, per query vector, for the pages found); kernel: '' the "
-     "best this CPU runs, 'portable' the portable loop, or a name of kernels(). Releases the GIL."},
+     "[num_pages], added to (page maximum - imputed, per query vector, for the pages found); kernel: a name of "
+     "residual_kernels(), '' for the first. Releases the GIL."},
     {"score_rows", kernel_score_rows, METH_VARARGS,
      "score_rows(query_t, vectors, dim, rows, offsets, lengths, maxes, kernel=''): score_panels for pages stored "
      "row-major as float16 [n, dim] (e.g. a memory-mapped shard); offsets and lengths in rows. Releases the GIL."},

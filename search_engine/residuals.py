@@ -39,14 +39,14 @@ try:
     from search_engine import _kernel
 except ImportError:  # the optional extension was not built here
     _kernel = None
-if not all(hasattr(_kernel, name) for name in ("probed_residual_scores", "dense_scores")):  # an older build
-    _kernel = None
+if not all(hasattr(_kernel, name) for name in ("probed_residual_scores", "dense_scores", "residual_kernels")):
+    _kernel = None  # an older build
 
 
 def residual_kernels() -> list[str]:
     """Names `InvertedLists.residual_kernel` takes here, best first: the SIMD kernels this CPU runs and "portable"
     (the C loop without SIMD); empty without the extension (the numpy path)."""
-    return [*available_kernels(), "portable"] if _kernel is not None else []
+    return list(_kernel.residual_kernels()) if _kernel is not None else []
 
 
 DEFAULT_NBITS = 2

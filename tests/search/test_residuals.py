@@ -8,6 +8,7 @@ import pytest
 
 from search_engine import residuals
 from search_engine.manifest import IndexFormatError
+from search_engine.maxsim import available_kernels
 from search_engine.residuals import InvertedLists, ResidualCodec, residual_kernels
 
 needs_kernel = pytest.mark.skipif(residuals._kernel is None, reason="the compiled kernel is not built here")
@@ -137,6 +138,8 @@ def test_kernel_refuses_lists_or_pages_outside_its_buffers():
     misaligned[1 + int(np.flatnonzero(np.diff(misaligned[1:]))[0])] += 1  # a list start inside a block
     with pytest.raises(ValueError, match="whole blocks of 16"):
         kernel(tables, centroids, centroid_scores, imputed, misaligned, lists.pages, lists.residuals, delta)
+    # The names it takes: the SIMD kernels this CPU runs that have a residual function, then the portable loop.
+    assert residual_kernels()[-1] == "portable" and set(residual_kernels()[:-1]) <= set(available_kernels())
     with pytest.raises(ValueError, match="residual kernel 'sse9' is not compiled in"):
         kernel(tables, centroids, centroid_scores, imputed, lists.offsets, lists.pages, lists.residuals, delta, "sse9")
     with pytest.raises(ValueError, match="an entry names a page outside delta"):
