@@ -196,6 +196,9 @@ def test_the_command_serves_on_loopback_until_stopped(fixture_run):
         ],
         stdout=subprocess.PIPE,
         text=True,
+        # Ctrl-C reaches a viewer whose SIGINT is at its default; a suite started in the background by a shell
+        # without job control runs with SIGINT ignored, which the child would inherit.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         lines = [process.stdout.readline(), process.stdout.readline()]
