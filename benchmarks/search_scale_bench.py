@@ -286,13 +286,7 @@ def residual_stage_by_kernel(lists, queries: list[np.ndarray], probe: int) -> di
     try:
         for kernel in residual_kernels():
             lists.residual_kernel = kernel
-            lists.page_scores(queries[0], probe)
-            seconds = []
-            for query in queries:
-                started = time.perf_counter()
-                lists.page_scores(query, probe)
-                seconds.append(time.perf_counter() - started)
-            report[kernel] = _latency(seconds)
+            _, report[kernel] = timed_single(lambda batch: lists.page_scores(batch[0], probe)[None], queries)
     finally:
         lists.residual_kernel = chosen
     return report
